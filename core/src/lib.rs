@@ -1,0 +1,38 @@
+//! # unisono-core
+//!
+//! The sans-IO heart of Unisono. Everything here is a pure value or a pure function of its
+//! inputs: no sockets, no async runtime, no system clock. Time is always a parameter, expressed
+//! as [`Millis`] (milliseconds as `f64`) on the *server* clock. The same code compiles natively
+//! into the server and to `wasm32-unknown-unknown` for the browser, so both sides run identical
+//! position math.
+//!
+//! ## Layout
+//! - [`song`]: what can be played (`Song`, `Provider`).
+//! - [`clock`]: the playback clock, a timing vector `position = anchor + (now - t) * rate`.
+//! - [`room`]: the room state machine: members, host, permissions, queue, ready barrier,
+//!   host hand-over. `Room::apply(command, now) -> Result<Vec<Effect>, RoomError>`.
+//! - [`estimator`]: NTP-style clock-offset estimation from four timestamps.
+//! - [`drift`]: the drift controller that decides between nothing, a rate nudge and a seek.
+//! - [`protocol`]: the wire frames of the native WebSocket protocol (serde), and stable error
+//!   codes.
+//! - [`code`]: room-code alphabet and validation (generation takes randomness as a parameter).
+//!
+//! ## Determinism
+//! Only IEEE-754 basic operations (`+ - * /`, comparisons, `min`/`max`) are used on `f64` in the
+//! clock and estimator paths. These are exactly specified and give bit-identical results natively
+//! and in WebAssembly; no transcendental functions, no fused multiply-add.
+
+pub mod clock;
+pub mod code;
+pub mod drift;
+pub mod estimator;
+pub mod protocol;
+pub mod room;
+pub mod song;
+
+/// Milliseconds on the server's clock (Unix epoch based), or a duration in milliseconds.
+pub type Millis = f64;
+
+pub use clock::PlaybackClock;
+pub use room::{Command, Effect, Room, RoomError, RoomSettings};
+pub use song::{Provider, Song};

@@ -1,0 +1,583 @@
+//! The native WebSocket protocol (`/ws`): JSON text frames, documented in `docs/protocol.md`.
+//!
+//! - Client → server: [`ClientFrame`] `{"event", "data", "id"?}`, parsed into a [`Request`] by
+//!   [`Request::parse`], which tells an unknown event ([`ErrorCode::UnknownEvent`]) from a bad
+//!   payload ([`ErrorCode::InvalidPayload`]).
+//! - Server → client: a [`Reply`] for every frame that carried an `id`, and [`Push`] events.
+//!
+//! Event names are fixed by existing clients (seed 002): kebab-case, e.g. `pause-playback`.
+//! The same types are used by the server, the wasm client and the tests.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use crate::{
+    Millis,
+    clock::PlaybackClock,
+    room::{QueueItem, RoomSettingsPatch},
+    song::Song,
+};
+
+/// A frame as sent by a client, before its payload is interpreted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+}
+
+/// Stable error codes. Clients switch on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The frame is not JSON, or not a JSON object with a string `event`.
+    BadFrame,
+    /// `event` names no known request.
+    UnknownEvent,
+    /// The payload misses a field or has a field of the wrong type or range.
+    InvalidPayload,
+    /// Playback control by a member who is not the host (and the room is host-only).
+    NotHost,
+    /// No open room has this code.
+    RoomNotFound,
+    /// The request needs a room and the session is in none.
+    NotInRoom,
+    /// The request needs a loaded song.
+    NoSong,
+    /// No queue item has this id.
+    ItemNotFound,
+    /// No member has this session id.
+    MemberNotFound,
+    RoomFull,
+    QueueFull,
+    /// The tenant or server reached its room limit.
+    TooManyRooms,
+    /// Too many requests of this kind; retry later.
+    RateLimited,
+    /// The room was closed.
+    RoomClosed,
+    /// The change could not be stored; nothing changed.
+    StorageUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire (e.g. `NOT_HOST`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "BAD_FRAME",
+            ErrorCode::UnknownEvent => "UNKNOWN_EVENT",
+            ErrorCode::InvalidPayload => "INVALID_PAYLOAD",
+            ErrorCode::NotHost => "NOT_HOST",
+            ErrorCode::RoomNotFound => "ROOM_NOT_FOUND",
+            ErrorCode::NotInRoom => "NOT_IN_ROOM",
+            ErrorCode::NoSong => "NO_SONG",
+            ErrorCode::ItemNotFound => "ITEM_NOT_FOUND",
+            ErrorCode::MemberNotFound => "MEMBER_NOT_FOUND",
+            ErrorCode::RoomFull => "ROOM_FULL",
+            ErrorCode::QueueFull => "QUEUE_FULL",
+            ErrorCode::TooManyRooms => "TOO_MANY_ROOMS",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::RoomClosed => "ROOM_CLOSED",
+            ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// The `error` object of a failed reply or an `error` push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// The one reply to a frame that carried an `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: u64,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Reply {
+    pub fn ok(id: u64, data: Value) -> Self {
+        Self { id, ok: true, data: Some(data), error: None }
+    }
+    pub fn err(id: u64, error: ErrorBody) -> Self {
+        Self { id, ok: false, data: None, error: Some(error) }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeSync {
+    pub t0: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRoom {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<RoomSettingsPatch>,
+    /// Display name of the creator in the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRoom {
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadSong {
+    pub song: Song,
+    #[serde(default)]
+    pub autoplay: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeekPlayback {
+    pub position_ms: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetRate {
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePlayback {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub song_id: Option<String>,
+    pub position_ms: Millis,
+    pub is_playing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueAdd {
+    pub song: Song,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRemove {
+    pub item_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMove {
+    pub item_id: String,
+    pub to_index: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferHost {
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetReady {
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateSettings {
+    pub settings: RoomSettingsPatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportDrift {
+    /// Local player position minus expected position, in ms (positive: ahead).
+    pub drift_ms: f64,
+}
+
+/// A client request, parsed from a [`ClientFrame`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    TimeSync(TimeSync),
+    CreateRoom(CreateRoom),
+    JoinRoom(JoinRoom),
+    LeaveRoom,
+    LoadSong(LoadSong),
+    PausePlayback,
+    ResumePlayback,
+    SeekPlayback(SeekPlayback),
+    SetRate(SetRate),
+    UpdatePlayback(UpdatePlayback),
+    GetPlaybackState,
+    QueueAdd(QueueAdd),
+    QueueRemove(QueueRemove),
+    QueueMove(QueueMove),
+    PlayNext,
+    TransferHost(TransferHost),
+    SetReady(SetReady),
+    UpdateSettings(UpdateSettings),
+    ReportDrift(ReportDrift),
+}
+
+/// Every request event name, in protocol order.
+pub const REQUEST_EVENTS: &[&str] = &[
+    "time-sync",
+    "create-room",
+    "join-room",
+    "leave-room",
+    "load-song",
+    "pause-playback",
+    "resume-playback",
+    "seek-playback",
+    "set-rate",
+    "update-playback",
+    "get-playback-state",
+    "queue-add",
+    "queue-remove",
+    "queue-move",
+    "play-next",
+    "transfer-host",
+    "set-ready",
+    "update-settings",
+    "report-drift",
+];
+
+fn payload<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
+    // A missing `data` is the same as `{}`, so optional-only payloads may be omitted.
+    let data = if data.is_null() { Value::Object(Default::default()) } else { data };
+    serde_json::from_value(data)
+        .map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    // Serializing these plain structs cannot fail (no maps with non-string keys).
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Request {
+    /// Interprets `data` according to `event`.
+    pub fn parse(event: &str, data: Value) -> Result<Request, ErrorBody> {
+        Ok(match event {
+            "time-sync" => Request::TimeSync(payload(event, data)?),
+            "create-room" => Request::CreateRoom(payload(event, data)?),
+            "join-room" => Request::JoinRoom(payload(event, data)?),
+            "leave-room" => Request::LeaveRoom,
+            "load-song" => Request::LoadSong(payload(event, data)?),
+            "pause-playback" => Request::PausePlayback,
+            "resume-playback" => Request::ResumePlayback,
+            "seek-playback" => Request::SeekPlayback(payload(event, data)?),
+            "set-rate" => Request::SetRate(payload(event, data)?),
+            "update-playback" => Request::UpdatePlayback(payload(event, data)?),
+            "get-playback-state" => Request::GetPlaybackState,
+            "queue-add" => Request::QueueAdd(payload(event, data)?),
+            "queue-remove" => Request::QueueRemove(payload(event, data)?),
+            "queue-move" => Request::QueueMove(payload(event, data)?),
+            "play-next" => Request::PlayNext,
+            "transfer-host" => Request::TransferHost(payload(event, data)?),
+            "set-ready" => Request::SetReady(payload(event, data)?),
+            "update-settings" => Request::UpdateSettings(payload(event, data)?),
+            "report-drift" => Request::ReportDrift(payload(event, data)?),
+            other => {
+                let shown: String = other.chars().take(64).collect();
+                return Err(ErrorBody::new(
+                    ErrorCode::UnknownEvent,
+                    format!("unknown event {shown:?}"),
+                ));
+            }
+        })
+    }
+
+    /// Parses a whole text frame. On failure returns the frame's `id` (if it could be read) with
+    /// the error, so the caller can reply instead of pushing.
+    pub fn parse_frame(text: &str) -> Result<(Option<u64>, Request), (Option<u64>, ErrorBody)> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| (None, ErrorBody::new(ErrorCode::BadFrame, format!("invalid JSON: {e}"))))?;
+        let id = value.get("id").and_then(Value::as_u64);
+        let frame: ClientFrame = serde_json::from_value(value).map_err(|e| {
+            (id, ErrorBody::new(ErrorCode::BadFrame, format!("expected {{event, data?, id?}}: {e}")))
+        })?;
+        Request::parse(&frame.event, frame.data).map(|r| (frame.id, r)).map_err(|e| (frame.id, e))
+    }
+
+    /// The wire name of this request.
+    pub fn event(&self) -> &'static str {
+        match self {
+            Request::TimeSync(_) => "time-sync",
+            Request::CreateRoom(_) => "create-room",
+            Request::JoinRoom(_) => "join-room",
+            Request::LeaveRoom => "leave-room",
+            Request::LoadSong(_) => "load-song",
+            Request::PausePlayback => "pause-playback",
+            Request::ResumePlayback => "resume-playback",
+            Request::SeekPlayback(_) => "seek-playback",
+            Request::SetRate(_) => "set-rate",
+            Request::UpdatePlayback(_) => "update-playback",
+            Request::GetPlaybackState => "get-playback-state",
+            Request::QueueAdd(_) => "queue-add",
+            Request::QueueRemove(_) => "queue-remove",
+            Request::QueueMove(_) => "queue-move",
+            Request::PlayNext => "play-next",
+            Request::TransferHost(_) => "transfer-host",
+            Request::SetReady(_) => "set-ready",
+            Request::UpdateSettings(_) => "update-settings",
+            Request::ReportDrift(_) => "report-drift",
+        }
+    }
+
+    /// The payload as JSON (`null` for requests without one).
+    pub fn data(&self) -> Value {
+        match self {
+            Request::TimeSync(d) => to_value(d),
+            Request::CreateRoom(d) => to_value(d),
+            Request::JoinRoom(d) => to_value(d),
+            Request::LoadSong(d) => to_value(d),
+            Request::SeekPlayback(d) => to_value(d),
+            Request::SetRate(d) => to_value(d),
+            Request::UpdatePlayback(d) => to_value(d),
+            Request::QueueAdd(d) => to_value(d),
+            Request::QueueRemove(d) => to_value(d),
+            Request::QueueMove(d) => to_value(d),
+            Request::TransferHost(d) => to_value(d),
+            Request::SetReady(d) => to_value(d),
+            Request::UpdateSettings(d) => to_value(d),
+            Request::ReportDrift(d) => to_value(d),
+            Request::LeaveRoom
+            | Request::PausePlayback
+            | Request::ResumePlayback
+            | Request::GetPlaybackState
+            | Request::PlayNext => Value::Null,
+        }
+    }
+
+    /// Encodes this request as a client frame.
+    pub fn to_frame(&self, id: Option<u64>) -> ClientFrame {
+        ClientFrame { event: self.event().to_owned(), data: self.data(), id }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pushes and reply payloads
+// ---------------------------------------------------------------------------------------------
+
+/// The playback timing vector as sent to clients: the clock plus derived seed-002 fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaybackState {
+    pub song: Option<Song>,
+    /// Position at `serverTime` (the anchor).
+    pub position_ms: Millis,
+    pub server_time: Millis,
+    pub is_playing: bool,
+    pub rate: f64,
+    pub rev: u64,
+    /// Seed 002: server time at which position 0 played, when playing.
+    pub started_at: Option<Millis>,
+    /// Seed 002: server time playback stopped, when paused.
+    pub paused_at: Option<Millis>,
+    /// True while the ready barrier holds playback until members report ready.
+    #[serde(default)]
+    pub awaiting_ready: bool,
+}
+
+impl PlaybackState {
+    pub fn from_clock(clock: &PlaybackClock, awaiting_ready: bool) -> Self {
+        Self {
+            song: clock.song.clone(),
+            position_ms: clock.position_ms,
+            server_time: clock.server_time,
+            is_playing: clock.is_playing,
+            rate: clock.rate,
+            rev: clock.rev,
+            started_at: clock.started_at(),
+            paused_at: clock.paused_at(),
+            awaiting_ready,
+        }
+    }
+
+    /// The clock this state describes; clients compute positions with it.
+    pub fn clock(&self) -> PlaybackClock {
+        PlaybackClock {
+            song: self.song.clone(),
+            position_ms: self.position_ms,
+            server_time: self.server_time,
+            is_playing: self.is_playing,
+            rate: self.rate,
+            rev: self.rev,
+        }
+    }
+}
+
+/// A member as shown to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberInfo {
+    pub session_id: String,
+    pub name: String,
+    pub joined_at: Millis,
+    pub is_host: bool,
+    pub ready: bool,
+    pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_ms: Option<f64>,
+}
+
+/// Room identity and settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo {
+    pub code: String,
+    pub name: String,
+    pub created_at: Millis,
+    pub settings: crate::room::RoomSettings,
+}
+
+/// `room-joined`: everything a joiner needs to play in sync at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomJoined {
+    pub room: RoomInfo,
+    /// The joiner's own session id.
+    pub you: String,
+    pub members: Vec<MemberInfo>,
+    pub host: Option<String>,
+    pub queue: Vec<QueueItem>,
+    pub playback: PlaybackState,
+    /// Server time this snapshot was taken.
+    pub server_time: Millis,
+    /// The exact position at `serverTime` (seed 002).
+    pub should_start_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connected {
+    pub session_id: String,
+    pub resume_token: String,
+    pub server_time: Millis,
+    /// True when `/ws?resume=` restored an existing session.
+    #[serde(default)]
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberJoined {
+    pub member: MemberInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberLeft {
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberUpdated {
+    pub member: MemberInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostChanged {
+    pub host: Option<String>,
+    pub previous: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueUpdated {
+    pub queue: Vec<QueueItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomClosed {
+    pub code: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsUpdated {
+    pub settings: crate::room::RoomSettings,
+}
+
+/// Server → client events. Serialized as `{"event": "kebab-name", "data": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "kebab-case")]
+pub enum Push {
+    Connected(Connected),
+    RoomJoined(Box<RoomJoined>),
+    MemberJoined(MemberJoined),
+    MemberLeft(MemberLeft),
+    MemberUpdated(MemberUpdated),
+    HostChanged(HostChanged),
+    PlaybackStateUpdate(PlaybackState),
+    PlaybackPaused(PlaybackState),
+    PlaybackResumed(PlaybackState),
+    PlaybackSeeked(PlaybackState),
+    SongChanged(PlaybackState),
+    QueueUpdated(QueueUpdated),
+    SettingsUpdated(SettingsUpdated),
+    RoomClosed(RoomClosed),
+    Error(ErrorBody),
+}
+
+impl Push {
+    /// The playback state this push carries, if it is a playback push.
+    pub fn playback(&self) -> Option<&PlaybackState> {
+        match self {
+            Push::PlaybackStateUpdate(p)
+            | Push::PlaybackPaused(p)
+            | Push::PlaybackResumed(p)
+            | Push::PlaybackSeeked(p)
+            | Push::SongChanged(p) => Some(p),
+            Push::RoomJoined(j) => Some(&j.playback),
+            _ => None,
+        }
+    }
+
+    /// Serializes the push to its JSON text frame.
+    pub fn to_json(&self) -> String {
+        // Every push is a tree of plain structs with string keys: serialization cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"event\":\"error\"}"))
+    }
+}
+
+/// Reply data of `time-sync`: the client's `t0`, server receive time `t1`, server send time `t2`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimeSyncReply {
+    pub t0: f64,
+    pub t1: f64,
+    pub t2: f64,
+}

@@ -1,0 +1,117 @@
+//! A session's bounded outbound queue, and the slow-consumer policy.
+//!
+//! Policy: enqueueing never waits. When a session's queue is full, the session is a slow
+//! consumer: it is disconnected (close code 4008) instead of buffering more, so one stalled
+//! client can neither grow server memory nor delay anyone else. The client resumes with its
+//! token and receives a fresh `room-joined` snapshot, which replaces everything it missed.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{Notify, mpsc};
+
+/// A frame for the writer: shared text (one allocation per broadcast) or a close request.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Text(Arc<str>),
+    Close(u16, &'static str),
+}
+
+impl Frame {
+    pub fn text(s: impl Into<Arc<str>>) -> Frame {
+        Frame::Text(s.into())
+    }
+}
+
+/// Close code for a session dropped by the slow-consumer policy.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+#[derive(Debug, Default)]
+struct Kill {
+    notify: Notify,
+    reason: OnceLock<(u16, &'static str)>,
+}
+
+/// Sending half of a session's queue; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Frame>,
+    kill: Arc<Kill>,
+}
+
+/// Receiving half, owned by the connection's writer task.
+#[derive(Debug)]
+pub struct Inbox {
+    pub rx: mpsc::Receiver<Frame>,
+    pub kill: KillWatch,
+}
+
+/// Tells the writer when the connection must be closed.
+#[derive(Debug, Clone)]
+pub struct KillWatch(Arc<Kill>);
+
+impl Outbox {
+    /// A queue holding at most `capacity` frames.
+    pub fn new(capacity: usize) -> (Outbox, Inbox) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let kill = Arc::new(Kill::default());
+        (Outbox { tx, kill: kill.clone() }, Inbox { rx, kill: KillWatch(kill) })
+    }
+
+    /// Enqueues without waiting. A full queue trips the slow-consumer policy.
+    pub fn push(&self, frame: Frame) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.kill.reason.get().is_none() {
+                    crate::metrics::METRICS.slow_consumers.inc();
+                }
+                self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the writer to close the connection with `code` now, skipping queued frames.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.kill.reason.set((code, reason));
+        self.kill.notify.notify_one();
+    }
+
+    /// True if both outboxes feed the same connection.
+    pub fn same(&self, other: &Outbox) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.kill.reason.get().is_some()
+    }
+}
+
+impl KillWatch {
+    /// Resolves when the connection must be closed; gives the close code and reason.
+    pub async fn killed(&self) -> (u16, &'static str) {
+        loop {
+            let notified = self.0.notify.notified();
+            if let Some(r) = self.0.reason.get() {
+                return *r;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn full_queue_closes_instead_of_growing() {
+        let (out, inbox) = Outbox::new(2);
+        assert!(out.push(Frame::text("a")));
+        assert!(out.push(Frame::text("b")));
+        assert!(!out.push(Frame::text("c")));
+        assert_eq!(inbox.kill.killed().await.0, CLOSE_SLOW_CONSUMER);
+        assert_eq!(inbox.rx.len(), 2);
+    }
+}

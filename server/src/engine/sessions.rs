@@ -1,0 +1,164 @@
+//! Sessions: identity that outlives a connection.
+//!
+//! A session is created on connect and gets a secret resume token. When its connection drops it
+//! stays for a grace period; `/ws?resume=TOKEN` within that period attaches a new connection to
+//! the same session, with its room and host role.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+
+use crate::bus::{Frame, Outbox};
+
+/// One session.
+pub struct Session {
+    pub id: String,
+    pub resume_token: String,
+    /// The live connection's queue; `None` while disconnected.
+    pub outbox: Option<Outbox>,
+    /// Increments on every (re)connection, so a stale disconnect cannot end a newer one.
+    pub conn: u64,
+    /// Code of the room the session is in.
+    pub room: Option<String>,
+    pub joins: Arc<DefaultDirectRateLimiter>,
+}
+
+/// All sessions of this server.
+pub struct Sessions {
+    inner: Mutex<Inner>,
+    joins_per_min: NonZeroU32,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, Session>,
+    by_token: HashMap<String, String>,
+}
+
+fn random_id(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// What [`Sessions::attach`] did.
+pub struct Attached {
+    pub id: String,
+    pub resume_token: String,
+    pub conn: u64,
+    pub resumed: bool,
+    pub room: Option<String>,
+    /// The connection this one replaced (a resume while the old one was still open).
+    pub replaced: Option<Outbox>,
+}
+
+impl Sessions {
+    pub fn new(joins_per_min: u32) -> Sessions {
+        Sessions { inner: Mutex::new(Inner::default()), joins_per_min: NonZeroU32::new(joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock would be a bug; keep serving with the data as is.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attaches a connection: resumes the session of `resume` if it exists, else creates one.
+    pub fn attach(&self, resume: Option<&str>, outbox: Outbox) -> Attached {
+        let mut inner = self.lock();
+        if let Some(token) = resume
+            && let Some(id) = inner.by_token.get(token).cloned()
+            && let Some(s) = inner.by_id.get_mut(&id)
+        {
+            let replaced = s.outbox.replace(outbox);
+            s.conn += 1;
+            return Attached { id, resume_token: s.resume_token.clone(), conn: s.conn, resumed: true, room: s.room.clone(), replaced };
+        }
+        let id = random_id(12);
+        let resume_token = random_id(32);
+        let quota = Quota::per_minute(self.joins_per_min);
+        inner.by_token.insert(resume_token.clone(), id.clone());
+        inner.by_id.insert(
+            id.clone(),
+            Session { id: id.clone(), resume_token: resume_token.clone(), outbox: Some(outbox), conn: 1, room: None, joins: Arc::new(RateLimiter::direct(quota)) },
+        );
+        crate::metrics::METRICS.sessions.set(inner.by_id.len() as i64);
+        Attached { id, resume_token, conn: 1, resumed: false, room: None, replaced: None }
+    }
+
+    /// Marks the session disconnected if `conn` is still its connection. Returns its room.
+    pub fn detach(&self, id: &str, conn: u64) -> Option<Option<String>> {
+        let mut inner = self.lock();
+        let s = inner.by_id.get_mut(id)?;
+        if s.conn != conn {
+            return None;
+        }
+        s.outbox = None;
+        Some(s.room.clone())
+    }
+
+    /// Removes the session if it is still disconnected from connection `conn`. Returns its room.
+    pub fn expire(&self, id: &str, conn: u64) -> Option<Option<String>> {
+        let mut inner = self.lock();
+        let s = inner.by_id.get(id)?;
+        if s.conn != conn || s.outbox.is_some() {
+            return None;
+        }
+        let s = inner.by_id.remove(id)?;
+        inner.by_token.remove(&s.resume_token);
+        crate::metrics::METRICS.sessions.set(inner.by_id.len() as i64);
+        Some(s.room)
+    }
+
+    pub fn outbox(&self, id: &str) -> Option<Outbox> {
+        self.lock().by_id.get(id).and_then(|s| s.outbox.clone())
+    }
+
+    pub fn room(&self, id: &str) -> Option<String> {
+        self.lock().by_id.get(id).and_then(|s| s.room.clone())
+    }
+
+    pub fn set_room(&self, id: &str, room: Option<String>) {
+        if let Some(s) = self.lock().by_id.get_mut(id) {
+            s.room = room;
+        }
+    }
+
+    /// Clears the room of a session only if it is still `code`.
+    pub fn clear_room_if(&self, id: &str, code: &str) {
+        if let Some(s) = self.lock().by_id.get_mut(id)
+            && s.room.as_deref() == Some(code)
+        {
+            s.room = None;
+        }
+    }
+
+    pub fn join_limiter(&self, id: &str) -> Option<Arc<DefaultDirectRateLimiter>> {
+        self.lock().by_id.get(id).map(|s| s.joins.clone())
+    }
+
+    /// Sends a frame to one session, if connected.
+    pub fn send(&self, id: &str, frame: Frame) -> bool {
+        match self.outbox(id) {
+            Some(o) => o.push(frame),
+            None => false,
+        }
+    }
+
+    /// Every live connection's outbox (for shutdown).
+    pub fn all_outboxes(&self) -> Vec<Outbox> {
+        self.lock().by_id.values().filter_map(|s| s.outbox.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

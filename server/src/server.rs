@@ -1,0 +1,100 @@
+//! Process wiring: open the store, start the engine, accept connections, shut down gracefully.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    bus::LocalBus,
+    config::Config,
+    engine::{Engine, EngineConfig},
+    store::Store,
+    ws::WsConfig,
+};
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let store = Store::open(&url).await.with_context(|| format!("opening the database {url}"))?;
+    let engine_config = EngineConfig {
+        limits: config.room_limits(),
+        max_rooms: config.max_rooms,
+        resume_grace: config.resume_grace(),
+        joins_per_min: config.joins_per_min,
+    };
+    let engine = Engine::start(engine_config, store, Arc::new(LocalBus::new())).await.context("restoring rooms")?;
+    let ws = Arc::new(WsConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        session_queue: config.session_queue,
+        frames_per_sec: config.frames_per_sec,
+        ping_interval: config.ping_interval(),
+    });
+    let routes = crate::http::routes(engine.clone(), ws, config.web_dir.clone());
+    let service = TowerToHyperService::new(warp::service(routes));
+
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = engine.store().backend(), "listening");
+    // Tests and scripts read the bound address from this line.
+    println!("unisono listening on http://{addr}");
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down");
+    drop(listener);
+    engine.shutdown().await;
+    // Let writers send their close frames.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,212 @@
+//! Durable room storage: SQLite by default, PostgreSQL by URL, one schema (`migrations/`).
+//!
+//! Every accepted change is written before it is acknowledged or broadcast (the room actor
+//! awaits [`Store::save`]). Positions are derived from the stored anchor, so nothing is written
+//! while time passes. Writes go through one writer task that batches whatever is waiting into a
+//! single transaction (group commit): under load, one fsync covers many rooms.
+
+mod sqlite;
+mod postgres;
+
+use std::time::Duration;
+
+use sqlx::{AnyPool, Row, any::AnyRow};
+use tokio::sync::{mpsc, oneshot};
+use unisono_core::{
+    Millis, PlaybackClock,
+    room::{QueueItem, RoomRecord, RoomSettings},
+    song::Song,
+};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored room {code} is corrupt: {reason}")]
+    Corrupt { code: String, reason: String },
+    #[error("the store is shut down")]
+    Closed,
+    #[error("unsupported database URL {0:?} (use sqlite:PATH or postgres://…)")]
+    UnsupportedUrl(String),
+}
+
+/// Most records written in one transaction.
+const MAX_BATCH: usize = 512;
+
+struct WriteJob {
+    record: RoomRecord,
+    now: Millis,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    writer: mpsc::Sender<WriteJob>,
+    backend: &'static str,
+}
+
+impl Store {
+    /// Connects, runs migrations and starts the writer task.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (pool, backend) = if url.starts_with("sqlite:") {
+            (sqlite::connect(url).await?, "sqlite")
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (postgres::connect(url).await?, "postgres")
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(writer_loop(pool.clone(), rx));
+        Ok(Store { pool, writer: tx, backend })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Durably writes a room; returns once it is committed.
+    pub async fn save(&self, record: RoomRecord, now: Millis) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writer.send(WriteJob { record, now, done }).await.map_err(|_| StoreError::Closed)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(StoreError::Db(sqlx::Error::Protocol(msg))),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// All rooms whose state is `open`.
+    pub async fn load_open_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT code, name, host, current_song, position_ms, anchor_time, is_playing, rate, rev, \
+             state, queue, next_item, settings, created_at FROM rooms WHERE state = 'open'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Liveness probe for `/healthz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Waits for queued writes and closes the pool.
+    pub async fn close(&self) {
+        // Queued jobs are drained by the writer before it sees the channel close; give it a
+        // moment, then close the pool.
+        for _ in 0..50 {
+            if self.writer.capacity() == self.writer.max_capacity() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.pool.close().await;
+    }
+}
+
+const UPSERT: &str = "INSERT INTO rooms (code, name, host, current_song_id, current_song, position_ms, \
+    anchor_time, is_playing, rate, rev, state, queue, next_item, settings, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+    ON CONFLICT (code) DO UPDATE SET name = excluded.name, host = excluded.host, \
+    current_song_id = excluded.current_song_id, current_song = excluded.current_song, \
+    position_ms = excluded.position_ms, anchor_time = excluded.anchor_time, \
+    is_playing = excluded.is_playing, rate = excluded.rate, rev = excluded.rev, \
+    state = excluded.state, queue = excluded.queue, next_item = excluded.next_item, \
+    settings = excluded.settings, created_at = excluded.created_at, updated_at = excluded.updated_at";
+
+async fn write_batch(pool: &AnyPool, jobs: &[WriteJob]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for job in jobs {
+        let r = &job.record;
+        let song_json = r.clock.song.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default());
+        sqlx::query(UPSERT)
+            .bind(r.code.clone())
+            .bind(r.name.clone())
+            .bind(r.host.clone())
+            .bind(r.clock.song.as_ref().map(|s| s.id.clone()))
+            .bind(song_json)
+            .bind(r.clock.position_ms)
+            .bind(r.clock.server_time)
+            .bind(r.clock.is_playing)
+            .bind(r.clock.rate)
+            .bind(r.clock.rev as i64)
+            .bind(if r.closed { "closed" } else { "open" })
+            .bind(serde_json::to_string(&r.queue).unwrap_or_else(|_| "[]".into()))
+            .bind(r.next_item as i64)
+            .bind(serde_json::to_string(&r.settings).unwrap_or_else(|_| "{}".into()))
+            .bind(r.created_at)
+            .bind(job.now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+async fn writer_loop(pool: AnyPool, mut rx: mpsc::Receiver<WriteJob>) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = write_batch(&pool, &batch).await;
+        crate::metrics::METRICS.store_write_seconds.observe(started.elapsed().as_secs_f64());
+        crate::metrics::METRICS.store_batch_size.observe(batch.len() as f64);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, rooms = batch.len(), "room write failed");
+        }
+        for job in batch.drain(..) {
+            let _ = job.done.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        }
+    }
+}
+
+fn record_from_row(row: &AnyRow) -> Result<RoomRecord, StoreError> {
+    let code: String = row.try_get("code")?;
+    let corrupt = |reason: String| StoreError::Corrupt { code: code.clone(), reason };
+    let song: Option<String> = row.try_get("current_song")?;
+    let song: Option<Song> = match song {
+        Some(s) => Some(serde_json::from_str(&s).map_err(|e| corrupt(format!("song: {e}")))?),
+        None => None,
+    };
+    let queue: String = row.try_get("queue")?;
+    let queue: Vec<QueueItem> = serde_json::from_str(&queue).map_err(|e| corrupt(format!("queue: {e}")))?;
+    let settings: String = row.try_get("settings")?;
+    let settings: RoomSettings =
+        serde_json::from_str(&settings).map_err(|e| corrupt(format!("settings: {e}")))?;
+    let state: String = row.try_get("state")?;
+    let rev: i64 = row.try_get("rev")?;
+    let next_item: i64 = row.try_get("next_item")?;
+    Ok(RoomRecord {
+        code: code.clone(),
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        host: row.try_get("host")?,
+        settings,
+        queue,
+        next_item: next_item.max(1) as u64,
+        clock: PlaybackClock {
+            song,
+            position_ms: row.try_get("position_ms")?,
+            server_time: row.try_get("anchor_time")?,
+            is_playing: row.try_get("is_playing")?,
+            rate: row.try_get("rate")?,
+            rev: rev.max(0) as u64,
+        },
+        closed: state == "closed",
+    })
+}

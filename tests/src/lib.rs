@@ -1,0 +1,412 @@
+//! Test harness for the end-to-end suite: starts the real `unisono` binary on an ephemeral port
+//! and talks to it with real WebSocket clients.
+//!
+//! - [`Server`]: a running server process (SQLite file in a temp dir, or a given database URL);
+//!   `kill9` and `restart` for durability tests.
+//! - [`Client`]: a WebSocket client that sends requests with ids, awaits their replies, and
+//!   buffers pushes for `expect_push`.
+
+use std::{
+    collections::VecDeque,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::{net::TcpStream, sync::mpsc};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+
+/// Path of the `unisono` binary built by cargo (`UNISONO_BIN` overrides).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("UNISONO_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/unisono
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(format!("unisono{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "{} not found: run `cargo build -p unisono-server` (cargo xtask test does)", bin.display());
+    bin
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh, unique temp directory for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("unisono-e2e-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A running `unisono serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub database_url: String,
+    pub extra: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a fresh SQLite file.
+    pub fn start(extra: &[&str]) -> Result<Server> {
+        let dir = temp_dir("srv");
+        let url = format!("sqlite:{}", dir.join("unisono.db").display());
+        Server::start_with(&url, extra, dir)
+    }
+
+    /// Starts a server on `database_url`.
+    pub fn start_with(database_url: &str, extra: &[&str], dir: PathBuf) -> Result<Server> {
+        let mut s = Server { child: None, addr: String::new(), database_url: database_url.to_owned(), extra: extra.iter().map(|s| s.to_string()).collect(), dir };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--database-url", &self.database_url])
+            .arg("--web-dir")
+            .arg(self.dir.join("no-web"))
+            .args(&self.extra)
+            .env("UNISONO_LOG", std::env::var("UNISONO_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn unisono")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("unisono listening on http://") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| anyhow!("server did not report its address"))?;
+        self.addr = addr;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same database.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let c = self.child.as_mut().context("not running")?;
+        let pid = c.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("server did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the server process in KiB (Linux).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// GET a path, returning status and body (plain HTTP/1.1 on a TCP socket).
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(&self.addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("status")?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Ok((status, body))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a client received.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+/// A WebSocket client with a background reader.
+pub struct Client {
+    sink: futures_util::stream::SplitSink<Ws, Message>,
+    rx: mpsc::UnboundedReceiver<(Instant, Incoming)>,
+    buffered: VecDeque<(Instant, Incoming)>,
+    next_id: u64,
+    reader: tokio::task::JoinHandle<()>,
+    pub session_id: String,
+    pub resume_token: String,
+    pub connected: Value,
+}
+
+impl Drop for Client {
+    /// Dropping a client drops its socket (both halves), like a vanished peer.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Default wait for a reply or push.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// Connects to `/ws` (or `/ws?resume=`) and waits for `connected`.
+    pub async fn connect(server: &Server) -> Result<Client> {
+        Client::connect_url(&server.ws_url()).await
+    }
+
+    pub async fn resume(server: &Server, token: &str) -> Result<Client> {
+        Client::connect_url(&format!("{}?resume={token}", server.ws_url())).await
+    }
+
+    pub async fn connect_url(url: &str) -> Result<Client> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("websocket connect")?;
+        let (sink, mut stream) = ws.split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                let at = Instant::now();
+                match msg {
+                    Ok(Message::Text(t)) => {
+                        let v = serde_json::from_str(&t).unwrap_or(Value::String(t.to_string()));
+                        if tx.send((at, Incoming::Json(v))).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Message::Close(f)) => {
+                        let _ = tx.send((at, Incoming::Closed(f.map(|f| u16::from(f.code)))));
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        let _ = tx.send((at, Incoming::Closed(None)));
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send((Instant::now(), Incoming::Closed(None)));
+        });
+        let mut c = Client { sink, rx, reader, buffered: VecDeque::new(), next_id: 1, session_id: String::new(), resume_token: String::new(), connected: Value::Null };
+        let hello = c.expect_push("connected").await?;
+        c.session_id = hello["sessionId"].as_str().unwrap_or_default().to_owned();
+        c.resume_token = hello["resumeToken"].as_str().unwrap_or_default().to_owned();
+        c.connected = hello;
+        Ok(c)
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: impl Into<String>) -> Result<()> {
+        self.sink.send(Message::text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.sink.send(Message::binary(bytes)).await?;
+        Ok(())
+    }
+
+    /// Sends `{event, data, id}` and returns the reply's `data` (Ok) or `error` (Err value).
+    pub async fn request(&mut self, event: &str, data: Value) -> Result<std::result::Result<Value, Value>> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = json!({ "event": event, "data": data, "id": id });
+        self.send_text(frame.to_string()).await?;
+        self.reply(id).await
+    }
+
+    /// Like [`request`](Self::request) but fails unless the reply is ok.
+    pub async fn ok(&mut self, event: &str, data: Value) -> Result<Value> {
+        match self.request(event, data).await? {
+            Ok(v) => Ok(v),
+            Err(e) => bail!("{event} failed: {e}"),
+        }
+    }
+
+    /// Like [`request`](Self::request) but returns the error code, failing if the reply is ok.
+    pub async fn err_code(&mut self, event: &str, data: Value) -> Result<String> {
+        match self.request(event, data).await? {
+            Ok(v) => bail!("{event} unexpectedly succeeded: {v}"),
+            Err(e) => Ok(e["code"].as_str().unwrap_or_default().to_owned()),
+        }
+    }
+
+    /// Waits for the reply with `id`, buffering pushes that arrive first.
+    pub async fn reply(&mut self, id: u64) -> Result<std::result::Result<Value, Value>> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (at, item) = self.recv_raw(deadline).await?;
+            if let Incoming::Json(v) = &item
+                && v.get("id").and_then(Value::as_u64) == Some(id)
+                && v.get("ok").is_some()
+            {
+                return Ok(if v["ok"] == json!(true) { Ok(v["data"].clone()) } else { Err(v["error"].clone()) });
+            }
+            if let Incoming::Closed(code) = item {
+                bail!("connection closed ({code:?}) while waiting for reply {id}");
+            }
+            self.buffered.push_back((at, item));
+        }
+    }
+
+    async fn recv_raw(&mut self, deadline: Instant) -> Result<(Instant, Incoming)> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.rx.recv()).await {
+            Ok(Some(x)) => Ok(x),
+            Ok(None) => bail!("reader ended"),
+            Err(_) => bail!("timed out"),
+        }
+    }
+
+    /// Waits for the next push named `event` (earlier other pushes stay buffered), returns its data.
+    pub async fn expect_push(&mut self, event: &str) -> Result<Value> {
+        self.expect_push_within(event, WAIT).await.map(|(_, v)| v)
+    }
+
+    /// Like [`expect_push`](Self::expect_push), also returning when it arrived.
+    pub async fn expect_push_within(&mut self, event: &str, wait: Duration) -> Result<(Instant, Value)> {
+        if let Some(i) = self.buffered.iter().position(|(_, x)| matches!(x, Incoming::Json(v) if v["event"] == event && v.get("id").is_none())) {
+            if let Some((at, Incoming::Json(v))) = self.buffered.remove(i) {
+                return Ok((at, v["data"].clone()));
+            }
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let (at, item) = self.recv_raw(deadline).await.with_context(|| format!("waiting for push {event}"))?;
+            match &item {
+                Incoming::Json(v) if v["event"] == event && v.get("id").is_none() => return Ok((at, v["data"].clone())),
+                Incoming::Closed(code) => bail!("connection closed ({code:?}) while waiting for {event}"),
+                _ => self.buffered.push_back((at, item)),
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection; returns the close code.
+    pub async fn expect_close(&mut self, wait: Duration) -> Result<Option<u16>> {
+        if let Some(i) = self.buffered.iter().position(|(_, x)| matches!(x, Incoming::Closed(_))) {
+            if let Some((_, Incoming::Closed(c))) = self.buffered.remove(i) {
+                return Ok(c);
+            }
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let (_, item) = self.recv_raw(deadline).await.context("waiting for close")?;
+            if let Incoming::Closed(c) = item {
+                return Ok(c);
+            }
+        }
+    }
+
+    /// Drops every buffered push.
+    pub fn clear(&mut self) {
+        self.buffered.clear();
+        while self.rx.try_recv().is_ok() {}
+    }
+
+    /// All pushes received so far named `event` (drains them from the buffer).
+    pub fn drain_pushes(&mut self, event: &str) -> Vec<Value> {
+        while let Ok(x) = self.rx.try_recv() {
+            self.buffered.push_back(x);
+        }
+        let mut out = Vec::new();
+        self.buffered.retain(|(_, x)| match x {
+            Incoming::Json(v) if v["event"] == event => {
+                out.push(v["data"].clone());
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    /// Closes the connection cleanly.
+    pub async fn close(mut self) {
+        let _ = self.sink.send(Message::Close(None)).await;
+    }
+}
+
+/// Server time now as seen through `time-sync` (offset-corrected local clock), in ms.
+pub async fn server_now(c: &mut Client) -> Result<f64> {
+    let t0 = local_ms();
+    let r = c.ok("time-sync", json!({ "t0": t0 })).await?;
+    let t3 = local_ms();
+    let t1 = r["t1"].as_f64().context("t1")?;
+    let t2 = r["t2"].as_f64().context("t2")?;
+    let offset = ((t1 - t0) + (t2 - t3)) / 2.0;
+    Ok(local_ms() + offset)
+}
+
+/// Local wall clock in ms.
+pub fn local_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as f64 / 1000.0).unwrap_or(0.0)
+}
+
+/// Position at server time `now` from a playback object (the protocol's formula).
+pub fn position_at(playback: &Value, now: f64) -> f64 {
+    let pos = playback["positionMs"].as_f64().unwrap_or(0.0);
+    let at = playback["serverTime"].as_f64().unwrap_or(0.0);
+    let rate = playback["rate"].as_f64().unwrap_or(1.0);
+    let dur = playback["song"]["durationMs"].as_f64().unwrap_or(0.0);
+    let mut p = if playback["isPlaying"] == json!(true) && now > at { pos + (now - at) * rate } else { pos };
+    if p < 0.0 {
+        p = 0.0;
+    }
+    if dur > 0.0 && p > dur {
+        p = dur;
+    }
+    p
+}
+
+/// A song payload.
+pub fn song(id: &str, duration_ms: f64) -> Value {
+    json!({ "id": id, "title": format!("Song {id}"), "provider": "url", "url": format!("https://example.invalid/{id}.mp3"), "durationMs": duration_ms })
+}
