@@ -4,7 +4,7 @@
 //! server feeds it from the OS RNG. 30 symbols over 6 characters give 729 million codes, so a
 //! blind guess at a few open rooms has negligible odds, and join attempts are rate-limited.
 
-/// The code alphabet (Crockford-like, without vowels that spell words and without `0O1IL`).
+/// The code alphabet: digits and capitals without the look-alikes `0 O 1 I L` and without `U`.
 pub const ALPHABET: &[u8; 30] = b"23456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Default code length.
 pub const CODE_LEN: usize = 6;
@@ -15,10 +15,12 @@ pub fn generate(mut next_u32: impl FnMut() -> u32) -> String {
     const N: u32 = ALPHABET.len() as u32;
     const LIMIT: u32 = u32::MAX - (u32::MAX % N);
     (0..CODE_LEN)
-        .map(|_| loop {
-            let r = next_u32();
-            if r < LIMIT {
-                break ALPHABET[(r % N) as usize] as char;
+        .map(|_| {
+            loop {
+                let r = next_u32();
+                if r < LIMIT {
+                    break ALPHABET[(r % N) as usize] as char;
+                }
             }
         })
         .collect()

@@ -15,7 +15,7 @@
 //!   ahead by the seek latency, and then waits for the player to settle before judging again;
 //! - counts its seeks, and when it would exceed `max_seeks` within `seek_window_ms` (thrashing:
 //!   the player cannot hold a position, or its seek latency is not what it claims) stops seeking
-//!   for `seek_backoff_ms` and widens its seek thresholds.
+//!   for `seek_backoff_ms` and widens its seek thresholds (longer and wider if it recurs).
 //!
 //! The controller is fed positions in song milliseconds; it should only be called while the room
 //! is playing.
@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Millis;
 
-/// Seek thresholds (and backoff times) double each time thrashing is detected while the seek
-/// thresholds are still widened, up to this factor.
+/// Each thrashing episode doubles the widening of the seek thresholds (and the length of the next
+/// backoff), up to this factor.
 const MAX_THRESHOLD_SCALE: f64 = 8.0;
 
 /// What a player can do, and how precisely it reports its position.
@@ -43,8 +43,8 @@ pub struct PlayerCapabilities {
     pub rate_step: Option<f64>,
     /// Typical time between asking for a seek and the player playing from the new position.
     pub seek_latency_ms: Millis,
-    /// How far off a reported position can be (coarse polling, interpolation). No threshold is
-    /// set below this noise floor.
+    /// How far off a reported position can be (coarse polling, interpolation). Readings are
+    /// smoothed, and no threshold is set below this noise floor.
     pub position_granularity_ms: Millis,
 }
 
@@ -60,6 +60,7 @@ pub struct DriftConfig {
     pub near_max_rate_delta: f64,
     /// Largest relative rate change ever.
     pub far_max_rate_delta: f64,
+    /// Errors below this get `near_max_rate_delta`, larger ones `far_max_rate_delta`.
     pub near_threshold_ms: Millis,
     /// Seek above this error when the player can nudge.
     pub seek_threshold_ms: Millis,
@@ -69,6 +70,7 @@ pub struct DriftConfig {
     pub correction_horizon_ms: Millis,
     /// At most this many seeks within `seek_window_ms`; wanting another one is thrashing.
     pub max_seeks: u32,
+    /// Span over which seeks are counted.
     pub seek_window_ms: Millis,
     /// After thrashing, no seek for this long.
     pub seek_backoff_ms: Millis,
@@ -233,17 +235,12 @@ impl DriftController {
         &self.caps
     }
 
-    /// Decides what to do at local time `now`, given the player's reported position and the
-    /// position the playback clock expects. `error = local - expected`, positive when the player
-    /// is ahead. `base_rate` is the room's rate. Non-finite inputs or a non-positive rate change
-    /// nothing and yield [`Correction::None`].
-    pub fn update(
-        &mut self,
-        now: Millis,
-        local_ms: Millis,
-        expected_ms: Millis,
-        base_rate: f64,
-    ) -> Correction {
+    /// Decides what to do at time `now` (any monotonic clock: only intervals matter), given the
+    /// player's reported position and the position the playback clock expects.
+    /// `error = local - expected`, positive when the player is ahead. `base_rate` is the room's
+    /// rate. Non-finite inputs or a non-positive rate change nothing and yield
+    /// [`Correction::None`].
+    pub fn update(&mut self, now: Millis, local_ms: Millis, expected_ms: Millis, base_rate: f64) -> Correction {
         let finite = [now, local_ms, expected_ms, base_rate].iter().all(|x| x.is_finite());
         if !finite || base_rate <= 0.0 {
             return Correction::None;
@@ -348,6 +345,7 @@ impl DriftController {
             return Some(restore);
         }
         let latency = self.caps.seek_latency_ms.max(0.0);
+        self.smoothed = None;
         self.seeks.push_back(now);
         self.settle_until = Some(now + latency + self.config.seek_settle_ms.max(0.0));
         Some(Correction::Seek { to_ms: expected + latency * base_rate })
@@ -369,11 +367,8 @@ impl DriftController {
         self.nudge = Some(ahead);
 
         let far = self.config.far_max_rate_delta;
-        let cap = if magnitude < self.config.near_threshold_ms {
-            self.config.near_max_rate_delta.min(far)
-        } else {
-            far
-        };
+        let cap =
+            if magnitude < self.config.near_threshold_ms { self.config.near_max_rate_delta.min(far) } else { far };
         // Position runs at `base_rate * (1 ± delta)` against an expected `base_rate`, so the
         // error shrinks by `base_rate * delta` per millisecond.
         let wanted = magnitude / (self.config.correction_horizon_ms * base_rate);
@@ -408,7 +403,8 @@ impl DriftController {
         self.last_error
     }
 
-    /// The rate the controller last set, if it differs from the room rate it was restored to.
+    /// The rate the controller has set on the player, or `None` while the player is at the room
+    /// rate as far as the controller knows.
     pub fn applied_rate(&self) -> Option<f64> {
         self.applied_rate
     }
@@ -419,7 +415,8 @@ impl DriftController {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
-    /// Whether seeks are suspended at `now` because the controller was seeking too often.
+    /// Whether seeks are suspended at `now` because the controller wanted to seek more than
+    /// `max_seeks` times within `seek_window_ms`.
     pub fn is_thrashing(&self, now: Millis) -> bool {
         self.backoff_until.is_some_and(|t| now < t)
     }
@@ -463,12 +460,7 @@ mod tests {
     use super::*;
 
     fn html5() -> PlayerCapabilities {
-        PlayerCapabilities {
-            can_set_rate: true,
-            rate_step: None,
-            seek_latency_ms: 200.0,
-            position_granularity_ms: 0.0,
-        }
+        PlayerCapabilities { can_set_rate: true, rate_step: None, seek_latency_ms: 200.0, position_granularity_ms: 0.0 }
     }
 
     fn youtube() -> PlayerCapabilities {

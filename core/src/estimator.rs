@@ -89,8 +89,8 @@ impl Sample {
             return None;
         }
         let delay = (t3 - t0) - (t2 - t1);
-        // Also rejects a NaN produced by overflow to infinity in the subtraction.
-        if !(delay >= 0.0) {
+        // Finite inputs can still overflow to infinity (or NaN) in the subtractions.
+        if !delay.is_finite() || delay < 0.0 {
             return None;
         }
         let offset = ((t1 - t0) + (t2 - t3)) / 2.0;
@@ -161,13 +161,7 @@ impl ClockOffsetEstimator {
     ///   unusually lucky) and samples are accepted again, so the window rolls over to the new
     ///   conditions instead of locking out forever. The fast samples already in the window keep
     ///   being preferred while they last, since they remain the most accurate.
-    pub fn add_sample(
-        &mut self,
-        t0: Millis,
-        t1: Millis,
-        t2: Millis,
-        t3: Millis,
-    ) -> Result<Sample, SampleRejected> {
+    pub fn add_sample(&mut self, t0: Millis, t1: Millis, t2: Millis, t3: Millis) -> Result<Sample, SampleRejected> {
         let sample = Sample::from_timestamps(t0, t1, t2, t3).ok_or(SampleRejected::Invalid)?;
         let rejected = self.is_outlier(&sample) && !self.reference_is_stale();
 
@@ -226,7 +220,7 @@ impl ClockOffsetEstimator {
 
     /// Bound on the error of [`offset`](Self::offset): half the lowest delay in the window.
     ///
-    /// Exact as long as the true offset stayed constant across the window; clock-rate drift
+    /// Guaranteed while the true offset stays constant across the window; clock-rate drift
     /// between samples adds to it, which is one reason to keep the window short.
     pub fn error_bound(&self) -> Option<Millis> {
         self.estimate.map(|e| e.min_delay / 2.0)

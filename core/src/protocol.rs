@@ -274,8 +274,7 @@ pub const REQUEST_EVENTS: &[&str] = &[
 fn payload<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
     // A missing `data` is the same as `{}`, so optional-only payloads may be omitted.
     let data = if data.is_null() { Value::Object(Default::default()) } else { data };
-    serde_json::from_value(data)
-        .map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
+    serde_json::from_value(data).map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
 }
 
 fn to_value<T: Serialize>(v: &T) -> Value {
@@ -308,10 +307,7 @@ impl Request {
             "report-drift" => Request::ReportDrift(payload(event, data)?),
             other => {
                 let shown: String = other.chars().take(64).collect();
-                return Err(ErrorBody::new(
-                    ErrorCode::UnknownEvent,
-                    format!("unknown event {shown:?}"),
-                ));
+                return Err(ErrorBody::new(ErrorCode::UnknownEvent, format!("unknown event {shown:?}")));
             }
         })
     }
@@ -322,9 +318,8 @@ impl Request {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| (None, ErrorBody::new(ErrorCode::BadFrame, format!("invalid JSON: {e}"))))?;
         let id = value.get("id").and_then(Value::as_u64);
-        let frame: ClientFrame = serde_json::from_value(value).map_err(|e| {
-            (id, ErrorBody::new(ErrorCode::BadFrame, format!("expected {{event, data?, id?}}: {e}")))
-        })?;
+        let frame: ClientFrame = serde_json::from_value(value)
+            .map_err(|e| (id, ErrorBody::new(ErrorCode::BadFrame, format!("expected {{event, data?, id?}}: {e}"))))?;
         Request::parse(&frame.event, frame.data).map(|r| (frame.id, r)).map_err(|e| (frame.id, e))
     }
 

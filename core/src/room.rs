@@ -14,9 +14,8 @@ use crate::{
     Millis,
     clock::{self, PlaybackClock},
     protocol::{
-        ErrorCode, HostChanged, MemberInfo, MemberJoined, MemberLeft, MemberUpdated,
-        PlaybackState, Push, QueueUpdated, Request, RoomClosed, RoomInfo, RoomJoined,
-        SettingsUpdated,
+        ErrorCode, HostChanged, MemberInfo, MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, QueueUpdated,
+        Request, RoomClosed, RoomInfo, RoomJoined, SettingsUpdated,
     },
     song::Song,
 };
@@ -109,7 +108,13 @@ pub struct RoomLimits {
 
 impl Default for RoomLimits {
     fn default() -> Self {
-        Self { max_members: 20_000, max_queue: 500, host_grace_ms: 10_000.0, empty_ttl_ms: 600_000.0, max_name_chars: 64 }
+        Self {
+            max_members: 20_000,
+            max_queue: 500,
+            host_grace_ms: 10_000.0,
+            empty_ttl_ms: 600_000.0,
+            max_name_chars: 64,
+        }
     }
 }
 
@@ -167,32 +172,88 @@ impl RoomError {
 /// An input to the room.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Join { session: SessionId, name: String },
+    Join {
+        session: SessionId,
+        name: String,
+    },
     /// Deliberate leave (or the end of a disconnected session's grace period).
-    Leave { session: SessionId },
+    Leave {
+        session: SessionId,
+    },
     /// The session's connection dropped; it may come back with its resume token.
-    Disconnect { session: SessionId },
-    Reconnect { session: SessionId },
-    Load { session: SessionId, song: Song, autoplay: bool },
-    Pause { session: SessionId },
-    Resume { session: SessionId },
-    Seek { session: SessionId, position_ms: Millis },
-    SetRate { session: SessionId, rate: f64 },
+    Disconnect {
+        session: SessionId,
+    },
+    Reconnect {
+        session: SessionId,
+    },
+    Load {
+        session: SessionId,
+        song: Song,
+        autoplay: bool,
+    },
+    Pause {
+        session: SessionId,
+    },
+    Resume {
+        session: SessionId,
+    },
+    Seek {
+        session: SessionId,
+        position_ms: Millis,
+    },
+    SetRate {
+        session: SessionId,
+        rate: f64,
+    },
     /// Seed 000's UPDATE_PLAYBACK: song, position and play state at once.
-    Update { session: SessionId, song_id: Option<String>, position_ms: Millis, is_playing: bool },
-    GetPlayback { session: SessionId },
-    QueueAdd { session: SessionId, song: Song },
-    QueueRemove { session: SessionId, item_id: String },
-    QueueMove { session: SessionId, item_id: String, to_index: usize },
-    PlayNext { session: SessionId },
-    TransferHost { session: SessionId, to: SessionId },
-    SetReady { session: SessionId, ready: bool },
-    UpdateSettings { session: SessionId, patch: RoomSettingsPatch },
-    ReportDrift { session: SessionId, drift_ms: f64 },
+    Update {
+        session: SessionId,
+        song_id: Option<String>,
+        position_ms: Millis,
+        is_playing: bool,
+    },
+    GetPlayback {
+        session: SessionId,
+    },
+    QueueAdd {
+        session: SessionId,
+        song: Song,
+    },
+    QueueRemove {
+        session: SessionId,
+        item_id: String,
+    },
+    QueueMove {
+        session: SessionId,
+        item_id: String,
+        to_index: usize,
+    },
+    PlayNext {
+        session: SessionId,
+    },
+    TransferHost {
+        session: SessionId,
+        to: SessionId,
+    },
+    SetReady {
+        session: SessionId,
+        ready: bool,
+    },
+    UpdateSettings {
+        session: SessionId,
+        patch: RoomSettingsPatch,
+    },
+    ReportDrift {
+        session: SessionId,
+        drift_ms: f64,
+    },
     /// Time passed: run whatever deadline is due.
     Tick,
     /// Close the room (operator action or shutdown of a tenant).
-    Close { reason: String },
+    Close {
+        reason: String,
+    },
 }
 
 impl Command {
@@ -211,12 +272,9 @@ impl Command {
             Request::ResumePlayback => Command::Resume { session },
             Request::SeekPlayback(r) => Command::Seek { session, position_ms: r.position_ms },
             Request::SetRate(r) => Command::SetRate { session, rate: r.rate },
-            Request::UpdatePlayback(r) => Command::Update {
-                session,
-                song_id: r.song_id,
-                position_ms: r.position_ms,
-                is_playing: r.is_playing,
-            },
+            Request::UpdatePlayback(r) => {
+                Command::Update { session, song_id: r.song_id, position_ms: r.position_ms, is_playing: r.is_playing }
+            }
             Request::GetPlaybackState => Command::GetPlayback { session },
             Request::QueueAdd(r) => Command::QueueAdd { session, song: r.song },
             Request::QueueRemove(r) => Command::QueueRemove { session, item_id: r.item_id },
@@ -439,7 +497,12 @@ impl Room {
     }
 
     pub fn info(&self) -> RoomInfo {
-        RoomInfo { code: self.code.clone(), name: self.name.clone(), created_at: self.created_at, settings: self.settings.clone() }
+        RoomInfo {
+            code: self.code.clone(),
+            name: self.name.clone(),
+            created_at: self.created_at,
+            settings: self.settings.clone(),
+        }
     }
 
     pub fn members(&self) -> Vec<MemberInfo> {
@@ -687,6 +750,10 @@ impl Room {
                     }
                     self.advance(now, &mut out);
                 } else if !self.clock.is_playing && self.barrier.is_none() {
+                    if self.clock.duration().is_some_and(|d| self.clock.position_at(now) >= d) {
+                        // Resuming a song that stopped at its end plays it again from the start.
+                        self.clock.seek(0.0, now);
+                    }
                     self.request_start(now);
                     if self.barrier.is_some() {
                         // Held by the ready barrier: the clock did not move, but the pushed state
@@ -812,7 +879,8 @@ impl Room {
             }
             Command::TransferHost { session, to } => {
                 self.ensure_host(&session)?;
-                if self.member(&to).is_none() {
+                // Only to someone who is here: a disconnected host would leave the room uncontrolled.
+                if !self.member(&to).is_some_and(|m| m.connected) {
                     return Err(RoomError::MemberNotFound);
                 }
                 self.set_host(Some(to), &mut out);
@@ -953,6 +1021,12 @@ impl Room {
 impl Song {
     /// A song known only by id (seed 000's `current_song_id`).
     fn default_for_id() -> Song {
-        Song { id: String::new(), title: String::new(), provider: Default::default(), url: String::new(), duration_ms: 0.0 }
+        Song {
+            id: String::new(),
+            title: String::new(),
+            provider: Default::default(),
+            url: String::new(),
+            duration_ms: 0.0,
+        }
     }
 }

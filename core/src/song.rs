@@ -50,8 +50,7 @@ impl Song {
         if self.url.len() > MAX_URL_LEN {
             return Err(format!("song.url must be at most {MAX_URL_LEN} bytes"));
         }
-        if !self.duration_ms.is_finite() || self.duration_ms < 0.0 || self.duration_ms > MAX_DURATION_MS
-        {
+        if !self.duration_ms.is_finite() || self.duration_ms < 0.0 || self.duration_ms > MAX_DURATION_MS {
             return Err("song.durationMs must be a finite number between 0 and one week".into());
         }
         Ok(())

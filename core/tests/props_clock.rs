@@ -27,13 +27,7 @@ use unisono_core::{
 };
 
 fn song(id: &str, duration_ms: Millis) -> Song {
-    Song {
-        id: id.into(),
-        title: String::new(),
-        provider: Provider::Url,
-        url: String::new(),
-        duration_ms,
-    }
+    Song { id: id.into(), title: String::new(), provider: Provider::Url, url: String::new(), duration_ms }
 }
 
 /// The clamp the clock applies, computed independently: `[0, duration]`, or `[0, ∞)` when the
@@ -93,12 +87,7 @@ fn position() -> impl Strategy<Value = Millis> {
 }
 
 fn rate() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        Just(1.0),
-        Just(MIN_RATE),
-        Just(MAX_RATE),
-        MIN_RATE..=MAX_RATE
-    ]
+    prop_oneof![Just(1.0), Just(MIN_RATE), Just(MAX_RATE), MIN_RATE..=MAX_RATE]
 }
 
 fn clock_op() -> impl Strategy<Value = ClockOp> {
@@ -121,18 +110,12 @@ fn dt() -> impl Strategy<Value = Millis> {
 }
 
 fn clock_script() -> impl Strategy<Value = (Millis, Vec<(Millis, ClockOp)>)> {
-    (
-        0.0..1e12f64,
-        proptest::collection::vec((dt(), clock_op()), 1..40),
-    )
+    (0.0..1e12f64, proptest::collection::vec((dt(), clock_op()), 1..40))
 }
 
 /// Checks (b) and (e) over `[from, to]`, plus a time far in the future.
 fn check_between(clock: &PlaybackClock, from: Millis, to: Millis) -> Result<(), TestCaseError> {
-    let mut times: Vec<Millis> = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
-        .iter()
-        .map(|f| from + (to - from) * f)
-        .collect();
+    let mut times: Vec<Millis> = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0].iter().map(|f| from + (to - from) * f).collect();
     times.push(to + 1e7);
     let mut prev: Option<Millis> = None;
     for &t in &times {
@@ -141,18 +124,12 @@ fn check_between(clock: &PlaybackClock, from: Millis, to: Millis) -> Result<(), 
         // (e) Within [0, duration].
         prop_assert!(p >= 0.0, "position {p} at {t} is negative: {clock:?}");
         if let Some(d) = clock.duration() {
-            prop_assert!(
-                p <= d,
-                "position {p} at {t} is past the duration {d}: {clock:?}"
-            );
+            prop_assert!(p <= d, "position {p} at {t} is past the duration {d}: {clock:?}");
         }
         // (b) Monotone while playing; constant while paused.
         if let Some(q) = prev {
             if clock.is_playing && clock.rate > 0.0 {
-                prop_assert!(
-                    p >= q,
-                    "position went back from {q} to {p} at {t}: {clock:?}"
-                );
+                prop_assert!(p >= q, "position went back from {q} to {p} at {t}: {clock:?}");
             } else {
                 prop_assert_eq!(p, q, "a paused position moved at {}: {:?}", t, clock);
             }
@@ -163,20 +140,14 @@ fn check_between(clock: &PlaybackClock, from: Millis, to: Millis) -> Result<(), 
 }
 
 fn run_clock_script(start: Millis, script: &[(Millis, ClockOp)]) -> Result<(), TestCaseError> {
-    let mut clock = PlaybackClock {
-        server_time: start,
-        ..PlaybackClock::default()
-    };
+    let mut clock = PlaybackClock { server_time: start, ..PlaybackClock::default() };
     let mut now = start;
     for (i, (step, op)) in script.iter().enumerate() {
         now += step;
         let before = clock.clone();
         let at_now = before.position_at(now);
         match op {
-            ClockOp::Load {
-                duration_ms,
-                start_in,
-            } => {
+            ClockOp::Load { duration_ms, start_in } => {
                 clock.load(song("s", *duration_ms), now, start_in.map(|l| now + l));
                 prop_assert_eq!(clock.position_at(now), 0.0, "a load starts at position 0");
                 prop_assert_eq!(clock.is_playing, start_in.is_some());
@@ -196,11 +167,7 @@ fn run_clock_script(start: Millis, script: &[(Millis, ClockOp)]) -> Result<(), T
                 } else {
                     prop_assert_eq!(&clock, &before, "(d) a no-op pause changes nothing");
                 }
-                prop_assert_eq!(
-                    clock.position_at(now),
-                    at_now,
-                    "pause freezes the position where it is"
-                );
+                prop_assert_eq!(clock.position_at(now), at_now, "pause freezes the position where it is");
             }
             ClockOp::Play { start_in } => {
                 let changed = clock.play(now, now + start_in);
@@ -209,16 +176,8 @@ fn run_clock_script(start: Millis, script: &[(Millis, ClockOp)]) -> Result<(), T
                     prop_assert!(clock.rev > before.rev, "(d) play bumps rev");
                     prop_assert!(clock.is_playing);
                     // (a) Resuming never moves the position: it holds until the start, then runs.
-                    prop_assert_eq!(
-                        clock.position_at(now),
-                        at_now,
-                        "(a) resume moved the position"
-                    );
-                    prop_assert_eq!(
-                        clock.position_at(now + start_in),
-                        at_now,
-                        "(a) scheduled start moved"
-                    );
+                    prop_assert_eq!(clock.position_at(now), at_now, "(a) resume moved the position");
+                    prop_assert_eq!(clock.position_at(now + start_in), at_now, "(a) scheduled start moved");
                 } else {
                     prop_assert_eq!(&clock, &before, "(d) a no-op play changes nothing");
                 }
@@ -230,21 +189,10 @@ fn run_clock_script(start: Millis, script: &[(Millis, ClockOp)]) -> Result<(), T
                 let rev_paused = clock.rev;
                 now += gap;
                 prop_assert_eq!(clock.position_at(now), paused_at, "a paused clock holds");
-                prop_assert!(
-                    clock.play(now, now + start_in),
-                    "play after pause changes the clock"
-                );
+                prop_assert!(clock.play(now, now + start_in), "play after pause changes the clock");
                 prop_assert!(clock.rev > rev_paused, "(d) play bumps rev");
-                prop_assert_eq!(
-                    clock.position_at(now),
-                    paused_at,
-                    "(a) resume moved the position"
-                );
-                prop_assert_eq!(
-                    clock.position_at(now + start_in),
-                    paused_at,
-                    "(a) scheduled start moved"
-                );
+                prop_assert_eq!(clock.position_at(now), paused_at, "(a) resume moved the position");
+                prop_assert_eq!(clock.position_at(now + start_in), paused_at, "(a) scheduled start moved");
             }
             ClockOp::Seek { position_ms } => {
                 let scheduled = before.is_scheduled(now);
@@ -252,41 +200,21 @@ fn run_clock_script(start: Millis, script: &[(Millis, ClockOp)]) -> Result<(), T
                 prop_assert!(clock.rev > before.rev, "(d) seek bumps rev");
                 let expected = clamp(&clock, *position_ms);
                 // (c) A seek lands exactly.
-                prop_assert_eq!(
-                    clock.position_at(now),
-                    expected,
-                    "(c) seek to {} missed",
-                    position_ms
-                );
+                prop_assert_eq!(clock.position_at(now), expected, "(c) seek to {} missed", position_ms);
                 if scheduled {
-                    prop_assert_eq!(
-                        clock.server_time,
-                        before.server_time,
-                        "(c) the scheduled start is kept"
-                    );
+                    prop_assert_eq!(clock.server_time, before.server_time, "(c) the scheduled start is kept");
                 } else {
                     prop_assert_eq!(clock.server_time, now);
                 }
-                prop_assert_eq!(
-                    clock.is_playing,
-                    before.is_playing,
-                    "seek keeps the play state"
-                );
+                prop_assert_eq!(clock.is_playing, before.is_playing, "seek keeps the play state");
             }
             ClockOp::SetRate { rate } => {
                 clock.set_rate(*rate, now);
                 prop_assert!(clock.rev > before.rev, "(d) set_rate bumps rev");
                 prop_assert_eq!(clock.rate, *rate);
-                prop_assert_eq!(
-                    clock.position_at(now),
-                    at_now,
-                    "a rate change keeps the position continuous"
-                );
+                prop_assert_eq!(clock.position_at(now), at_now, "a rate change keeps the position continuous");
             }
-            ClockOp::Set {
-                position_ms,
-                is_playing,
-            } => {
+            ClockOp::Set { position_ms, is_playing } => {
                 clock.set(*position_ms, *is_playing, now);
                 prop_assert!(clock.rev > before.rev, "(d) set bumps rev");
                 prop_assert_eq!(clock.position_at(now), clamp(&clock, *position_ms));
@@ -296,15 +224,9 @@ fn run_clock_script(start: Millis, script: &[(Millis, ClockOp)]) -> Result<(), T
         // (d) Whatever happened, rev never goes back, and every change is visible in rev.
         prop_assert!(clock.rev >= before.rev);
         if clock != before {
-            prop_assert!(
-                clock.rev > before.rev,
-                "(d) the clock changed without a new rev: {:?}",
-                op
-            );
+            prop_assert!(clock.rev > before.rev, "(d) the clock changed without a new rev: {:?}", op);
         }
-        let next = script
-            .get(i + 1)
-            .map_or(now + 10_000.0, |(step, _)| now + step);
+        let next = script.get(i + 1).map_or(now + 10_000.0, |(step, _)| now + step);
         check_between(&clock, now, next)?;
         // The derived end time agrees with position_at.
         if let Some(end) = clock.end_time() {
@@ -435,60 +357,27 @@ fn room_op() -> impl Strategy<Value = RoomOp> {
 fn room_command(op: &RoomOp, room: &Room, now: &mut Millis) -> Command {
     let s = |i: &usize| SESSIONS[*i].to_owned();
     match op {
-        RoomOp::Join(i) => Command::Join {
-            session: s(i),
-            name: s(i),
-        },
+        RoomOp::Join(i) => Command::Join { session: s(i), name: s(i) },
         RoomOp::Leave(i) => Command::Leave { session: s(i) },
         RoomOp::Disconnect(i) => Command::Disconnect { session: s(i) },
         RoomOp::Reconnect(i) => Command::Reconnect { session: s(i) },
-        RoomOp::Load(i, d, autoplay) => Command::Load {
-            session: s(i),
-            song: song("loaded", *d),
-            autoplay: *autoplay,
-        },
+        RoomOp::Load(i, d, autoplay) => Command::Load { session: s(i), song: song("loaded", *d), autoplay: *autoplay },
         RoomOp::Pause(i) => Command::Pause { session: s(i) },
         RoomOp::Resume(i) => Command::Resume { session: s(i) },
-        RoomOp::Seek(i, p) => Command::Seek {
-            session: s(i),
-            position_ms: *p,
-        },
-        RoomOp::SetRate(i, r) => Command::SetRate {
-            session: s(i),
-            rate: *r,
-        },
+        RoomOp::Seek(i, p) => Command::Seek { session: s(i), position_ms: *p },
+        RoomOp::SetRate(i, r) => Command::SetRate { session: s(i), rate: *r },
         RoomOp::Update(i, queued, p, playing) => Command::Update {
             session: s(i),
-            song_id: queued.then(|| {
-                room.queue()
-                    .first()
-                    .map_or("other".to_owned(), |q| q.song.id.clone())
-            }),
+            song_id: queued.then(|| room.queue().first().map_or("other".to_owned(), |q| q.song.id.clone())),
             position_ms: *p,
             is_playing: *playing,
         },
-        RoomOp::QueueAdd(i, d) => Command::QueueAdd {
-            session: s(i),
-            song: song(&format!("song{}", *now as u64), *d),
-        },
-        RoomOp::QueueRemove(i, n) => Command::QueueRemove {
-            session: s(i),
-            item_id: format!("q{n}"),
-        },
-        RoomOp::QueueMove(i, n, to) => Command::QueueMove {
-            session: s(i),
-            item_id: format!("q{n}"),
-            to_index: *to,
-        },
+        RoomOp::QueueAdd(i, d) => Command::QueueAdd { session: s(i), song: song(&format!("song{}", *now as u64), *d) },
+        RoomOp::QueueRemove(i, n) => Command::QueueRemove { session: s(i), item_id: format!("q{n}") },
+        RoomOp::QueueMove(i, n, to) => Command::QueueMove { session: s(i), item_id: format!("q{n}"), to_index: *to },
         RoomOp::PlayNext(i) => Command::PlayNext { session: s(i) },
-        RoomOp::Transfer(i, t) => Command::TransferHost {
-            session: s(i),
-            to: s(t),
-        },
-        RoomOp::SetReady(i, r) => Command::SetReady {
-            session: s(i),
-            ready: *r,
-        },
+        RoomOp::Transfer(i, t) => Command::TransferHost { session: s(i), to: s(t) },
+        RoomOp::SetReady(i, r) => Command::SetReady { session: s(i), ready: *r },
         RoomOp::Settings(i, anyone, barrier, delay) => Command::UpdateSettings {
             session: s(i),
             patch: RoomSettingsPatch {
@@ -498,10 +387,7 @@ fn room_command(op: &RoomOp, room: &Room, now: &mut Millis) -> Command {
                 start_delay_ms: *delay,
             },
         },
-        RoomOp::ReportDrift(i, d) => Command::ReportDrift {
-            session: s(i),
-            drift_ms: *d,
-        },
+        RoomOp::ReportDrift(i, d) => Command::ReportDrift { session: s(i), drift_ms: *d },
         RoomOp::GetPlayback(i) => Command::GetPlayback { session: s(i) },
         RoomOp::Tick => Command::Tick,
         RoomOp::TickAtDeadline => {
@@ -514,24 +400,12 @@ fn room_command(op: &RoomOp, room: &Room, now: &mut Millis) -> Command {
 }
 
 fn room_script() -> impl Strategy<Value = (bool, Vec<(Millis, RoomOp)>)> {
-    (
-        any::<bool>(),
-        proptest::collection::vec((dt(), room_op()), 1..80),
-    )
+    (any::<bool>(), proptest::collection::vec((dt(), room_op()), 1..80))
 }
 
 fn run_room_script(barrier: bool, script: &[(Millis, RoomOp)]) -> Result<(), TestCaseError> {
-    let settings = RoomSettings {
-        ready_barrier: barrier,
-        ready_timeout_ms: 3000.0,
-        ..RoomSettings::default()
-    };
-    let limits = RoomLimits {
-        host_grace_ms: 5000.0,
-        empty_ttl_ms: 120_000.0,
-        max_queue: 5,
-        ..RoomLimits::default()
-    };
+    let settings = RoomSettings { ready_barrier: barrier, ready_timeout_ms: 3000.0, ..RoomSettings::default() };
+    let limits = RoomLimits { host_grace_ms: 5000.0, empty_ttl_ms: 120_000.0, max_queue: 5, ..RoomLimits::default() };
     let mut now = 1_700_000_000_000.0;
     let mut room = Room::new("PROP23".into(), "props", settings, limits, now);
     let mut last_push_rev = room.clock().rev;
@@ -542,24 +416,12 @@ fn run_room_script(barrier: bool, script: &[(Millis, RoomOp)]) -> Result<(), Tes
         let record = room.record();
         match room.apply(cmd.clone(), now) {
             Err(e) => {
-                prop_assert_eq!(
-                    &room,
-                    &before,
-                    "rejected {:?} ({}) changed the room",
-                    cmd,
-                    e
-                );
+                prop_assert_eq!(&room, &before, "rejected {:?} ({}) changed the room", cmd, e);
             }
             Ok(effects) => {
                 // Persist leads whenever the durable record changed, and appears nowhere else.
                 if room.record() != record {
-                    prop_assert_eq!(
-                        effects.first(),
-                        Some(&Effect::Persist),
-                        "{:?}: {:?}",
-                        cmd,
-                        effects
-                    );
+                    prop_assert_eq!(effects.first(), Some(&Effect::Persist), "{:?}: {:?}", cmd, effects);
                 }
                 prop_assert!(
                     effects.iter().skip(1).all(|e| *e != Effect::Persist),
@@ -588,23 +450,11 @@ fn run_room_script(barrier: bool, script: &[(Millis, RoomOp)]) -> Result<(), Tes
         }
         // The room's clock obeys the clock properties too.
         let clock = room.clock();
-        prop_assert!(
-            clock.rev >= before.clock().rev,
-            "rev went back after {:?}",
-            cmd
-        );
+        prop_assert!(clock.rev >= before.clock().rev, "rev went back after {:?}", cmd);
         if clock != before.clock() {
-            prop_assert!(
-                clock.rev > before.clock().rev,
-                "clock changed without a new rev after {:?}",
-                cmd
-            );
+            prop_assert!(clock.rev > before.clock().rev, "clock changed without a new rev after {:?}", cmd);
         }
-        prop_assert!(
-            clock.rate >= MIN_RATE && clock.rate <= MAX_RATE,
-            "rate {} out of range",
-            clock.rate
-        );
+        prop_assert!(clock.rate >= MIN_RATE && clock.rate <= MAX_RATE, "rate {} out of range", clock.rate);
         check_between(clock, now, now + 10_000.0)?;
         if room.is_closed() {
             break;

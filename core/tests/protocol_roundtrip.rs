@@ -14,11 +14,10 @@ use serde_json::{Value, json};
 use unisono_core::{
     clock::PlaybackClock,
     protocol::{
-        ClientFrame, Connected, CreateRoom, ErrorBody, ErrorCode, HostChanged, JoinRoom, LoadSong,
-        MemberInfo, MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, QueueAdd,
-        QueueMove, QueueRemove, QueueUpdated, REQUEST_EVENTS, Reply, ReportDrift, Request,
-        RoomClosed, RoomInfo, RoomJoined, SeekPlayback, SetRate, SetReady, SettingsUpdated,
-        TimeSync, TransferHost, UpdatePlayback, UpdateSettings,
+        ClientFrame, Connected, CreateRoom, ErrorBody, ErrorCode, HostChanged, JoinRoom, LoadSong, MemberInfo,
+        MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, QueueAdd, QueueMove, QueueRemove, QueueUpdated,
+        REQUEST_EVENTS, Reply, ReportDrift, Request, RoomClosed, RoomInfo, RoomJoined, SeekPlayback, SetRate, SetReady,
+        SettingsUpdated, TimeSync, TransferHost, UpdatePlayback, UpdateSettings,
     },
     room::{QueueItem, RoomSettings, RoomSettingsPatch},
     song::{Provider, Song},
@@ -50,28 +49,18 @@ fn patch() -> RoomSettingsPatch {
 /// A representative request for every event name, with every optional field filled in.
 fn sample_request(event: &str) -> Request {
     match event {
-        "time-sync" => Request::TimeSync(TimeSync {
-            t0: 1_700_000_000_123.5,
-        }),
+        "time-sync" => Request::TimeSync(TimeSync { t0: 1_700_000_000_123.5 }),
         "create-room" => Request::CreateRoom(CreateRoom {
             name: Some("Friday night".into()),
             settings: Some(patch()),
             member_name: Some("Alice".into()),
         }),
-        "join-room" => Request::JoinRoom(JoinRoom {
-            code: "ABC234".into(),
-            name: Some("Bob".into()),
-        }),
+        "join-room" => Request::JoinRoom(JoinRoom { code: "ABC234".into(), name: Some("Bob".into()) }),
         "leave-room" => Request::LeaveRoom,
-        "load-song" => Request::LoadSong(LoadSong {
-            song: song(),
-            autoplay: true,
-        }),
+        "load-song" => Request::LoadSong(LoadSong { song: song(), autoplay: true }),
         "pause-playback" => Request::PausePlayback,
         "resume-playback" => Request::ResumePlayback,
-        "seek-playback" => Request::SeekPlayback(SeekPlayback {
-            position_ms: 42_500.25,
-        }),
+        "seek-playback" => Request::SeekPlayback(SeekPlayback { position_ms: 42_500.25 }),
         "set-rate" => Request::SetRate(SetRate { rate: 1.25 }),
         "update-playback" => Request::UpdatePlayback(UpdatePlayback {
             song_id: Some("dQw4w9WgXcQ".into()),
@@ -80,17 +69,10 @@ fn sample_request(event: &str) -> Request {
         }),
         "get-playback-state" => Request::GetPlaybackState,
         "queue-add" => Request::QueueAdd(QueueAdd { song: song() }),
-        "queue-remove" => Request::QueueRemove(QueueRemove {
-            item_id: "q7".into(),
-        }),
-        "queue-move" => Request::QueueMove(QueueMove {
-            item_id: "q7".into(),
-            to_index: 2,
-        }),
+        "queue-remove" => Request::QueueRemove(QueueRemove { item_id: "q7".into() }),
+        "queue-move" => Request::QueueMove(QueueMove { item_id: "q7".into(), to_index: 2 }),
         "play-next" => Request::PlayNext,
-        "transfer-host" => Request::TransferHost(TransferHost {
-            session_id: "s-bob".into(),
-        }),
+        "transfer-host" => Request::TransferHost(TransferHost { session_id: "s-bob".into() }),
         "set-ready" => Request::SetReady(SetReady { ready: true }),
         "update-settings" => Request::UpdateSettings(UpdateSettings { settings: patch() }),
         "report-drift" => Request::ReportDrift(ReportDrift { drift_ms: -12.5 }),
@@ -124,21 +106,11 @@ fn member(id: &str, host: bool) -> MemberInfo {
 }
 
 fn queue() -> Vec<QueueItem> {
-    vec![QueueItem {
-        item_id: "q1".into(),
-        song: song(),
-        added_by: Some("s-alice".into()),
-        added_at: 5000.0,
-    }]
+    vec![QueueItem { item_id: "q1".into(), song: song(), added_by: Some("s-alice".into()), added_at: 5000.0 }]
 }
 
 fn settings() -> RoomSettings {
-    RoomSettings {
-        anyone_can_control: true,
-        ready_barrier: true,
-        ready_timeout_ms: 4000.0,
-        start_delay_ms: 300.0,
-    }
+    RoomSettings { anyone_can_control: true, ready_barrier: true, ready_timeout_ms: 4000.0, start_delay_ms: 300.0 }
 }
 
 /// One push of every variant, with the event name the spec fixes for it.
@@ -156,12 +128,7 @@ fn sample_pushes() -> Vec<(&'static str, Push)> {
         (
             "room-joined",
             Push::RoomJoined(Box::new(RoomJoined {
-                room: RoomInfo {
-                    code: "ABC234".into(),
-                    name: "Room".into(),
-                    created_at: 10.0,
-                    settings: settings(),
-                },
+                room: RoomInfo { code: "ABC234".into(), name: "Room".into(), created_at: 10.0, settings: settings() },
                 you: "s-bob".into(),
                 members: vec![member("s-alice", true), member("s-bob", false)],
                 host: Some("s-alice".into()),
@@ -171,60 +138,22 @@ fn sample_pushes() -> Vec<(&'static str, Push)> {
                 should_start_at: 4000.0,
             })),
         ),
-        (
-            "member-joined",
-            Push::MemberJoined(MemberJoined {
-                member: member("s-bob", false),
-            }),
-        ),
-        (
-            "member-left",
-            Push::MemberLeft(MemberLeft {
-                session_id: "s-bob".into(),
-            }),
-        ),
-        (
-            "member-updated",
-            Push::MemberUpdated(MemberUpdated {
-                member: member("s-bob", false),
-            }),
-        ),
+        ("member-joined", Push::MemberJoined(MemberJoined { member: member("s-bob", false) })),
+        ("member-left", Push::MemberLeft(MemberLeft { session_id: "s-bob".into() })),
+        ("member-updated", Push::MemberUpdated(MemberUpdated { member: member("s-bob", false) })),
         (
             "host-changed",
-            Push::HostChanged(HostChanged {
-                host: Some("s-bob".into()),
-                previous: Some("s-alice".into()),
-            }),
+            Push::HostChanged(HostChanged { host: Some("s-bob".into()), previous: Some("s-alice".into()) }),
         ),
-        (
-            "playback-state-update",
-            Push::PlaybackStateUpdate(playback_state()),
-        ),
+        ("playback-state-update", Push::PlaybackStateUpdate(playback_state())),
         ("playback-paused", Push::PlaybackPaused(paused_state())),
         ("playback-resumed", Push::PlaybackResumed(playback_state())),
         ("playback-seeked", Push::PlaybackSeeked(playback_state())),
         ("song-changed", Push::SongChanged(paused_state())),
-        (
-            "queue-updated",
-            Push::QueueUpdated(QueueUpdated { queue: queue() }),
-        ),
-        (
-            "settings-updated",
-            Push::SettingsUpdated(SettingsUpdated {
-                settings: settings(),
-            }),
-        ),
-        (
-            "room-closed",
-            Push::RoomClosed(RoomClosed {
-                code: "ABC234".into(),
-                reason: "empty".into(),
-            }),
-        ),
-        (
-            "error",
-            Push::Error(ErrorBody::new(ErrorCode::RateLimited, "slow down")),
-        ),
+        ("queue-updated", Push::QueueUpdated(QueueUpdated { queue: queue() })),
+        ("settings-updated", Push::SettingsUpdated(SettingsUpdated { settings: settings() })),
+        ("room-closed", Push::RoomClosed(RoomClosed { code: "ABC234".into(), reason: "empty".into() })),
+        ("error", Push::Error(ErrorBody::new(ErrorCode::RateLimited, "slow down"))),
     ]
 }
 
@@ -284,25 +213,17 @@ fn parse_err(text: &str) -> (Option<u64>, ErrorBody) {
 
 #[test]
 fn every_request_event_round_trips_through_a_text_frame() {
-    assert_eq!(
-        REQUEST_EVENTS.len(),
-        19,
-        "the protocol defines 19 request events"
-    );
+    assert_eq!(REQUEST_EVENTS.len(), 19, "the protocol defines 19 request events");
     for (i, event) in REQUEST_EVENTS.iter().enumerate() {
         let request = sample_request(event);
-        assert_eq!(
-            request.event(),
-            *event,
-            "Request::event names the request it was built for"
-        );
+        assert_eq!(request.event(), *event, "Request::event names the request it was built for");
         let id = 1000 + i as u64;
         let frame = request.to_frame(Some(id));
         assert_eq!(frame.event, *event);
         assert_eq!(frame.id, Some(id));
         let text = serde_json::to_string(&frame).expect("a client frame serializes");
-        let (parsed_id, parsed) = Request::parse_frame(&text)
-            .unwrap_or_else(|e| panic!("{event}: {text} failed to parse: {e:?}"));
+        let (parsed_id, parsed) =
+            Request::parse_frame(&text).unwrap_or_else(|e| panic!("{event}: {text} failed to parse: {e:?}"));
         assert_eq!(parsed_id, Some(id), "{event}: the id comes back");
         assert_eq!(parsed, request, "{event}: the request comes back unchanged");
     }
@@ -313,10 +234,7 @@ fn a_frame_without_id_parses_with_id_none() {
     for event in REQUEST_EVENTS {
         let text = serde_json::to_string(&sample_request(event).to_frame(None)).unwrap();
         let json: Value = serde_json::from_str(&text).unwrap();
-        assert!(
-            json.get("id").is_none(),
-            "{event}: no id key when there is no id: {text}"
-        );
+        assert!(json.get("id").is_none(), "{event}: no id key when there is no id: {text}");
         let (id, request) = Request::parse_frame(&text).unwrap();
         assert_eq!(id, None);
         assert_eq!(request, sample_request(event));
@@ -325,13 +243,7 @@ fn a_frame_without_id_parses_with_id_none() {
 
 #[test]
 fn requests_without_payload_omit_data() {
-    for event in [
-        "leave-room",
-        "pause-playback",
-        "resume-playback",
-        "get-playback-state",
-        "play-next",
-    ] {
+    for event in ["leave-room", "pause-playback", "resume-playback", "get-playback-state", "play-next"] {
         let json = serde_json::to_value(sample_request(event).to_frame(Some(1))).unwrap();
         assert_eq!(json, json!({ "event": event, "id": 1 }), "{event}");
     }
@@ -349,10 +261,7 @@ fn request_event_names_are_unique() {
 fn request_payload_fields_are_camel_case_on_the_wire() {
     let data = |event: &str| sample_request(event).data();
     assert_eq!(data("seek-playback"), json!({ "positionMs": 42_500.25 }));
-    assert_eq!(
-        data("update-playback"),
-        json!({ "songId": "dQw4w9WgXcQ", "positionMs": 1500.0, "isPlaying": true })
-    );
+    assert_eq!(data("update-playback"), json!({ "songId": "dQw4w9WgXcQ", "positionMs": 1500.0, "isPlaying": true }));
     assert_eq!(data("transfer-host"), json!({ "sessionId": "s-bob" }));
     assert_eq!(data("queue-move"), json!({ "itemId": "q7", "toIndex": 2 }));
     assert_eq!(data("report-drift"), json!({ "driftMs": -12.5 }));
@@ -374,10 +283,8 @@ fn request_payload_fields_are_camel_case_on_the_wire() {
 
 #[test]
 fn client_written_frames_parse_with_defaults() {
-    let (id, r) = Request::parse_frame(
-        r#"{"event":"load-song","data":{"song":{"id":"abc","durationMs":1000}},"id":9}"#,
-    )
-    .unwrap();
+    let (id, r) =
+        Request::parse_frame(r#"{"event":"load-song","data":{"song":{"id":"abc","durationMs":1000}},"id":9}"#).unwrap();
     assert_eq!(id, Some(9));
     assert_eq!(
         r,
@@ -394,14 +301,8 @@ fn client_written_frames_parse_with_defaults() {
     );
     let (_, r) = Request::parse_frame(r#"{"event":"create-room"}"#).unwrap();
     assert_eq!(r, Request::CreateRoom(CreateRoom::default()));
-    let (_, r) =
-        Request::parse_frame(r#"{"event":"update-settings","data":{"settings":{}}}"#).unwrap();
-    assert_eq!(
-        r,
-        Request::UpdateSettings(UpdateSettings {
-            settings: RoomSettingsPatch::default()
-        })
-    );
+    let (_, r) = Request::parse_frame(r#"{"event":"update-settings","data":{"settings":{}}}"#).unwrap();
+    assert_eq!(r, Request::UpdateSettings(UpdateSettings { settings: RoomSettingsPatch::default() }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,11 +323,7 @@ fn unknown_event_is_reported_with_the_frame_id() {
     let (id, err) = parse_err(r#"{"event":"nope","id":3}"#);
     assert_eq!(id, Some(3));
     assert_eq!(err.code, ErrorCode::UnknownEvent);
-    assert!(
-        err.message.contains("nope"),
-        "the message names the event: {}",
-        err.message
-    );
+    assert!(err.message.contains("nope"), "the message names the event: {}", err.message);
 }
 
 #[test]
@@ -434,11 +331,7 @@ fn wrongly_typed_payload_is_invalid_payload_with_the_frame_id() {
     let (id, err) = parse_err(r#"{"event":"seek-playback","data":{"positionMs":"x"},"id":4}"#);
     assert_eq!(id, Some(4));
     assert_eq!(err.code, ErrorCode::InvalidPayload);
-    assert!(
-        err.message.starts_with("seek-playback"),
-        "the message names the event: {}",
-        err.message
-    );
+    assert!(err.message.starts_with("seek-playback"), "the message names the event: {}", err.message);
 }
 
 #[test]
@@ -458,10 +351,7 @@ fn missing_required_payload_is_invalid_payload() {
 
 #[test]
 fn payload_free_requests_need_no_data() {
-    assert_eq!(
-        Request::parse_frame(r#"{"event":"pause-playback"}"#).unwrap(),
-        (None, Request::PausePlayback)
-    );
+    assert_eq!(Request::parse_frame(r#"{"event":"pause-playback"}"#).unwrap(), (None, Request::PausePlayback));
     assert_eq!(
         Request::parse_frame(r#"{"event":"pause-playback","id":6}"#).unwrap(),
         (Some(6), Request::PausePlayback)
@@ -500,19 +390,12 @@ fn every_push_is_an_event_with_data_and_round_trips() {
     for (name, push) in pushes {
         let text = push.to_json();
         let json: Value = serde_json::from_str(&text).unwrap();
-        let obj = json
-            .as_object()
-            .unwrap_or_else(|| panic!("{name}: a push is a JSON object"));
+        let obj = json.as_object().unwrap_or_else(|| panic!("{name}: a push is a JSON object"));
         assert_eq!(obj.len(), 2, "{name}: exactly `event` and `data`: {text}");
         assert_eq!(obj["event"], json!(name), "{name}: event name");
         assert!(obj["data"].is_object(), "{name}: data is an object: {text}");
-        assert_eq!(
-            serde_json::to_value(&push).unwrap(),
-            json,
-            "to_json is the serde form"
-        );
-        let back: Push =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"));
+        assert_eq!(serde_json::to_value(&push).unwrap(), json, "to_json is the serde form");
+        let back: Push = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"));
         assert_eq!(back, push, "{name}: deserializes back equal");
     }
 }
@@ -536,26 +419,11 @@ fn playback_pushes_expose_their_state() {
 #[test]
 fn playback_state_fields_are_camel_case() {
     let json = serde_json::to_value(playback_state()).unwrap();
-    let mut keys: Vec<&str> = json
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(
         keys,
-        [
-            "awaitingReady",
-            "isPlaying",
-            "pausedAt",
-            "positionMs",
-            "rate",
-            "rev",
-            "serverTime",
-            "song",
-            "startedAt"
-        ]
+        ["awaitingReady", "isPlaying", "pausedAt", "positionMs", "rate", "rev", "serverTime", "song", "startedAt"]
     );
     assert_eq!(json["song"]["durationMs"], json!(213_000.0));
     // Playing (seeked to 3000 at 12000): started_at is derived, paused_at is null.
@@ -593,10 +461,7 @@ fn snapshot_and_session_fields_are_camel_case() {
     assert_eq!(joined["members"][0]["sessionId"], json!("s-alice"));
     assert_eq!(joined["members"][0]["isHost"], json!(true));
     assert_eq!(joined["members"][0]["joinedAt"], json!(1000.0));
-    assert!(
-        joined["members"][0].get("driftMs").is_none(),
-        "absent drift is omitted"
-    );
+    assert!(joined["members"][0].get("driftMs").is_none(), "absent drift is omitted");
     assert_eq!(joined["members"][1]["driftMs"], json!(3.5));
     assert_eq!(joined["queue"][0]["itemId"], json!("q1"));
     assert_eq!(joined["queue"][0]["addedBy"], json!("s-alice"));
@@ -604,24 +469,15 @@ fn snapshot_and_session_fields_are_camel_case() {
     assert_eq!(joined["playback"]["positionMs"], json!(3000.0));
 
     assert_eq!(data("member-left"), json!({ "sessionId": "s-bob" }));
-    assert_eq!(
-        data("host-changed"),
-        json!({ "host": "s-bob", "previous": "s-alice" })
-    );
-    assert_eq!(
-        data("error"),
-        json!({ "code": "RATE_LIMITED", "message": "slow down" })
-    );
+    assert_eq!(data("host-changed"), json!({ "host": "s-bob", "previous": "s-alice" }));
+    assert_eq!(data("error"), json!({ "code": "RATE_LIMITED", "message": "slow down" }));
 }
 
 #[test]
 fn playback_state_clock_round_trips() {
     let state = playback_state();
     let clock = state.clock();
-    assert_eq!(
-        PlaybackState::from_clock(&clock, state.awaiting_ready),
-        state
-    );
+    assert_eq!(PlaybackState::from_clock(&clock, state.awaiting_ready), state);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -632,19 +488,13 @@ fn playback_state_clock_round_trips() {
 fn ok_reply_shape() {
     let reply = Reply::ok(12, json!({ "ready": true }));
     let json = serde_json::to_value(&reply).unwrap();
-    assert_eq!(
-        json,
-        json!({ "id": 12, "ok": true, "data": { "ready": true } })
-    );
+    assert_eq!(json, json!({ "id": 12, "ok": true, "data": { "ready": true } }));
     assert_eq!(serde_json::from_value::<Reply>(json).unwrap(), reply);
 }
 
 #[test]
 fn error_reply_shape() {
-    let reply = Reply::err(
-        13,
-        ErrorBody::new(ErrorCode::NotHost, "only the host can do this"),
-    );
+    let reply = Reply::err(13, ErrorBody::new(ErrorCode::NotHost, "only the host can do this"));
     let json = serde_json::to_value(&reply).unwrap();
     assert_eq!(
         json,
@@ -656,30 +506,16 @@ fn error_reply_shape() {
 #[test]
 fn error_code_as_str_matches_its_serde_form() {
     for code in all_error_codes() {
-        assert_eq!(
-            serde_json::to_value(code).unwrap(),
-            json!(code.as_str()),
-            "{code:?}"
-        );
+        assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()), "{code:?}");
         let back: ErrorCode = serde_json::from_value(json!(code.as_str())).unwrap();
         assert_eq!(back, code);
         let s = code.as_str();
-        assert!(
-            s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
-            "{s} is SCREAMING_SNAKE_CASE"
-        );
+        assert!(s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{s} is SCREAMING_SNAKE_CASE");
     }
 }
 
 #[test]
 fn client_frame_serializes_minimally() {
-    let frame = ClientFrame {
-        event: "play-next".into(),
-        data: Value::Null,
-        id: None,
-    };
-    assert_eq!(
-        serde_json::to_value(&frame).unwrap(),
-        json!({ "event": "play-next" })
-    );
+    let frame = ClientFrame { event: "play-next".into(), data: Value::Null, id: None };
+    assert_eq!(serde_json::to_value(&frame).unwrap(), json!({ "event": "play-next" }));
 }

@@ -16,8 +16,8 @@ use unisono_core::{
     Millis,
     protocol::{HostChanged, PlaybackState, Push, RoomClosed, RoomJoined},
     room::{
-        BARRIER_START_LEAD_MS, Command, Effect, Room, RoomError, RoomLimits, RoomRecord,
-        RoomSettings, RoomSettingsPatch,
+        BARRIER_START_LEAD_MS, Command, Effect, Room, RoomError, RoomLimits, RoomRecord, RoomSettings,
+        RoomSettingsPatch,
     },
     song::{Provider, Song},
 };
@@ -43,10 +43,7 @@ fn limits() -> RoomLimits {
 }
 
 fn barrier_settings() -> RoomSettings {
-    RoomSettings {
-        ready_barrier: true,
-        ..RoomSettings::default()
-    }
+    RoomSettings { ready_barrier: true, ..RoomSettings::default() }
 }
 
 /// A fresh room created at time 0 with `members` joined at times 1, 2, 3, … in order.
@@ -61,19 +58,10 @@ fn room_with(members: &[&str], settings: RoomSettings) -> Room {
 /// Applies a command that must succeed, checking the `Persist`-first rule on the way.
 fn ok(room: &mut Room, cmd: Command, now: Millis) -> Vec<Effect> {
     let before = room.record();
-    let effects = room
-        .apply(cmd.clone(), now)
-        .unwrap_or_else(|e| panic!("{cmd:?} at {now} failed: {e}"));
-    let persists: Vec<usize> = effects
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| **e == Effect::Persist)
-        .map(|(i, _)| i)
-        .collect();
-    assert!(
-        persists.is_empty() || persists == [0],
-        "{cmd:?}: Persist only ever comes first: {effects:?}"
-    );
+    let effects = room.apply(cmd.clone(), now).unwrap_or_else(|e| panic!("{cmd:?} at {now} failed: {e}"));
+    let persists: Vec<usize> =
+        effects.iter().enumerate().filter(|(_, e)| **e == Effect::Persist).map(|(i, _)| i).collect();
+    assert!(persists.is_empty() || persists == [0], "{cmd:?}: Persist only ever comes first: {effects:?}");
     if room.record() != before {
         assert_eq!(
             effects.first(),
@@ -92,23 +80,13 @@ fn rejected(room: &mut Room, cmd: Command, now: Millis) -> RoomError {
         Ok(effects) => panic!("{cmd:?} at {now} should be refused, got {effects:?}"),
         Err(e) => e,
     };
-    assert_eq!(
-        room.record(),
-        record,
-        "{cmd:?} was refused ({err}) but changed the record"
-    );
-    assert_eq!(
-        *room, before,
-        "{cmd:?} was refused ({err}) but changed the room"
-    );
+    assert_eq!(room.record(), record, "{cmd:?} was refused ({err}) but changed the record");
+    assert_eq!(*room, before, "{cmd:?} was refused ({err}) but changed the room");
     err
 }
 
 fn event_name(push: &Push) -> String {
-    serde_json::to_value(push).unwrap()["event"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    serde_json::to_value(push).unwrap()["event"].as_str().unwrap().to_owned()
 }
 
 /// A compact, readable form of an effect list:
@@ -120,10 +98,7 @@ fn describe(effects: &[Effect]) -> Vec<String> {
         .map(|e| match e {
             Effect::Persist => "persist".to_owned(),
             Effect::Broadcast { push, except: None } => format!("broadcast:{}", event_name(push)),
-            Effect::Broadcast {
-                push,
-                except: Some(x),
-            } => format!("broadcast:{}!{x}", event_name(push)),
+            Effect::Broadcast { push, except: Some(x) } => format!("broadcast:{}!{x}", event_name(push)),
             Effect::Send { to, push } => format!("send:{to}:{}", event_name(push)),
             Effect::Reply(_) => "reply".to_owned(),
             Effect::Closed => "closed".to_owned(),
@@ -143,16 +118,8 @@ fn broadcast_pushes(effects: &[Effect]) -> Vec<&Push> {
 
 /// The playback state of the only broadcast playback push in `effects`.
 fn playback_push(effects: &[Effect]) -> &PlaybackState {
-    let states: Vec<&PlaybackState> = broadcast_pushes(effects)
-        .into_iter()
-        .filter_map(Push::playback)
-        .collect();
-    assert_eq!(
-        states.len(),
-        1,
-        "expected exactly one playback push in {:?}",
-        describe(effects)
-    );
+    let states: Vec<&PlaybackState> = broadcast_pushes(effects).into_iter().filter_map(Push::playback).collect();
+    assert_eq!(states.len(), 1, "expected exactly one playback push in {:?}", describe(effects));
     states[0]
 }
 
@@ -160,10 +127,7 @@ fn sent_snapshot<'a>(effects: &'a [Effect], to: &str) -> &'a RoomJoined {
     effects
         .iter()
         .find_map(|e| match e {
-            Effect::Send {
-                to: t,
-                push: Push::RoomJoined(j),
-            } if t == to => Some(&**j),
+            Effect::Send { to: t, push: Push::RoomJoined(j) } if t == to => Some(&**j),
             _ => None,
         })
         .unwrap_or_else(|| panic!("no room-joined sent to {to} in {:?}", describe(effects)))
@@ -187,19 +151,12 @@ fn reply(effects: &[Effect]) -> &serde_json::Value {
 }
 
 fn member_ready(room: &Room, session: &str) -> bool {
-    room.members()
-        .into_iter()
-        .find(|m| m.session_id == session)
-        .expect("member")
-        .ready
+    room.members().into_iter().find(|m| m.session_id == session).expect("member").ready
 }
 
 // Command constructors, so scenarios read like the protocol.
 fn join(s: &str) -> Command {
-    Command::Join {
-        session: s.into(),
-        name: format!("{s} name"),
-    }
+    Command::Join { session: s.into(), name: format!("{s} name") }
 }
 fn leave(s: &str) -> Command {
     Command::Leave { session: s.into() }
@@ -211,11 +168,7 @@ fn reconnect(s: &str) -> Command {
     Command::Reconnect { session: s.into() }
 }
 fn load(s: &str, song: Song, autoplay: bool) -> Command {
-    Command::Load {
-        session: s.into(),
-        song,
-        autoplay,
-    }
+    Command::Load { session: s.into(), song, autoplay }
 }
 fn pause(s: &str) -> Command {
     Command::Pause { session: s.into() }
@@ -224,73 +177,40 @@ fn resume(s: &str) -> Command {
     Command::Resume { session: s.into() }
 }
 fn seek(s: &str, position_ms: Millis) -> Command {
-    Command::Seek {
-        session: s.into(),
-        position_ms,
-    }
+    Command::Seek { session: s.into(), position_ms }
 }
 fn set_rate(s: &str, rate: f64) -> Command {
-    Command::SetRate {
-        session: s.into(),
-        rate,
-    }
+    Command::SetRate { session: s.into(), rate }
 }
 fn update(s: &str, song_id: Option<&str>, position_ms: Millis, is_playing: bool) -> Command {
-    Command::Update {
-        session: s.into(),
-        song_id: song_id.map(Into::into),
-        position_ms,
-        is_playing,
-    }
+    Command::Update { session: s.into(), song_id: song_id.map(Into::into), position_ms, is_playing }
 }
 fn get_playback(s: &str) -> Command {
     Command::GetPlayback { session: s.into() }
 }
 fn queue_add(s: &str, song: Song) -> Command {
-    Command::QueueAdd {
-        session: s.into(),
-        song,
-    }
+    Command::QueueAdd { session: s.into(), song }
 }
 fn queue_remove(s: &str, item: &str) -> Command {
-    Command::QueueRemove {
-        session: s.into(),
-        item_id: item.into(),
-    }
+    Command::QueueRemove { session: s.into(), item_id: item.into() }
 }
 fn queue_move(s: &str, item: &str, to_index: usize) -> Command {
-    Command::QueueMove {
-        session: s.into(),
-        item_id: item.into(),
-        to_index,
-    }
+    Command::QueueMove { session: s.into(), item_id: item.into(), to_index }
 }
 fn play_next(s: &str) -> Command {
     Command::PlayNext { session: s.into() }
 }
 fn transfer(s: &str, to: &str) -> Command {
-    Command::TransferHost {
-        session: s.into(),
-        to: to.into(),
-    }
+    Command::TransferHost { session: s.into(), to: to.into() }
 }
 fn set_ready(s: &str, ready: bool) -> Command {
-    Command::SetReady {
-        session: s.into(),
-        ready,
-    }
+    Command::SetReady { session: s.into(), ready }
 }
 fn settings(s: &str, patch: RoomSettingsPatch) -> Command {
-    Command::UpdateSettings {
-        session: s.into(),
-        patch,
-    }
+    Command::UpdateSettings { session: s.into(), patch }
 }
 fn report_drift(s: &str, drift_ms: f64) -> Command {
-    Command::ReportDrift {
-        session: s.into(),
-        drift_ms,
-    }
+    Command::ReportDrift { session: s.into(), drift_ms }
 }
 
 fn queue_ids(room: &Room) -> Vec<&str> {
@@ -303,39 +223,17 @@ fn queue_ids(room: &Room) -> Vec<&str> {
 
 #[test]
 fn the_first_joiner_of_a_new_room_becomes_host() {
-    let mut room = Room::new(
-        CODE.into(),
-        "  Friday\u{7} night  ",
-        RoomSettings::default(),
-        limits(),
-        0.0,
-    );
+    let mut room = Room::new(CODE.into(), "  Friday\u{7} night  ", RoomSettings::default(), limits(), 0.0);
     assert_eq!(room.host(), None);
     assert_eq!(room.member_count(), 0);
-    assert_eq!(
-        room.info().name,
-        "Friday night",
-        "names are trimmed and stripped of control characters"
-    );
+    assert_eq!(room.info().name, "Friday night", "names are trimmed and stripped of control characters");
 
     let fx = ok(&mut room, join("alice"), 10.0);
     assert_eq!(
         describe(&fx),
-        [
-            "persist",
-            "broadcast:member-joined!alice",
-            "broadcast:host-changed",
-            "reply",
-            "send:alice:room-joined"
-        ]
+        ["persist", "broadcast:member-joined!alice", "broadcast:host-changed", "reply", "send:alice:room-joined"]
     );
-    assert_eq!(
-        host_changed(&fx),
-        Some(&HostChanged {
-            host: Some("alice".into()),
-            previous: None
-        })
-    );
+    assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("alice".into()), previous: None }));
     assert_eq!(room.host(), Some("alice"));
     assert_eq!(reply(&fx)["code"], json!(CODE));
 
@@ -354,14 +252,7 @@ fn the_first_joiner_of_a_new_room_becomes_host() {
 fn a_second_joiner_is_announced_without_persisting() {
     let mut room = room_with(&["alice"], RoomSettings::default());
     let fx = ok(&mut room, join("bob"), 20.0);
-    assert_eq!(
-        describe(&fx),
-        [
-            "broadcast:member-joined!bob",
-            "reply",
-            "send:bob:room-joined"
-        ]
-    );
+    assert_eq!(describe(&fx), ["broadcast:member-joined!bob", "reply", "send:bob:room-joined"]);
     assert_eq!(room.host(), Some("alice"));
     let snap = sent_snapshot(&fx, "bob");
     assert_eq!(snap.you, "bob");
@@ -372,43 +263,20 @@ fn a_second_joiner_is_announced_without_persisting() {
 #[test]
 fn joining_again_is_a_resync_not_a_new_member() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
-    let fx = ok(
-        &mut room,
-        Command::Join {
-            session: "bob".into(),
-            name: "Robert".into(),
-        },
-        30.0,
-    );
+    let fx = ok(&mut room, Command::Join { session: "bob".into(), name: "Robert".into() }, 30.0);
     assert_eq!(describe(&fx), ["reply", "send:bob:room-joined"]);
     assert_eq!(room.member_count(), 2);
-    let bob = room
-        .members()
-        .into_iter()
-        .find(|m| m.session_id == "bob")
-        .unwrap();
+    let bob = room.members().into_iter().find(|m| m.session_id == "bob").unwrap();
     assert_eq!(bob.name, "Robert");
     assert_eq!(bob.joined_at, 2.0, "a re-sync keeps the original join time");
 }
 
 #[test]
 fn a_full_room_refuses_new_members() {
-    let mut room = Room::new(
-        CODE.into(),
-        "r",
-        RoomSettings::default(),
-        RoomLimits {
-            max_members: 2,
-            ..limits()
-        },
-        0.0,
-    );
+    let mut room = Room::new(CODE.into(), "r", RoomSettings::default(), RoomLimits { max_members: 2, ..limits() }, 0.0);
     ok(&mut room, join("alice"), 1.0);
     ok(&mut room, join("bob"), 2.0);
-    assert_eq!(
-        rejected(&mut room, join("carol"), 3.0),
-        RoomError::RoomFull(2)
-    );
+    assert_eq!(rejected(&mut room, join("carol"), 3.0), RoomError::RoomFull(2));
     // A member already inside may still re-sync.
     ok(&mut room, join("bob"), 4.0);
 }
@@ -416,19 +284,8 @@ fn a_full_room_refuses_new_members() {
 #[test]
 fn unnamed_members_get_a_guest_name() {
     let mut room = room_with(&["alice"], RoomSettings::default());
-    ok(
-        &mut room,
-        Command::Join {
-            session: "bob".into(),
-            name: "   ".into(),
-        },
-        5.0,
-    );
-    let bob = room
-        .members()
-        .into_iter()
-        .find(|m| m.session_id == "bob")
-        .unwrap();
+    ok(&mut room, Command::Join { session: "bob".into(), name: "   ".into() }, 5.0);
+    let bob = room.members().into_iter().find(|m| m.session_id == "bob").unwrap();
     assert_eq!(bob.name, "Guest 2");
 }
 
@@ -446,33 +303,20 @@ fn a_late_joiner_snapshot_starts_at_the_current_position() {
     assert_eq!(snap.should_start_at, room.clock().position_at(9000.0));
     assert_eq!(snap.server_time, 9000.0);
     assert_eq!(snap.playback, room.playback());
-    assert_eq!(
-        snap.playback.clock().position_at(9000.0),
-        37_000.0,
-        "the client computes the same position"
-    );
+    assert_eq!(snap.playback.clock().position_at(9000.0), 37_000.0, "the client computes the same position");
 }
 
 #[test]
 fn a_joiner_during_a_scheduled_start_waits_for_the_common_start() {
-    let settings = RoomSettings {
-        start_delay_ms: 2000.0,
-        ..RoomSettings::default()
-    };
+    let settings = RoomSettings { start_delay_ms: 2000.0, ..RoomSettings::default() };
     let mut room = room_with(&["alice"], settings);
     ok(&mut room, load("alice", song("a", 180_000.0), true), 1000.0);
-    assert!(
-        room.clock().is_scheduled(1000.0),
-        "autoplay starts start_delay_ms later"
-    );
+    assert!(room.clock().is_scheduled(1000.0), "autoplay starts start_delay_ms later");
 
     let fx = ok(&mut room, join("bob"), 2000.0);
     let snap = sent_snapshot(&fx, "bob");
     assert_eq!(snap.should_start_at, 0.0);
-    assert_eq!(
-        snap.playback.server_time, 3000.0,
-        "everyone starts at the same instant"
-    );
+    assert_eq!(snap.playback.server_time, 3000.0, "everyone starts at the same instant");
     assert!(snap.playback.is_playing);
 }
 
@@ -495,28 +339,14 @@ fn persist_comes_first_for_every_durable_change() {
         (queue_move("alice", "q2", 0), 800.0),
         (queue_remove("bob", "q1"), 900.0),
         (play_next("alice"), 1000.0),
-        (
-            settings(
-                "alice",
-                RoomSettingsPatch {
-                    start_delay_ms: Some(100.0),
-                    ..Default::default()
-                },
-            ),
-            1100.0,
-        ),
+        (settings("alice", RoomSettingsPatch { start_delay_ms: Some(100.0), ..Default::default() }), 1100.0),
         (transfer("alice", "bob"), 1200.0),
     ];
     for (cmd, now) in durable {
         let before = room.record();
         let fx = ok(&mut room, cmd.clone(), now);
         assert_ne!(room.record(), before, "{cmd:?} is a durable change");
-        assert_eq!(
-            fx.first(),
-            Some(&Effect::Persist),
-            "{cmd:?}: {:?}",
-            describe(&fx)
-        );
+        assert_eq!(fx.first(), Some(&Effect::Persist), "{cmd:?}: {:?}", describe(&fx));
     }
 }
 
@@ -525,18 +355,11 @@ fn read_only_commands_do_not_persist() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
     ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
 
-    for (cmd, now) in [
-        (get_playback("bob"), 3000.0),
-        (report_drift("bob", 12.5), 3100.0),
-    ] {
+    for (cmd, now) in [(get_playback("bob"), 3000.0), (report_drift("bob", 12.5), 3100.0)] {
         assert!(cmd.is_read_only(), "{cmd:?}");
         let record = room.record();
         let fx = ok(&mut room, cmd.clone(), now);
-        assert!(
-            !fx.contains(&Effect::Persist),
-            "{cmd:?}: {:?}",
-            describe(&fx)
-        );
+        assert!(!fx.contains(&Effect::Persist), "{cmd:?}: {:?}", describe(&fx));
         assert_eq!(describe(&fx), ["reply"], "{cmd:?}");
         assert_eq!(room.record(), record);
     }
@@ -544,16 +367,8 @@ fn read_only_commands_do_not_persist() {
     let fx = ok(&mut room, get_playback("bob"), 4000.0);
     assert_eq!(reply(&fx)["positionMs"], json!(3000.0));
     assert_eq!(reply(&fx)["serverTime"], json!(4000.0));
-    let bob = room
-        .members()
-        .into_iter()
-        .find(|m| m.session_id == "bob")
-        .unwrap();
-    assert_eq!(
-        bob.drift_ms,
-        Some(12.5),
-        "reported drift is shown to the others"
-    );
+    let bob = room.members().into_iter().find(|m| m.session_id == "bob").unwrap();
+    assert_eq!(bob.drift_ms, Some(12.5), "reported drift is shown to the others");
     assert!(!load("alice", song("x", 1.0), false).is_read_only());
 }
 
@@ -578,19 +393,9 @@ fn only_the_host_controls_playback() {
         queue_move("bob", "q1", 0),
         queue_remove("bob", "q1"),
         transfer("bob", "bob"),
-        settings(
-            "bob",
-            RoomSettingsPatch {
-                anyone_can_control: Some(true),
-                ..Default::default()
-            },
-        ),
+        settings("bob", RoomSettingsPatch { anyone_can_control: Some(true), ..Default::default() }),
     ] {
-        assert_eq!(
-            rejected(&mut room, cmd.clone(), 2000.0),
-            RoomError::NotHost,
-            "{cmd:?}"
-        );
+        assert_eq!(rejected(&mut room, cmd.clone(), 2000.0), RoomError::NotHost, "{cmd:?}");
     }
     assert_eq!(RoomError::NotHost.code().as_str(), "NOT_HOST");
 
@@ -603,19 +408,10 @@ fn anyone_can_control_lets_members_control_playback_but_not_the_room() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
     let fx = ok(
         &mut room,
-        settings(
-            "alice",
-            RoomSettingsPatch {
-                anyone_can_control: Some(true),
-                ..Default::default()
-            },
-        ),
+        settings("alice", RoomSettingsPatch { anyone_can_control: Some(true), ..Default::default() }),
         10.0,
     );
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:settings-updated", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:settings-updated", "reply"]);
     assert!(room.settings().anyone_can_control);
 
     ok(&mut room, load("bob", song("a", 100_000.0), true), 1000.0);
@@ -626,16 +422,9 @@ fn anyone_can_control_lets_members_control_playback_but_not_the_room() {
     ok(&mut room, queue_remove("bob", "q1"), 2400.0);
     assert_eq!(room.host(), Some("alice"), "control does not make bob host");
 
+    assert_eq!(rejected(&mut room, transfer("bob", "bob"), 3000.0), RoomError::NotHost);
     assert_eq!(
-        rejected(&mut room, transfer("bob", "bob"), 3000.0),
-        RoomError::NotHost
-    );
-    assert_eq!(
-        rejected(
-            &mut room,
-            settings("bob", RoomSettingsPatch::default()),
-            3000.0
-        ),
+        rejected(&mut room, settings("bob", RoomSettingsPatch::default()), 3000.0),
         RoomError::NotHost,
         "settings stay host-only"
     );
@@ -667,11 +456,7 @@ fn non_members_are_not_in_the_room() {
         settings(m, RoomSettingsPatch::default()),
         report_drift(m, 1.0),
     ] {
-        assert_eq!(
-            rejected(&mut room, cmd.clone(), 100.0),
-            RoomError::NotInRoom,
-            "{cmd:?}"
-        );
+        assert_eq!(rejected(&mut room, cmd.clone(), 100.0), RoomError::NotInRoom, "{cmd:?}");
     }
     // A stray disconnect of an unknown session is ignored.
     assert_eq!(room.apply(disconnect(m), 100.0), Ok(Vec::new()));
@@ -684,34 +469,19 @@ fn non_members_are_not_in_the_room() {
 #[test]
 fn load_pause_resume_seek_and_rate_broadcast_the_new_state() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
-    assert_eq!(
-        rejected(&mut room, pause("alice"), 500.0),
-        RoomError::NoSong
-    );
-    assert_eq!(
-        rejected(&mut room, seek("alice", 0.0), 500.0),
-        RoomError::NoSong
-    );
-    assert_eq!(
-        rejected(&mut room, resume("alice"), 500.0),
-        RoomError::NoSong
-    );
+    assert_eq!(rejected(&mut room, pause("alice"), 500.0), RoomError::NoSong);
+    assert_eq!(rejected(&mut room, seek("alice", 0.0), 500.0), RoomError::NoSong);
+    assert_eq!(rejected(&mut room, resume("alice"), 500.0), RoomError::NoSong);
 
     let fx = ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:song-changed", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "reply"]);
     let state = playback_push(&fx);
     assert!(state.is_playing);
     assert_eq!(state.song.as_ref().unwrap().id, "a");
     assert_eq!(reply(&fx)["positionMs"], json!(0.0));
 
     let fx = ok(&mut room, pause("alice"), 4000.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:playback-paused", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:playback-paused", "reply"]);
     assert_eq!(playback_push(&fx).position_ms, 3000.0);
     assert_eq!(playback_push(&fx).paused_at, Some(4000.0));
 
@@ -720,29 +490,16 @@ fn load_pause_resume_seek_and_rate_broadcast_the_new_state() {
     assert_eq!(describe(&fx), ["reply"]);
 
     let fx = ok(&mut room, resume("alice"), 6000.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:playback-resumed", "reply"]
-    );
-    assert_eq!(
-        room.clock().position_at(6000.0),
-        3000.0,
-        "resume continues where pause left off"
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:playback-resumed", "reply"]);
+    assert_eq!(room.clock().position_at(6000.0), 3000.0, "resume continues where pause left off");
     assert_eq!(playback_push(&fx).started_at, Some(3000.0));
 
     let fx = ok(&mut room, seek("alice", 50_000.0), 7000.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:playback-seeked", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:playback-seeked", "reply"]);
     assert_eq!(room.clock().position_at(7000.0), 50_000.0);
 
     let fx = ok(&mut room, set_rate("alice", 0.5), 8000.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:playback-state-update", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:playback-state-update", "reply"]);
     assert_eq!(room.clock().position_at(10_000.0), 52_000.0);
 
     // Seeking past the end clamps to the duration.
@@ -756,30 +513,15 @@ fn update_playback_sets_song_position_and_state_at_once() {
     ok(&mut room, queue_add("alice", song("b", 60_000.0)), 10.0);
 
     // Switching to a queued song takes it out of the queue.
-    let fx = ok(
-        &mut room,
-        update("alice", Some("b"), 12_000.0, true),
-        1000.0,
-    );
-    assert_eq!(
-        describe(&fx),
-        [
-            "persist",
-            "broadcast:song-changed",
-            "broadcast:queue-updated",
-            "reply"
-        ]
-    );
+    let fx = ok(&mut room, update("alice", Some("b"), 12_000.0, true), 1000.0);
+    assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "broadcast:queue-updated", "reply"]);
     assert_eq!(room.clock().song.as_ref().unwrap(), &song("b", 60_000.0));
     assert!(room.queue().is_empty());
     assert_eq!(room.clock().position_at(2000.0), 13_000.0);
 
     // Same song: only position and state change.
     let fx = ok(&mut room, update("alice", Some("b"), 1000.0, false), 3000.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:playback-state-update", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:playback-state-update", "reply"]);
     assert!(!room.clock().is_playing);
 
     // An unknown song id becomes a bare song of unknown duration.
@@ -797,10 +539,7 @@ fn queue_items_get_fresh_ids_and_the_adder_may_remove_its_own() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
 
     let fx = ok(&mut room, queue_add("alice", song("a", 1000.0)), 10.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:queue-updated", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:queue-updated", "reply"]);
     assert_eq!(reply(&fx)["itemId"], json!("q1"));
     let fx = ok(&mut room, queue_add("bob", song("b", 1000.0)), 20.0);
     assert_eq!(reply(&fx)["itemId"], json!("q2"));
@@ -815,61 +554,30 @@ fn queue_items_get_fresh_ids_and_the_adder_may_remove_its_own() {
     assert_eq!(reply(&fx)["itemId"], json!("q3"));
 
     // But not someone else's, and not reorder.
-    assert_eq!(
-        rejected(&mut room, queue_remove("bob", "q1"), 50.0),
-        RoomError::NotHost
-    );
-    assert_eq!(
-        rejected(&mut room, queue_move("bob", "q3", 0), 50.0),
-        RoomError::NotHost
-    );
+    assert_eq!(rejected(&mut room, queue_remove("bob", "q1"), 50.0), RoomError::NotHost);
+    assert_eq!(rejected(&mut room, queue_move("bob", "q3", 0), 50.0), RoomError::NotHost);
 
     // The host may do both.
     ok(&mut room, queue_add("bob", song("d", 1000.0)), 60.0);
     ok(&mut room, queue_move("alice", "q3", 0), 70.0);
     assert_eq!(queue_ids(&room), ["q3", "q1", "q4"]);
     ok(&mut room, queue_move("alice", "q3", 99), 80.0);
-    assert_eq!(
-        queue_ids(&room),
-        ["q1", "q4", "q3"],
-        "a move past the end goes to the end"
-    );
+    assert_eq!(queue_ids(&room), ["q1", "q4", "q3"], "a move past the end goes to the end");
     ok(&mut room, queue_remove("alice", "q4"), 90.0);
     assert_eq!(queue_ids(&room), ["q1", "q3"]);
 
-    assert_eq!(
-        rejected(&mut room, queue_remove("alice", "q99"), 100.0),
-        RoomError::ItemNotFound
-    );
-    assert_eq!(
-        rejected(&mut room, queue_move("alice", "q99", 0), 100.0),
-        RoomError::ItemNotFound
-    );
-    assert_eq!(
-        rejected(&mut room, queue_remove("bob", "q99"), 100.0),
-        RoomError::ItemNotFound
-    );
+    assert_eq!(rejected(&mut room, queue_remove("alice", "q99"), 100.0), RoomError::ItemNotFound);
+    assert_eq!(rejected(&mut room, queue_move("alice", "q99", 0), 100.0), RoomError::ItemNotFound);
+    assert_eq!(rejected(&mut room, queue_remove("bob", "q99"), 100.0), RoomError::ItemNotFound);
 }
 
 #[test]
 fn a_full_queue_refuses_more_items() {
-    let mut room = Room::new(
-        CODE.into(),
-        "r",
-        RoomSettings::default(),
-        RoomLimits {
-            max_queue: 2,
-            ..limits()
-        },
-        0.0,
-    );
+    let mut room = Room::new(CODE.into(), "r", RoomSettings::default(), RoomLimits { max_queue: 2, ..limits() }, 0.0);
     ok(&mut room, join("alice"), 1.0);
     ok(&mut room, queue_add("alice", song("a", 1.0)), 2.0);
     ok(&mut room, queue_add("alice", song("b", 1.0)), 3.0);
-    assert_eq!(
-        rejected(&mut room, queue_add("alice", song("c", 1.0)), 4.0),
-        RoomError::QueueFull(2)
-    );
+    assert_eq!(rejected(&mut room, queue_add("alice", song("c", 1.0)), 4.0), RoomError::QueueFull(2));
     assert_eq!(RoomError::QueueFull(2).code().as_str(), "QUEUE_FULL");
     // Playing one frees a slot.
     ok(&mut room, play_next("alice"), 5.0);
@@ -884,15 +592,7 @@ fn play_next_plays_the_head_of_the_queue_then_stops() {
     ok(&mut room, queue_add("alice", song("c", 100_000.0)), 30.0);
 
     let fx = ok(&mut room, play_next("alice"), 1000.0);
-    assert_eq!(
-        describe(&fx),
-        [
-            "persist",
-            "broadcast:song-changed",
-            "broadcast:queue-updated",
-            "reply"
-        ]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "broadcast:queue-updated", "reply"]);
     assert_eq!(playback_push(&fx).song.as_ref().unwrap().id, "b");
     assert!(room.clock().is_playing, "play-next plays");
     assert_eq!(room.clock().position_at(1000.0), 0.0);
@@ -904,10 +604,7 @@ fn play_next_plays_the_head_of_the_queue_then_stops() {
 
     // Past the end of the queue the song is unloaded.
     let fx = ok(&mut room, play_next("alice"), 3000.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:song-changed", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "reply"]);
     assert_eq!(room.clock().song, None);
     assert!(!room.clock().is_playing);
 
@@ -921,15 +618,7 @@ fn resume_with_nothing_loaded_starts_the_queue() {
     let mut room = room_with(&["alice"], RoomSettings::default());
     ok(&mut room, queue_add("alice", song("a", 100_000.0)), 10.0);
     let fx = ok(&mut room, resume("alice"), 1000.0);
-    assert_eq!(
-        describe(&fx),
-        [
-            "persist",
-            "broadcast:song-changed",
-            "broadcast:queue-updated",
-            "reply"
-        ]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "broadcast:queue-updated", "reply"]);
     assert_eq!(room.clock().song.as_ref().unwrap().id, "a");
     assert!(room.clock().is_playing);
 }
@@ -939,25 +628,14 @@ fn at_the_end_of_a_song_the_next_queued_item_plays() {
     let mut room = room_with(&["alice"], RoomSettings::default());
     ok(&mut room, load("alice", song("a", 10_000.0), true), 1000.0);
     ok(&mut room, queue_add("alice", song("b", 20_000.0)), 1100.0);
-    assert_eq!(
-        room.next_deadline(),
-        Some(11_000.0),
-        "the song ends 10 s after it started"
-    );
+    assert_eq!(room.next_deadline(), Some(11_000.0), "the song ends 10 s after it started");
 
     let fx = ok(&mut room, Command::Tick, 10_999.0);
     assert!(fx.is_empty(), "nothing is due yet: {:?}", describe(&fx));
     assert_eq!(room.clock().song.as_ref().unwrap().id, "a");
 
     let fx = ok(&mut room, Command::Tick, 11_000.0);
-    assert_eq!(
-        describe(&fx),
-        [
-            "persist",
-            "broadcast:song-changed",
-            "broadcast:queue-updated"
-        ]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "broadcast:queue-updated"]);
     let state = playback_push(&fx);
     assert_eq!(state.song.as_ref().unwrap().id, "b");
     assert!(state.is_playing);
@@ -981,11 +659,7 @@ fn at_the_end_of_the_last_song_playback_pauses_at_its_duration() {
     assert!(!clock.is_playing);
     assert_eq!(clock.position_ms, 10_000.0);
     assert_eq!(clock.position_at(100_000.0), 10_000.0);
-    assert_eq!(
-        clock.song.as_ref().unwrap().id,
-        "a",
-        "the song stays loaded"
-    );
+    assert_eq!(clock.song.as_ref().unwrap().id, "a", "the song stays loaded");
     assert_eq!(room.next_deadline(), None);
 }
 
@@ -996,11 +670,7 @@ fn a_song_of_unknown_duration_never_ends() {
     ok(&mut room, queue_add("alice", song("b", 1.0)), 1100.0);
     assert_eq!(room.next_deadline(), None);
     assert!(ok(&mut room, Command::Tick, 1e9).is_empty());
-    assert_eq!(
-        room.clock().position_at(1e9),
-        1e9 - 1000.0,
-        "no clamp without a duration"
-    );
+    assert_eq!(room.clock().position_at(1e9), 1e9 - 1000.0, "no clamp without a duration");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,22 +681,8 @@ fn a_song_of_unknown_duration_never_ends() {
 fn a_host_who_leaves_hands_over_to_the_longest_present_member() {
     let mut room = room_with(&["alice", "bob", "carol"], RoomSettings::default());
     let fx = ok(&mut room, leave("alice"), 100.0);
-    assert_eq!(
-        describe(&fx),
-        [
-            "persist",
-            "broadcast:member-left",
-            "broadcast:host-changed",
-            "reply"
-        ]
-    );
-    assert_eq!(
-        host_changed(&fx),
-        Some(&HostChanged {
-            host: Some("bob".into()),
-            previous: Some("alice".into())
-        })
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:member-left", "broadcast:host-changed", "reply"]);
+    assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("bob".into()), previous: Some("alice".into()) }));
     assert_eq!(room.host(), Some("bob"));
 }
 
@@ -1035,13 +691,7 @@ fn a_host_who_leaves_skips_disconnected_members() {
     let mut room = room_with(&["alice", "bob", "carol"], RoomSettings::default());
     ok(&mut room, disconnect("bob"), 50.0);
     let fx = ok(&mut room, leave("alice"), 100.0);
-    assert_eq!(
-        host_changed(&fx),
-        Some(&HostChanged {
-            host: Some("carol".into()),
-            previous: Some("alice".into())
-        })
-    );
+    assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("carol".into()), previous: Some("alice".into()) }));
     assert_eq!(room.host(), Some("carol"));
 }
 
@@ -1060,11 +710,7 @@ fn a_disconnected_host_hands_over_after_the_grace_period() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
     let fx = ok(&mut room, disconnect("alice"), 1000.0);
     assert_eq!(describe(&fx), ["broadcast:member-updated!alice"]);
-    assert_eq!(
-        room.host(),
-        Some("alice"),
-        "the host keeps the role during its grace period"
-    );
+    assert_eq!(room.host(), Some("alice"), "the host keeps the role during its grace period");
     assert_eq!(room.next_deadline(), Some(1000.0 + grace));
 
     assert!(ok(&mut room, Command::Tick, 1000.0 + grace - 1.0).is_empty());
@@ -1072,21 +718,12 @@ fn a_disconnected_host_hands_over_after_the_grace_period() {
 
     let fx = ok(&mut room, Command::Tick, 1000.0 + grace);
     assert_eq!(describe(&fx), ["persist", "broadcast:host-changed"]);
-    assert_eq!(
-        host_changed(&fx),
-        Some(&HostChanged {
-            host: Some("bob".into()),
-            previous: Some("alice".into())
-        })
-    );
+    assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("bob".into()), previous: Some("alice".into()) }));
     assert_eq!(room.next_deadline(), None);
 
     // Coming back later does not take the role back.
     let fx = ok(&mut room, reconnect("alice"), 20_000.0);
-    assert_eq!(
-        describe(&fx),
-        ["send:alice:room-joined", "broadcast:member-updated!alice"]
-    );
+    assert_eq!(describe(&fx), ["send:alice:room-joined", "broadcast:member-updated!alice"]);
     assert_eq!(room.host(), Some("bob"));
 }
 
@@ -1118,13 +755,7 @@ fn a_disconnected_host_with_nobody_to_take_over_keeps_the_role_until_someone_com
 
     // The first member to show up again takes the vacant role.
     let fx = ok(&mut room, reconnect("bob"), 30_000.0);
-    assert_eq!(
-        host_changed(&fx),
-        Some(&HostChanged {
-            host: Some("bob".into()),
-            previous: Some("alice".into())
-        })
-    );
+    assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("bob".into()), previous: Some("alice".into()) }));
     assert_eq!(fx.first(), Some(&Effect::Persist));
 }
 
@@ -1132,28 +763,15 @@ fn a_disconnected_host_with_nobody_to_take_over_keeps_the_role_until_someone_com
 fn the_host_can_transfer_the_role() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
     ok(&mut room, load("alice", song("a", 100_000.0), true), 10.0);
-    assert_eq!(
-        rejected(&mut room, transfer("alice", "nobody"), 20.0),
-        RoomError::MemberNotFound
-    );
+    assert_eq!(rejected(&mut room, transfer("alice", "nobody"), 20.0), RoomError::MemberNotFound);
 
     let fx = ok(&mut room, transfer("alice", "bob"), 30.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:host-changed", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:host-changed", "reply"]);
     assert_eq!(reply(&fx), &json!({ "host": "bob" }));
     assert_eq!(room.host(), Some("bob"));
-    assert!(
-        room.members()
-            .iter()
-            .any(|m| m.session_id == "bob" && m.is_host)
-    );
+    assert!(room.members().iter().any(|m| m.session_id == "bob" && m.is_host));
 
-    assert_eq!(
-        rejected(&mut room, pause("alice"), 40.0),
-        RoomError::NotHost
-    );
+    assert_eq!(rejected(&mut room, pause("alice"), 40.0), RoomError::NotHost);
     ok(&mut room, pause("bob"), 40.0);
 }
 
@@ -1165,17 +783,11 @@ fn the_host_can_transfer_the_role() {
 fn the_ready_barrier_holds_an_autoplay_load_until_everyone_is_ready() {
     let mut room = room_with(&["alice", "bob"], barrier_settings());
     let fx = ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:song-changed", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "reply"]);
     let state = playback_push(&fx);
     assert!(state.awaiting_ready);
     assert!(!state.is_playing);
-    assert!(
-        !member_ready(&room, "alice") && !member_ready(&room, "bob"),
-        "a load invalidates every buffer"
-    );
+    assert!(!member_ready(&room, "alice") && !member_ready(&room, "bob"), "a load invalidates every buffer");
 
     let fx = ok(&mut room, set_ready("alice", true), 1100.0);
     assert_eq!(describe(&fx), ["broadcast:member-updated", "reply"]);
@@ -1183,39 +795,20 @@ fn the_ready_barrier_holds_an_autoplay_load_until_everyone_is_ready() {
     assert!(!room.clock().is_playing);
 
     let fx = ok(&mut room, set_ready("bob", true), 1200.0);
-    assert_eq!(
-        describe(&fx),
-        [
-            "persist",
-            "broadcast:member-updated",
-            "broadcast:playback-resumed",
-            "reply"
-        ]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:member-updated", "broadcast:playback-resumed", "reply"]);
     let state = playback_push(&fx);
     assert!(!state.awaiting_ready);
     assert!(state.is_playing);
-    assert_eq!(
-        state.server_time,
-        1200.0 + BARRIER_START_LEAD_MS,
-        "a scheduled start, so the push arrives first"
-    );
+    assert_eq!(state.server_time, 1200.0 + BARRIER_START_LEAD_MS, "a scheduled start, so the push arrives first");
     let clock = room.clock();
     assert!(clock.is_scheduled(1200.0));
     assert_eq!(clock.position_at(1200.0 + BARRIER_START_LEAD_MS), 0.0);
-    assert_eq!(
-        clock.position_at(1200.0 + BARRIER_START_LEAD_MS + 100.0),
-        100.0
-    );
+    assert_eq!(clock.position_at(1200.0 + BARRIER_START_LEAD_MS + 100.0), 100.0);
 }
 
 #[test]
 fn the_barrier_start_uses_the_longer_of_start_delay_and_barrier_lead() {
-    let settings = RoomSettings {
-        ready_barrier: true,
-        start_delay_ms: 1000.0,
-        ..RoomSettings::default()
-    };
+    let settings = RoomSettings { ready_barrier: true, start_delay_ms: 1000.0, ..RoomSettings::default() };
     let mut room = room_with(&["alice"], settings);
     ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
     ok(&mut room, set_ready("alice", true), 1500.0);
@@ -1224,10 +817,7 @@ fn the_barrier_start_uses_the_longer_of_start_delay_and_barrier_lead() {
 
 #[test]
 fn without_the_barrier_autoplay_starts_after_the_start_delay() {
-    let settings = RoomSettings {
-        start_delay_ms: 400.0,
-        ..RoomSettings::default()
-    };
+    let settings = RoomSettings { start_delay_ms: 400.0, ..RoomSettings::default() };
     let mut room = room_with(&["alice", "bob"], settings);
     let fx = ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
     assert!(!playback_push(&fx).awaiting_ready);
@@ -1249,10 +839,7 @@ fn a_silent_member_cannot_deadlock_the_barrier() {
     let fx = ok(&mut room, Command::Tick, 1000.0 + timeout);
     assert_eq!(describe(&fx), ["persist", "broadcast:playback-resumed"]);
     assert!(room.clock().is_playing);
-    assert_eq!(
-        room.clock().server_time,
-        1000.0 + timeout + BARRIER_START_LEAD_MS
-    );
+    assert_eq!(room.clock().server_time, 1000.0 + timeout + BARRIER_START_LEAD_MS);
     assert!(!room.playback().awaiting_ready);
 }
 
@@ -1261,17 +848,10 @@ fn a_late_joiner_during_a_barrier_is_not_waited_for() {
     let mut room = room_with(&["alice"], barrier_settings());
     ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
     ok(&mut room, join("carol"), 1100.0);
-    assert!(
-        !member_ready(&room, "carol"),
-        "the late joiner still has to buffer"
-    );
+    assert!(!member_ready(&room, "carol"), "the late joiner still has to buffer");
 
     let fx = ok(&mut room, set_ready("alice", true), 1200.0);
-    assert!(
-        describe(&fx).contains(&"broadcast:playback-resumed".to_owned()),
-        "{:?}",
-        describe(&fx)
-    );
+    assert!(describe(&fx).contains(&"broadcast:playback-resumed".to_owned()), "{:?}", describe(&fx));
     assert!(room.clock().is_playing);
     assert_eq!(room.clock().server_time, 1200.0 + BARRIER_START_LEAD_MS);
 }
@@ -1282,14 +862,7 @@ fn a_member_who_disconnects_is_no_longer_waited_for() {
     ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
     ok(&mut room, set_ready("alice", true), 1100.0);
     let fx = ok(&mut room, disconnect("bob"), 1200.0);
-    assert_eq!(
-        describe(&fx),
-        [
-            "persist",
-            "broadcast:playback-resumed",
-            "broadcast:member-updated!bob"
-        ]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:playback-resumed", "broadcast:member-updated!bob"]);
     assert!(room.clock().is_playing);
 }
 
@@ -1299,24 +872,10 @@ fn turning_the_barrier_off_releases_a_pending_start() {
     ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
     let fx = ok(
         &mut room,
-        settings(
-            "alice",
-            RoomSettingsPatch {
-                ready_barrier: Some(false),
-                ..Default::default()
-            },
-        ),
+        settings("alice", RoomSettingsPatch { ready_barrier: Some(false), ..Default::default() }),
         1500.0,
     );
-    assert_eq!(
-        describe(&fx),
-        [
-            "persist",
-            "broadcast:playback-resumed",
-            "broadcast:settings-updated",
-            "reply"
-        ]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:playback-resumed", "broadcast:settings-updated", "reply"]);
     assert!(room.clock().is_playing);
     assert!(!room.playback().awaiting_ready);
 }
@@ -1326,10 +885,7 @@ fn pausing_during_the_barrier_cancels_the_pending_start() {
     let mut room = room_with(&["alice", "bob"], barrier_settings());
     ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
     let fx = ok(&mut room, pause("alice"), 1500.0);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:playback-paused", "reply"]
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:playback-paused", "reply"]);
     assert!(!playback_push(&fx).awaiting_ready);
     assert_eq!(room.next_deadline(), None);
     ok(&mut room, set_ready("alice", true), 1600.0);
@@ -1340,11 +896,7 @@ fn pausing_during_the_barrier_cancels_the_pending_start() {
 #[test]
 fn resuming_with_the_barrier_waits_only_for_members_not_ready() {
     let mut room = room_with(&["alice", "bob"], barrier_settings());
-    ok(
-        &mut room,
-        load("alice", song("a", 100_000.0), false),
-        1000.0,
-    );
+    ok(&mut room, load("alice", song("a", 100_000.0), false), 1000.0);
     ok(&mut room, set_ready("alice", true), 1100.0);
 
     let fx = ok(&mut room, resume("alice"), 2000.0);
@@ -1359,10 +911,7 @@ fn resuming_with_the_barrier_waits_only_for_members_not_ready() {
     let fx = ok(&mut room, resume("alice"), 6000.0);
     assert!(!playback_push(&fx).awaiting_ready);
     assert_eq!(room.clock().server_time, 6000.0 + BARRIER_START_LEAD_MS);
-    assert_eq!(
-        room.clock().position_at(6000.0 + BARRIER_START_LEAD_MS),
-        room.clock().position_ms
-    );
+    assert_eq!(room.clock().position_at(6000.0 + BARRIER_START_LEAD_MS), room.clock().position_ms);
 }
 
 #[test]
@@ -1371,32 +920,19 @@ fn barrier_only_changes_still_carry_a_new_rev() {
     // cancels a pending start change `awaitingReady` without moving the clock; each must still
     // arrive with a newer rev than the state before it.
     let mut room = room_with(&["alice", "bob"], barrier_settings());
-    let fx = ok(
-        &mut room,
-        load("alice", song("a", 100_000.0), false),
-        1000.0,
-    );
+    let fx = ok(&mut room, load("alice", song("a", 100_000.0), false), 1000.0);
     let loaded = playback_push(&fx).rev;
 
     let fx = ok(&mut room, resume("alice"), 2000.0);
     let held = playback_push(&fx).clone();
     assert!(held.awaiting_ready && !held.is_playing);
-    assert!(
-        held.rev > loaded,
-        "held resume rev {} after {loaded}",
-        held.rev
-    );
+    assert!(held.rev > loaded, "held resume rev {} after {loaded}", held.rev);
     assert_eq!(held.rev, room.playback().rev);
 
     let fx = ok(&mut room, pause("alice"), 3000.0);
     let cancelled = playback_push(&fx);
     assert!(!cancelled.awaiting_ready);
-    assert!(
-        cancelled.rev > held.rev,
-        "cancelling pause rev {} after {}",
-        cancelled.rev,
-        held.rev
-    );
+    assert!(cancelled.rev > held.rev, "cancelling pause rev {} after {}", cancelled.rev, held.rev);
 }
 
 #[test]
@@ -1416,10 +952,7 @@ fn seeking_while_playing_with_the_barrier_rebuffers_everyone() {
     ok(&mut room, set_ready("alice", true), 5100.0);
     ok(&mut room, set_ready("bob", true), 5200.0);
     assert_eq!(room.clock().server_time, 5200.0 + BARRIER_START_LEAD_MS);
-    assert_eq!(
-        room.clock().position_at(5300.0 + BARRIER_START_LEAD_MS),
-        30_100.0
-    );
+    assert_eq!(room.clock().position_at(5300.0 + BARRIER_START_LEAD_MS), 30_100.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1435,27 +968,12 @@ fn an_empty_room_closes_after_its_ttl() {
     assert!(!room.is_closed());
 
     let fx = ok(&mut room, Command::Tick, ttl);
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:room-closed", "closed"]
-    );
-    assert_eq!(
-        broadcast_pushes(&fx)[0],
-        &Push::RoomClosed(RoomClosed {
-            code: CODE.into(),
-            reason: "empty".into()
-        })
-    );
+    assert_eq!(describe(&fx), ["persist", "broadcast:room-closed", "closed"]);
+    assert_eq!(broadcast_pushes(&fx)[0], &Push::RoomClosed(RoomClosed { code: CODE.into(), reason: "empty".into() }));
     assert!(room.is_closed());
     assert!(room.record().closed);
-    assert_eq!(
-        rejected(&mut room, join("alice"), ttl + 1.0),
-        RoomError::Closed
-    );
-    assert_eq!(
-        rejected(&mut room, Command::Tick, ttl + 1.0),
-        RoomError::Closed
-    );
+    assert_eq!(rejected(&mut room, join("alice"), ttl + 1.0), RoomError::Closed);
+    assert_eq!(rejected(&mut room, Command::Tick, ttl + 1.0), RoomError::Closed);
 }
 
 #[test]
@@ -1465,13 +983,7 @@ fn the_empty_ttl_starts_when_the_last_member_leaves_and_stops_when_someone_joins
     assert_eq!(room.next_deadline(), None, "an occupied room has no TTL");
 
     let fx = ok(&mut room, leave("alice"), 1000.0);
-    assert_eq!(
-        host_changed(&fx),
-        Some(&HostChanged {
-            host: None,
-            previous: Some("alice".into())
-        })
-    );
+    assert_eq!(host_changed(&fx), Some(&HostChanged { host: None, previous: Some("alice".into()) }));
     assert_eq!(room.next_deadline(), Some(1000.0 + ttl));
 
     ok(&mut room, join("bob"), 2000.0);
@@ -1487,26 +999,14 @@ fn a_room_with_only_disconnected_members_stays_open() {
     let mut room = room_with(&["alice"], RoomSettings::default());
     ok(&mut room, disconnect("alice"), 10.0);
     ok(&mut room, Command::Tick, 10.0 + 2.0 * ttl);
-    assert!(
-        !room.is_closed(),
-        "the driver ends sessions with Leave; only then does the TTL start"
-    );
+    assert!(!room.is_closed(), "the driver ends sessions with Leave; only then does the TTL start");
 }
 
 #[test]
 fn close_command_closes_the_room() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
-    let fx = ok(
-        &mut room,
-        Command::Close {
-            reason: "shutdown".into(),
-        },
-        10.0,
-    );
-    assert_eq!(
-        describe(&fx),
-        ["persist", "broadcast:room-closed", "closed"]
-    );
+    let fx = ok(&mut room, Command::Close { reason: "shutdown".into() }, 10.0);
+    assert_eq!(describe(&fx), ["persist", "broadcast:room-closed", "closed"]);
     assert!(room.is_closed());
     assert_eq!(rejected(&mut room, pause("alice"), 20.0), RoomError::Closed);
     assert_eq!(RoomError::Closed.code().as_str(), "ROOM_CLOSED");
@@ -1518,12 +1018,8 @@ fn close_command_closes_the_room() {
 
 /// A room with a host, a member, custom settings, a queue and a song playing at rate 1.5.
 fn busy_room() -> Room {
-    let settings = RoomSettings {
-        anyone_can_control: true,
-        ready_barrier: false,
-        ready_timeout_ms: 3000.0,
-        start_delay_ms: 0.0,
-    };
+    let settings =
+        RoomSettings { anyone_can_control: true, ready_barrier: false, ready_timeout_ms: 3000.0, start_delay_ms: 0.0 };
     let mut room = room_with(&["alice", "bob"], settings);
     ok(&mut room, load("alice", song("a", 600_000.0), true), 1000.0);
     ok(&mut room, set_rate("alice", 1.5), 3000.0);
@@ -1554,10 +1050,7 @@ fn record_and_restore_keep_song_clock_queue_host_and_settings() {
     assert_eq!(restored.info(), room.info());
     assert_eq!(restored.member_count(), 0, "members are not durable");
     // The timing vector needs no catching up: the position keeps advancing across the restart.
-    assert_eq!(
-        restored.clock().position_at(50_000.0),
-        room.clock().position_at(50_000.0)
-    );
+    assert_eq!(restored.clock().position_at(50_000.0), room.clock().position_at(50_000.0));
     assert!(restored.clock().is_playing);
 }
 
@@ -1570,65 +1063,33 @@ fn a_restored_room_gives_its_old_host_a_grace_period() {
     let mut room = Room::restore(rec.clone(), limits(), 50_000.0);
     assert_eq!(room.next_deadline(), Some(50_000.0 + grace));
     let fx = ok(&mut room, join("bob"), 51_000.0);
-    assert_eq!(
-        host_changed(&fx),
-        None,
-        "bob does not take the role during alice's grace"
-    );
+    assert_eq!(host_changed(&fx), None, "bob does not take the role during alice's grace");
     assert_eq!(room.host(), Some("alice"));
     let fx = ok(&mut room, join("alice"), 52_000.0);
     assert_eq!(host_changed(&fx), None);
     assert_eq!(room.host(), Some("alice"));
-    assert!(
-        room.members()
-            .iter()
-            .any(|m| m.session_id == "alice" && m.is_host)
-    );
-    assert!(
-        room.next_deadline().unwrap() > 50_000.0 + grace,
-        "the grace timer is cancelled"
-    );
+    assert!(room.members().iter().any(|m| m.session_id == "alice" && m.is_host));
+    assert!(room.next_deadline().unwrap() > 50_000.0 + grace, "the grace timer is cancelled");
 
     // The old host does not come back: the role passes when the grace period ends.
     let mut room = Room::restore(rec.clone(), limits(), 50_000.0);
     ok(&mut room, join("bob"), 51_000.0);
     let fx = ok(&mut room, Command::Tick, 50_000.0 + grace);
-    assert_eq!(
-        host_changed(&fx),
-        Some(&HostChanged {
-            host: Some("bob".into()),
-            previous: Some("alice".into())
-        })
-    );
+    assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("bob".into()), previous: Some("alice".into()) }));
 
     // Nobody comes back in time: the first to join after the grace period becomes host.
     let mut room = Room::restore(rec, limits(), 50_000.0);
     let fx = ok(&mut room, join("carol"), 50_000.0 + grace + 1.0);
-    assert_eq!(
-        host_changed(&fx),
-        Some(&HostChanged {
-            host: Some("carol".into()),
-            previous: Some("alice".into())
-        })
-    );
+    assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("carol".into()), previous: Some("alice".into()) }));
 }
 
 #[test]
 fn a_restored_closed_room_stays_closed() {
     let mut room = room_with(&["alice"], RoomSettings::default());
-    ok(
-        &mut room,
-        Command::Close {
-            reason: "bye".into(),
-        },
-        10.0,
-    );
+    ok(&mut room, Command::Close { reason: "bye".into() }, 10.0);
     let mut restored = Room::restore(room.record(), limits(), 100.0);
     assert!(restored.is_closed());
-    assert_eq!(
-        rejected(&mut restored, join("alice"), 200.0),
-        RoomError::Closed
-    );
+    assert_eq!(rejected(&mut restored, join("alice"), 200.0), RoomError::Closed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1645,44 +1106,17 @@ fn every_rejected_command_leaves_the_room_unchanged() {
     let cases: Vec<(Command, RoomError)> = vec![
         (seek("alice", -1.0), RoomError::Invalid(String::new())),
         (seek("alice", f64::NAN), RoomError::Invalid(String::new())),
-        (
-            seek("alice", f64::INFINITY),
-            RoomError::Invalid(String::new()),
-        ),
+        (seek("alice", f64::INFINITY), RoomError::Invalid(String::new())),
         (set_rate("alice", 0.0), RoomError::Invalid(String::new())),
         (set_rate("alice", 4.5), RoomError::Invalid(String::new())),
-        (
-            set_rate("alice", f64::NAN),
-            RoomError::Invalid(String::new()),
-        ),
-        (
-            update("alice", None, -5.0, true),
-            RoomError::Invalid(String::new()),
-        ),
-        (
-            update("alice", Some(""), 0.0, true),
-            RoomError::Invalid(String::new()),
-        ),
-        (
-            update("alice", Some(&too_long), 0.0, true),
-            RoomError::Invalid(String::new()),
-        ),
-        (
-            load("alice", song("", 1000.0), true),
-            RoomError::Invalid(String::new()),
-        ),
-        (
-            load("alice", song("a", -1.0), true),
-            RoomError::Invalid(String::new()),
-        ),
-        (
-            load("alice", song("a", f64::NAN), true),
-            RoomError::Invalid(String::new()),
-        ),
-        (
-            queue_add("bob", song(&too_long, 1.0)),
-            RoomError::Invalid(String::new()),
-        ),
+        (set_rate("alice", f64::NAN), RoomError::Invalid(String::new())),
+        (update("alice", None, -5.0, true), RoomError::Invalid(String::new())),
+        (update("alice", Some(""), 0.0, true), RoomError::Invalid(String::new())),
+        (update("alice", Some(&too_long), 0.0, true), RoomError::Invalid(String::new())),
+        (load("alice", song("", 1000.0), true), RoomError::Invalid(String::new())),
+        (load("alice", song("a", -1.0), true), RoomError::Invalid(String::new())),
+        (load("alice", song("a", f64::NAN), true), RoomError::Invalid(String::new())),
+        (queue_add("bob", song(&too_long, 1.0)), RoomError::Invalid(String::new())),
         (
             settings(
                 "alice",
@@ -1697,26 +1131,16 @@ fn every_rejected_command_leaves_the_room_unchanged() {
         (
             settings(
                 "alice",
-                RoomSettingsPatch {
-                    ready_barrier: Some(true),
-                    start_delay_ms: Some(1e9),
-                    ..Default::default()
-                },
+                RoomSettingsPatch { ready_barrier: Some(true), start_delay_ms: Some(1e9), ..Default::default() },
             ),
             RoomError::Invalid(String::new()),
         ),
-        (
-            report_drift("bob", f64::NAN),
-            RoomError::Invalid(String::new()),
-        ),
+        (report_drift("bob", f64::NAN), RoomError::Invalid(String::new())),
         (queue_remove("alice", "q1"), RoomError::ItemNotFound),
         (queue_move("alice", "nope", 0), RoomError::ItemNotFound),
         (transfer("alice", "ghost"), RoomError::MemberNotFound),
         (transfer("bob", "bob"), RoomError::NotHost),
-        (
-            settings("bob", RoomSettingsPatch::default()),
-            RoomError::NotHost,
-        ),
+        (settings("bob", RoomSettingsPatch::default()), RoomError::NotHost),
         (pause("ghost"), RoomError::NotInRoom),
         (reconnect("ghost"), RoomError::NotInRoom),
         (leave("ghost"), RoomError::NotInRoom),
@@ -1771,10 +1195,7 @@ fn next_deadline_is_the_earliest_pending_timer() {
     // The barrier times out; now the song end (6250 + 3000) is earliest, then the grace.
     ok(&mut room, Command::Tick, 6000.0);
     assert!(room.clock().is_playing);
-    assert_eq!(
-        room.next_deadline(),
-        Some(6000.0 + BARRIER_START_LEAD_MS + 3000.0)
-    );
+    assert_eq!(room.next_deadline(), Some(6000.0 + BARRIER_START_LEAD_MS + 3000.0));
 
     // A faster rate brings the end closer: at 7250, 1000 ms in, 2000 ms left at rate 2.
     ok(&mut room, set_rate("alice", 2.0), 7250.0);
@@ -1794,11 +1215,7 @@ fn next_deadline_is_the_earliest_pending_timer() {
 
 #[test]
 fn next_deadline_after_restore_is_the_earliest_of_grace_song_end_and_ttl() {
-    let limits = RoomLimits {
-        host_grace_ms: 5000.0,
-        empty_ttl_ms: 8000.0,
-        ..limits()
-    };
+    let limits = RoomLimits { host_grace_ms: 5000.0, empty_ttl_ms: 8000.0, ..limits() };
     let mut room = room_with(&["alice"], RoomSettings::default());
     ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
     let rec = room.record();
@@ -1810,4 +1227,37 @@ fn next_deadline_after_restore_is_the_earliest_of_grace_song_end_and_ttl() {
     // Restored close to the end of the song: the end comes first.
     let restored = Room::restore(rec, limits, 99_000.0);
     assert_eq!(restored.next_deadline(), Some(101_000.0));
+}
+
+#[test]
+fn resuming_a_song_that_ended_plays_it_again_from_the_start() {
+    let mut room = Room::new("ABCDEF".into(), "r", RoomSettings::default(), RoomLimits::default(), 0.0);
+    room.apply(Command::Join { session: "h".into(), name: "h".into() }, 0.0).expect("join");
+    let song = unisono_core::Song {
+        id: "s".into(),
+        title: String::new(),
+        provider: Default::default(),
+        url: String::new(),
+        duration_ms: 1000.0,
+    };
+    room.apply(Command::Load { session: "h".into(), song, autoplay: true }, 0.0).expect("load");
+    room.apply(Command::Tick, 1000.0).expect("tick at the end");
+    assert!(!room.clock().is_playing);
+    assert_eq!(room.clock().position_at(1000.0), 1000.0);
+    room.apply(Command::Resume { session: "h".into() }, 2000.0).expect("resume");
+    assert!(room.clock().is_playing);
+    assert_eq!(room.clock().position_at(2500.0), 500.0);
+}
+
+#[test]
+fn host_cannot_be_transferred_to_a_disconnected_member() {
+    let mut room = Room::new("ABCDEF".into(), "r", RoomSettings::default(), RoomLimits::default(), 0.0);
+    room.apply(Command::Join { session: "h".into(), name: "h".into() }, 0.0).expect("join");
+    room.apply(Command::Join { session: "g".into(), name: "g".into() }, 0.0).expect("join");
+    room.apply(Command::Disconnect { session: "g".into() }, 1.0).expect("disconnect");
+    assert_eq!(
+        room.apply(Command::TransferHost { session: "h".into(), to: "g".into() }, 2.0),
+        Err(RoomError::MemberNotFound)
+    );
+    assert_eq!(room.host(), Some("h"));
 }

@@ -55,9 +55,9 @@ pub fn routes(
         warp::reply::with_status(warp::reply::json(&body), status)
     });
 
-    let metrics = warp::path("metrics").and(warp::path::end()).map(|| {
-        warp::reply::with_header(METRICS.render(), "content-type", "text/plain; version=0.0.4")
-    });
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .map(|| warp::reply::with_header(METRICS.render(), "content-type", "text/plain; version=0.0.4"));
 
     let index = web_dir.join("index.html");
     let has_web = index.is_file();
@@ -67,9 +67,7 @@ pub fn routes(
     let placeholder = warp::get().and(warp::path::end()).map(|| warp::reply::html(PLACEHOLDER));
 
     let app = warp::get()
-        .and(warp::any().and_then(move || async move {
-            if has_web { Ok(()) } else { Err(warp::reject::not_found()) }
-        }))
+        .and(warp::any().and_then(move || async move { if has_web { Ok(()) } else { Err(warp::reject::not_found()) } }))
         .untuple_one()
         .and(static_files.or(spa))
         .map(|r| Box::new(r) as Box<dyn Reply>)
@@ -86,6 +84,9 @@ pub fn routes(
         .unify()
         .recover(|_rej: warp::Rejection| async move {
             let body = serde_json::json!({ "error": { "code": "NOT_FOUND", "message": "no such route" } });
-            Ok::<_, std::convert::Infallible>(Box::new(warp::reply::with_status(warp::reply::json(&body), StatusCode::NOT_FOUND)) as Box<dyn Reply>)
+            Ok::<_, std::convert::Infallible>(Box::new(warp::reply::with_status(
+                warp::reply::json(&body),
+                StatusCode::NOT_FOUND,
+            )) as Box<dyn Reply>)
         })
 }

@@ -5,10 +5,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -34,24 +31,44 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::new(),
             connections: IntGauge::new("unisono_connections", "Open WebSocket connections").expect("metric"),
-            sessions: IntGauge::new("unisono_sessions", "Sessions, including disconnected ones inside their resume grace").expect("metric"),
+            sessions: IntGauge::new(
+                "unisono_sessions",
+                "Sessions, including disconnected ones inside their resume grace",
+            )
+            .expect("metric"),
             rooms: IntGauge::new("unisono_rooms", "Open rooms").expect("metric"),
             frames_in: IntCounter::new("unisono_frames_in_total", "Frames received from clients").expect("metric"),
             frames_out: IntCounter::new("unisono_frames_out_total", "Frames written to clients").expect("metric"),
-            errors: IntCounterVec::new(Opts::new("unisono_errors_total", "Error replies and pushes by code"), &["code"]).expect("metric"),
+            errors: IntCounterVec::new(
+                Opts::new("unisono_errors_total", "Error replies and pushes by code"),
+                &["code"],
+            )
+            .expect("metric"),
             fanout_seconds: histogram(
                 "unisono_fanout_seconds",
                 "Time to enqueue one broadcast to every member's outbound queue",
                 vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
             ),
-            slow_consumers: IntCounter::new("unisono_slow_consumer_disconnects_total", "Sessions disconnected because their outbound queue was full").expect("metric"),
-            oversized_frames: IntCounter::new("unisono_oversized_frames_total", "Connections closed with 1009 for a frame over the limit").expect("metric"),
+            slow_consumers: IntCounter::new(
+                "unisono_slow_consumer_disconnects_total",
+                "Sessions disconnected because their outbound queue was full",
+            )
+            .expect("metric"),
+            oversized_frames: IntCounter::new(
+                "unisono_oversized_frames_total",
+                "Connections closed with 1009 for a frame over the limit",
+            )
+            .expect("metric"),
             store_write_seconds: histogram(
                 "unisono_store_write_seconds",
                 "Time to commit one batch of room writes",
                 vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0],
             ),
-            store_batch_size: histogram("unisono_store_batch_size", "Rooms written per commit", vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 512.0]),
+            store_batch_size: histogram(
+                "unisono_store_batch_size",
+                "Rooms written per commit",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 512.0],
+            ),
         };
         let r = &m.registry;
         for c in [

@@ -63,10 +63,14 @@ pub async fn serve(socket: WebSocket, resume: Option<String>, engine: Engine, cf
     let burst = NonZeroU32::new(cfg.frames_per_sec.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);
     let limiter = RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst));
 
+    let mut writer_done = false;
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
         };
         let msg = match msg {
             Some(Ok(m)) => m,
@@ -75,7 +79,6 @@ pub async fn serve(socket: WebSocket, resume: Option<String>, engine: Engine, cf
                 if text.contains("Message too long") || text.contains("Space limit exceeded") {
                     METRICS.oversized_frames.inc();
                     outbox.close(CLOSE_TOO_BIG, "message too big");
-                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
                 } else {
                     tracing::debug!(error = %text, "websocket read error");
                 }
@@ -93,19 +96,27 @@ pub async fn serve(socket: WebSocket, resume: Option<String>, engine: Engine, cf
         METRICS.frames_in.inc();
         let received_at = now_ms();
         let Ok(text) = msg.to_str() else {
-            outbox.push(error_frame(None, ErrorBody::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text")));
+            outbox.push(error_frame(
+                None,
+                ErrorBody::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text"),
+            ));
             continue;
         };
         if text.len() > cfg.max_frame_bytes {
             METRICS.oversized_frames.inc();
             outbox.close(CLOSE_TOO_BIG, "message too big");
-            let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
             break;
         }
         match Request::parse_frame(text) {
             Ok((id, req)) => {
                 if limiter.check().is_err() {
-                    outbox.push(error_frame(id, ErrorBody::new(ErrorCode::RateLimited, format!("more than {} frames per second", cfg.frames_per_sec))));
+                    outbox.push(error_frame(
+                        id,
+                        ErrorBody::new(
+                            ErrorCode::RateLimited,
+                            format!("more than {} frames per second", cfg.frames_per_sec),
+                        ),
+                    ));
                     continue;
                 }
                 let result = engine.handle(&conn.session, req, received_at).await;
@@ -127,7 +138,10 @@ pub async fn serve(socket: WebSocket, resume: Option<String>, engine: Engine, cf
     }
     outbox.close(1000, "bye");
     engine.disconnect(&conn).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if !writer_done {
+        // The writer sends the close frame; wait for it so the peer sees the code.
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    }
     METRICS.connections.dec();
 }
 

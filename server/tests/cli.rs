@@ -8,7 +8,21 @@ fn serve_help_lists_every_limit_flag() {
     let out = Command::new(env!("CARGO_BIN_EXE_unisono")).args(["serve", "--help"]).output().expect("run unisono");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--database-url", "--max-frame-bytes", "--session-queue", "--frames-per-sec", "--joins-per-min", "--resume-grace-secs", "--host-grace-secs", "--empty-room-ttl-secs", "--max-rooms", "--max-members", "--max-queue", "--log-format"] {
+    for flag in [
+        "--listen",
+        "--database-url",
+        "--max-frame-bytes",
+        "--session-queue",
+        "--frames-per-sec",
+        "--joins-per-min",
+        "--resume-grace-secs",
+        "--host-grace-secs",
+        "--empty-room-ttl-secs",
+        "--max-rooms",
+        "--max-members",
+        "--max-queue",
+        "--log-format",
+    ] {
         assert!(help.contains(flag), "missing {flag} in:\n{help}");
     }
 }

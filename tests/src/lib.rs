@@ -31,7 +31,28 @@ pub fn binary() -> PathBuf {
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join(format!("unisono{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.is_file(), "{} not found: run `cargo build -p unisono-server` (cargo xtask test does)", bin.display());
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest =
+        ["server/src", "core/src", "server/migrations"].iter().filter_map(|d| newest_mtime(&root.join(d))).max();
+    if let (Some(built), Some(newest)) = (built, newest) {
+        assert!(
+            newest <= built,
+            "{} is older than its sources: run `cargo build -p unisono-server` (cargo xtask test does)",
+            bin.display()
+        );
+    }
     bin
+}
+
+fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() { newest_mtime(&path) } else { entry.metadata().and_then(|m| m.modified()).ok() };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -64,7 +85,13 @@ impl Server {
 
     /// Starts a server on `database_url`.
     pub fn start_with(database_url: &str, extra: &[&str], dir: PathBuf) -> Result<Server> {
-        let mut s = Server { child: None, addr: String::new(), database_url: database_url.to_owned(), extra: extra.iter().map(|s| s.to_string()).collect(), dir };
+        let mut s = Server {
+            child: None,
+            addr: String::new(),
+            database_url: database_url.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
         s.spawn()?;
         Ok(s)
     }
@@ -90,7 +117,8 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| anyhow!("server did not report its address"))?;
+        let addr =
+            rx.recv_timeout(Duration::from_secs(30)).map_err(|_| anyhow!("server did not report its address"))?;
         self.addr = addr;
         self.child = Some(child);
         Ok(())
@@ -143,14 +171,18 @@ impl Server {
     /// Resident memory of the server process in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// GET a path, returning status and body (plain HTTP/1.1 on a TCP socket).
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = TcpStream::connect(&self.addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes()).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes())
+            .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         let text = String::from_utf8_lossy(&buf).to_string();
@@ -235,7 +267,16 @@ impl Client {
             }
             let _ = tx.send((Instant::now(), Incoming::Closed(None)));
         });
-        let mut c = Client { sink, rx, reader, buffered: VecDeque::new(), next_id: 1, session_id: String::new(), resume_token: String::new(), connected: Value::Null };
+        let mut c = Client {
+            sink,
+            rx,
+            reader,
+            buffered: VecDeque::new(),
+            next_id: 1,
+            session_id: String::new(),
+            resume_token: String::new(),
+            connected: Value::Null,
+        };
         let hello = c.expect_push("connected").await?;
         c.session_id = hello["sessionId"].as_str().unwrap_or_default().to_owned();
         c.resume_token = hello["resumeToken"].as_str().unwrap_or_default().to_owned();
@@ -314,16 +355,21 @@ impl Client {
 
     /// Like [`expect_push`](Self::expect_push), also returning when it arrived.
     pub async fn expect_push_within(&mut self, event: &str, wait: Duration) -> Result<(Instant, Value)> {
-        if let Some(i) = self.buffered.iter().position(|(_, x)| matches!(x, Incoming::Json(v) if v["event"] == event && v.get("id").is_none())) {
-            if let Some((at, Incoming::Json(v))) = self.buffered.remove(i) {
-                return Ok((at, v["data"].clone()));
-            }
+        if let Some(i) = self
+            .buffered
+            .iter()
+            .position(|(_, x)| matches!(x, Incoming::Json(v) if v["event"] == event && v.get("id").is_none()))
+            && let Some((at, Incoming::Json(v))) = self.buffered.remove(i)
+        {
+            return Ok((at, v["data"].clone()));
         }
         let deadline = Instant::now() + wait;
         loop {
             let (at, item) = self.recv_raw(deadline).await.with_context(|| format!("waiting for push {event}"))?;
             match &item {
-                Incoming::Json(v) if v["event"] == event && v.get("id").is_none() => return Ok((at, v["data"].clone())),
+                Incoming::Json(v) if v["event"] == event && v.get("id").is_none() => {
+                    return Ok((at, v["data"].clone()));
+                }
                 Incoming::Closed(code) => bail!("connection closed ({code:?}) while waiting for {event}"),
                 _ => self.buffered.push_back((at, item)),
             }
@@ -332,10 +378,10 @@ impl Client {
 
     /// Waits until the server closes the connection; returns the close code.
     pub async fn expect_close(&mut self, wait: Duration) -> Result<Option<u16>> {
-        if let Some(i) = self.buffered.iter().position(|(_, x)| matches!(x, Incoming::Closed(_))) {
-            if let Some((_, Incoming::Closed(c))) = self.buffered.remove(i) {
-                return Ok(c);
-            }
+        if let Some(i) = self.buffered.iter().position(|(_, x)| matches!(x, Incoming::Closed(_)))
+            && let Some((_, Incoming::Closed(c))) = self.buffered.remove(i)
+        {
+            return Ok(c);
         }
         let deadline = Instant::now() + wait;
         loop {
@@ -387,7 +433,10 @@ pub async fn server_now(c: &mut Client) -> Result<f64> {
 
 /// Local wall clock in ms.
 pub fn local_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as f64 / 1000.0).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as f64 / 1000.0)
+        .unwrap_or(0.0)
 }
 
 /// Position at server time `now` from a playback object (the protocol's formula).

@@ -159,7 +159,8 @@ async fn host_hand_over_after_grace_and_resume_within_grace_keeps_the_role() -> 
 async fn ready_barrier_starts_everyone_at_one_future_instant() -> Result<()> {
     let server = Server::start(&[])?;
     let mut host = Client::connect(&server).await?;
-    let created = host.ok("create-room", json!({ "settings": { "readyBarrier": true, "readyTimeoutMs": 3000 } })).await?;
+    let created =
+        host.ok("create-room", json!({ "settings": { "readyBarrier": true, "readyTimeoutMs": 3000 } })).await?;
     let code = created["code"].as_str().unwrap_or_default().to_owned();
     let mut guest = Client::connect(&server).await?;
     guest.ok("join-room", json!({ "code": code })).await?;

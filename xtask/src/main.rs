@@ -1,1 +1,104 @@
-fn main() {}
+//! Project automation, so a fresh machine needs only cargo:
+//!
+//! - `cargo xtask serve [ARGS…]`: builds and runs the server on embedded defaults (SQLite file
+//!   in `./data`, listening on 127.0.0.1:8080); extra arguments go to `unisono serve`.
+//! - `cargo xtask test`: installs what is missing (the wasm32 target), then runs formatting,
+//!   lints, the wasm build of `core` and the whole test suite, end-to-end tests included.
+//!   This is the README's test command and what `.ci/run` runs.
+//! - `cargo xtask bench [ARGS…]`: builds release binaries and runs the load generator
+//!   (`docs/benchmarks.md` lists the scenarios and the figures measured).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(what: &str, mut cmd: Command) -> Result<()> {
+    eprintln!("\n==> {what}");
+    let status = cmd.status().with_context(|| format!("starting: {what}"))?;
+    if !status.success() {
+        bail!("failed: {what} ({status})");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    match out {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).contains("wasm32-unknown-unknown") => Ok(()),
+        Ok(_) => {
+            let mut c = Command::new("rustup");
+            c.args(["target", "add", "wasm32-unknown-unknown"]);
+            run("install the wasm32 target", c)
+        }
+        Err(e) => bail!("rustup is needed to add the wasm32 target: {e}"),
+    }
+}
+
+fn test() -> Result<()> {
+    ensure_wasm_target()?;
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--", "--check"]);
+    run("cargo fmt --check", c)?;
+    let mut c = cargo();
+    c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run("cargo clippy", c)?;
+    let mut c = cargo();
+    c.args(["build", "-p", "unisono-core", "--target", "wasm32-unknown-unknown"]);
+    run("core builds for wasm32-unknown-unknown", c)?;
+    // The end-to-end tests run this binary.
+    let mut c = cargo();
+    c.args(["build", "-p", "unisono-server", "--bin", "unisono"]);
+    run("build the unisono binary", c)?;
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--no-fail-fast"]);
+    run("cargo test --workspace", c)?;
+    Ok(())
+}
+
+fn serve(args: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["run", "--release", "-p", "unisono-server", "--bin", "unisono", "--", "serve"]).args(args);
+    run("unisono serve", c)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "unisono-server", "-p", "unisono-bench"]);
+    run("build release binaries", c)?;
+    let mut c = Command::new(root().join("target/release/unisono-bench"));
+    c.current_dir(root()).args(args);
+    run("unisono-bench", c)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("serve") => serve(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <serve [ARGS…] | test | bench [ARGS…]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -18,8 +18,7 @@ use governor::clock::Clock;
 use rand::Rng;
 use serde_json::{Value, json};
 use unisono_core::{
-    Command, Millis, Room, RoomSettings,
-    code,
+    Command, Millis, Room, RoomSettings, code,
     protocol::{Connected, ErrorBody, ErrorCode, Push, Request, TimeSyncReply},
     room::RoomLimits,
 };
@@ -69,7 +68,11 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
 
 impl Engine {
     /// Builds the engine and restores every open room from the store.
-    pub async fn start(config: EngineConfig, store: Store, bus: Arc<dyn Bus>) -> Result<Engine, crate::store::StoreError> {
+    pub async fn start(
+        config: EngineConfig,
+        store: Store,
+        bus: Arc<dyn Bus>,
+    ) -> Result<Engine, crate::store::StoreError> {
         let engine = Engine {
             inner: Arc::new(Inner {
                 sessions: Sessions::new(config.joins_per_min),
@@ -127,7 +130,12 @@ impl Engine {
         if let Some(old) = a.replaced {
             old.close(4001, "session resumed on another connection");
         }
-        let hello = Push::Connected(Connected { session_id: a.id.clone(), resume_token: a.resume_token, server_time: now_ms(), resumed: a.resumed });
+        let hello = Push::Connected(Connected {
+            session_id: a.id.clone(),
+            resume_token: a.resume_token,
+            server_time: now_ms(),
+            resumed: a.resumed,
+        });
         outbox.push(Frame::text(hello.to_json()));
         if let Some(code) = a.room {
             match self.room(&code) {
@@ -175,16 +183,25 @@ impl Engine {
             }
             Request::CreateRoom(c) => self.create_room(session, c).await,
             Request::JoinRoom(j) => {
-                let limiter = self.inner.sessions.join_limiter(session).ok_or_else(|| err(ErrorCode::Internal, "no session"))?;
+                let limiter =
+                    self.inner.sessions.join_limiter(session).ok_or_else(|| err(ErrorCode::Internal, "no session"))?;
                 if let Err(not_until) = limiter.check() {
                     let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                    return Err(err(ErrorCode::RateLimited, format!("too many join attempts; retry in {} ms", wait.as_millis())));
+                    return Err(err(
+                        ErrorCode::RateLimited,
+                        format!("too many join attempts; retry in {} ms", wait.as_millis()),
+                    ));
                 }
-                let code = code::normalize(&j.code).ok_or_else(|| err(ErrorCode::RoomNotFound, "no open room has this code"))?;
+                let code = code::normalize(&j.code)
+                    .ok_or_else(|| err(ErrorCode::RoomNotFound, "no open room has this code"))?;
                 self.join_room(session, &code, j.name.unwrap_or_default()).await
             }
             Request::LeaveRoom => {
-                let code = self.inner.sessions.room(session).ok_or_else(|| err(ErrorCode::NotInRoom, "you are not in a room"))?;
+                let code = self
+                    .inner
+                    .sessions
+                    .room(session)
+                    .ok_or_else(|| err(ErrorCode::NotInRoom, "you are not in a room"))?;
                 let result = match self.room(&code) {
                     Some(room) => room.call(Command::Leave { session: session.to_owned() }).await,
                     None => Ok(json!({})),
@@ -194,12 +211,14 @@ impl Engine {
                 result
             }
             other => {
-                let code = self.inner.sessions.room(session).ok_or_else(|| err(ErrorCode::NotInRoom, "join a room first"))?;
+                let code =
+                    self.inner.sessions.room(session).ok_or_else(|| err(ErrorCode::NotInRoom, "join a room first"))?;
                 let room = self.room(&code).ok_or_else(|| {
                     self.inner.sessions.clear_room_if(session, &code);
                     err(ErrorCode::RoomClosed, "the room is closed")
                 })?;
-                let cmd = Command::from_request(session.to_owned(), other).ok_or_else(|| err(ErrorCode::Internal, "not a room request"))?;
+                let cmd = Command::from_request(session.to_owned(), other)
+                    .ok_or_else(|| err(ErrorCode::Internal, "not a room request"))?;
                 room.call(cmd).await
             }
         }
@@ -214,7 +233,10 @@ impl Engine {
         let code = {
             let mut rooms = self.rooms();
             if rooms.len() >= self.inner.config.max_rooms {
-                return Err(err(ErrorCode::TooManyRooms, format!("this server holds at most {} rooms", self.inner.config.max_rooms)));
+                return Err(err(
+                    ErrorCode::TooManyRooms,
+                    format!("this server holds at most {} rooms", self.inner.config.max_rooms),
+                ));
             }
             let mut rng = rand::rng();
             let code = loop {
@@ -223,7 +245,13 @@ impl Engine {
                     break candidate;
                 }
             };
-            let room = Room::new(code.clone(), c.name.as_deref().unwrap_or(""), settings, self.inner.config.limits.clone(), now);
+            let room = Room::new(
+                code.clone(),
+                c.name.as_deref().unwrap_or(""),
+                settings,
+                self.inner.config.limits.clone(),
+                now,
+            );
             rooms.insert(code.clone(), RoomHandle::spawn(room, self.clone()));
             METRICS.rooms.set(rooms.len() as i64);
             code

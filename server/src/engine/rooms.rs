@@ -98,7 +98,10 @@ async fn run(mut room: Room, mut rx: mpsc::Receiver<Msg>, engine: Engine) {
                 backoff_until = Some(Instant::now() + Duration::from_secs(1));
             }
             if let Some(r) = msg.reply {
-                let _ = r.send(Err(ErrorBody::new(ErrorCode::StorageUnavailable, "the change could not be stored; nothing changed")));
+                let _ = r.send(Err(ErrorBody::new(
+                    ErrorCode::StorageUnavailable,
+                    "the change could not be stored; nothing changed",
+                )));
             }
             continue;
         }

@@ -59,7 +59,10 @@ pub struct Attached {
 
 impl Sessions {
     pub fn new(joins_per_min: u32) -> Sessions {
-        Sessions { inner: Mutex::new(Inner::default()), joins_per_min: NonZeroU32::new(joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN) }
+        Sessions {
+            inner: Mutex::new(Inner::default()),
+            joins_per_min: NonZeroU32::new(joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -76,7 +79,14 @@ impl Sessions {
         {
             let replaced = s.outbox.replace(outbox);
             s.conn += 1;
-            return Attached { id, resume_token: s.resume_token.clone(), conn: s.conn, resumed: true, room: s.room.clone(), replaced };
+            return Attached {
+                id,
+                resume_token: s.resume_token.clone(),
+                conn: s.conn,
+                resumed: true,
+                room: s.room.clone(),
+                replaced,
+            };
         }
         let id = random_id(12);
         let resume_token = random_id(32);
@@ -84,7 +94,14 @@ impl Sessions {
         inner.by_token.insert(resume_token.clone(), id.clone());
         inner.by_id.insert(
             id.clone(),
-            Session { id: id.clone(), resume_token: resume_token.clone(), outbox: Some(outbox), conn: 1, room: None, joins: Arc::new(RateLimiter::direct(quota)) },
+            Session {
+                id: id.clone(),
+                resume_token: resume_token.clone(),
+                outbox: Some(outbox),
+                conn: 1,
+                room: None,
+                joins: Arc::new(RateLimiter::direct(quota)),
+            },
         );
         crate::metrics::METRICS.sessions.set(inner.by_id.len() as i64);
         Attached { id, resume_token, conn: 1, resumed: false, room: None, replaced: None }

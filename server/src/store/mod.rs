@@ -5,8 +5,8 @@
 //! while time passes. Writes go through one writer task that batches whatever is waiting into a
 //! single transaction (group commit): under load, one fsync covers many rooms.
 
-mod sqlite;
 mod postgres;
+mod sqlite;
 
 use std::time::Duration;
 
@@ -86,7 +86,9 @@ impl Store {
     /// All rooms whose state is `open`.
     pub async fn load_open_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT code, name, host, current_song, position_ms, anchor_time, is_playing, rate, rev, \
+            // `is_playing` is read as an integer: the Any driver cannot decode SQLite's BOOLEAN.
+            "SELECT code, name, host, current_song, position_ms, anchor_time, \
+             CAST(CASE WHEN is_playing THEN 1 ELSE 0 END AS BIGINT) AS is_playing, rate, rev, \
              state, queue, next_item, settings, created_at FROM rooms WHERE state = 'open'",
         )
         .fetch_all(&self.pool)
@@ -186,8 +188,7 @@ fn record_from_row(row: &AnyRow) -> Result<RoomRecord, StoreError> {
     let queue: String = row.try_get("queue")?;
     let queue: Vec<QueueItem> = serde_json::from_str(&queue).map_err(|e| corrupt(format!("queue: {e}")))?;
     let settings: String = row.try_get("settings")?;
-    let settings: RoomSettings =
-        serde_json::from_str(&settings).map_err(|e| corrupt(format!("settings: {e}")))?;
+    let settings: RoomSettings = serde_json::from_str(&settings).map_err(|e| corrupt(format!("settings: {e}")))?;
     let state: String = row.try_get("state")?;
     let rev: i64 = row.try_get("rev")?;
     let next_item: i64 = row.try_get("next_item")?;
@@ -203,7 +204,7 @@ fn record_from_row(row: &AnyRow) -> Result<RoomRecord, StoreError> {
             song,
             position_ms: row.try_get("position_ms")?,
             server_time: row.try_get("anchor_time")?,
-            is_playing: row.try_get("is_playing")?,
+            is_playing: row.try_get::<i64, _>("is_playing")? != 0,
             rate: row.try_get("rate")?,
             rev: rev.max(0) as u64,
         },

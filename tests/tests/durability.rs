@@ -1,0 +1,126 @@
+//! Durability: an acknowledged change survives `kill -9`. After a restart on the same database a
+//! joining client sees the same song, queue and host, and the position advanced by wall-clock
+//! time if it was playing — on SQLite (default) and on the local PostgreSQL.
+
+use std::{process::Command, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use unisono_e2e::{Client, Server, position_at, server_now, song, temp_dir};
+
+/// Drives a room into a rich state, kills the server with SIGKILL, restarts it and compares.
+async fn survives_kill_9(mut server: Server) -> Result<()> {
+    let mut host = Client::connect(&server).await?;
+    let created =
+        host.ok("create-room", json!({ "name": "durable", "settings": { "anyoneCanControl": true } })).await?;
+    let code = created["code"].as_str().context("code")?.to_owned();
+    host.ok("queue-add", json!({ "song": song("first", 200_000.0) })).await?;
+    host.ok("queue-add", json!({ "song": song("second", 150_000.0) })).await?;
+    host.ok("queue-add", json!({ "song": song("third", 100_000.0) })).await?;
+    host.ok("play-next", json!({})).await?;
+    host.ok("seek-playback", json!({ "positionMs": 30_000.0 })).await?;
+    host.ok("set-rate", json!({ "rate": 1.5 })).await?;
+    let last = host.ok("get-playback-state", json!({})).await?;
+    let playback = last["playback"].clone();
+    let queue_before: Vec<Value> =
+        host.ok("queue-remove", json!({ "itemId": "q3" })).await?["queue"].as_array().cloned().unwrap_or_default();
+    assert_eq!(queue_before.len(), 1);
+
+    // Killed right after the acknowledgements: nothing may be lost.
+    server.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart()?;
+
+    let mut guest = Client::connect(&server).await?;
+    guest.ok("join-room", json!({ "code": code })).await?;
+    let joined = guest.expect_push("room-joined").await?;
+    assert_eq!(joined["playback"]["song"], playback["song"]);
+    assert_eq!(joined["playback"]["rev"], playback["rev"]);
+    assert_eq!(joined["playback"]["rate"], json!(1.5));
+    assert_eq!(joined["playback"]["isPlaying"], json!(true));
+    assert_eq!(joined["queue"].as_array().cloned().unwrap_or_default(), queue_before);
+    assert_eq!(joined["room"]["name"], json!("durable"));
+    assert_eq!(joined["room"]["settings"]["anyoneCanControl"], json!(true));
+    // The position kept running through the outage, by wall clock.
+    let expected = position_at(&playback, joined["serverTime"].as_f64().unwrap_or(0.0));
+    let got = joined["shouldStartAt"].as_f64().unwrap_or(-1.0);
+    assert!((got - expected).abs() <= 50.0, "position {got}, expected {expected}");
+    let now = server_now(&mut guest).await?;
+    assert!(position_at(&joined["playback"], now) > 30_000.0);
+
+    // Paused state survives too, and the next song follows from the restored queue.
+    guest.ok("pause-playback", json!({})).await?;
+    let paused = guest.ok("get-playback-state", json!({})).await?["playback"].clone();
+    server.restart()?;
+    let mut again = Client::connect(&server).await?;
+    again.ok("join-room", json!({ "code": code })).await?;
+    let joined = again.expect_push("room-joined").await?;
+    assert_eq!(joined["playback"], paused);
+    again.ok("play-next", json!({})).await?;
+    assert_eq!(again.expect_push("song-changed").await?["song"]["id"], json!("second"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_rooms_survive_kill_9() -> Result<()> {
+    survives_kill_9(Server::start(&[])?).await
+}
+
+/// Creates a fresh database on the local PostgreSQL, or explains why it cannot.
+fn fresh_postgres_db() -> Result<String> {
+    let name = format!("unisono_e2e_{}_{}", std::process::id(), rand_suffix());
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn postgres_rooms_survive_kill_9() -> Result<()> {
+    let url = match fresh_postgres_db() {
+        Ok(url) => url,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => bail!("PostgreSQL is required under CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED postgres_rooms_survive_kill_9: PostgreSQL at 127.0.0.1:5432 unavailable ({e})");
+            return Ok(());
+        }
+    };
+    let server = Server::start_with(&url, &[], temp_dir("pg"))?;
+    let (status, body) = server.get("/healthz").await?;
+    assert_eq!(status, 200);
+    assert!(body.contains("postgres"), "{body}");
+    let result = survives_kill_9(server).await;
+    let db = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        ])
+        .output();
+    result
+}

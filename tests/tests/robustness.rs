@@ -1,0 +1,257 @@
+//! Bad input, oversized frames, slow consumers, health, metrics and graceful shutdown: the
+//! server stays up and every other member keeps getting every push.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use futures_util::SinkExt;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use unisono_e2e::{Client, Server, song};
+
+/// A frame that is wrong in one of many ways.
+fn bad_frame(rng: &mut StdRng, i: usize) -> (String, bool) {
+    let id = json!(i as u64 + 1000);
+    let events = [
+        "seek-playback",
+        "set-rate",
+        "join-room",
+        "load-song",
+        "queue-add",
+        "transfer-host",
+        "queue-move",
+        "time-sync",
+        "update-playback",
+    ];
+    let event = events[rng.random_range(0..events.len())];
+    match rng.random_range(0..12) {
+        0 => ("{not json".into(), false),
+        1 => (
+            String::from_utf8_lossy(&(0..rng.random_range(1..64)).map(|_| rng.random::<u8>()).collect::<Vec<_>>())
+                .into_owned(),
+            false,
+        ),
+        2 => (json!({ "event": format!("no-such-{i}"), "id": id }).to_string(), true),
+        3 => (json!({ "event": event, "data": "string", "id": id }).to_string(), true),
+        4 => (
+            json!({ "event": event, "data": { "positionMs": "x", "rate": [], "song": 5, "code": 7 }, "id": id })
+                .to_string(),
+            true,
+        ),
+        5 => (
+            json!({ "event": "set-rate", "data": { "rate": rng.random_range(-100.0..0.2) }, "id": id }).to_string(),
+            true,
+        ),
+        6 => (json!({ "event": "seek-playback", "data": { "positionMs": -1.0 }, "id": id }).to_string(), true),
+        7 => (json!({ "event": 42, "id": id }).to_string(), true),
+        8 => (json!([1, 2, 3]).to_string(), false),
+        9 => (
+            json!({ "event": "load-song", "data": { "song": { "id": "", "durationMs": 1e300 } }, "id": id })
+                .to_string(),
+            true,
+        ),
+        10 => (json!({ "event": "queue-remove", "data": { "itemId": "nope" }, "id": id }).to_string(), true),
+        _ => (json!({ "data": {}, "id": id }).to_string(), true),
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_malformed_frames_get_errors_and_other_members_miss_nothing() -> Result<()> {
+    let server = Server::start(&["--frames-per-sec", "100000"])?;
+    let mut host = Client::connect(&server).await?;
+    let code = host.ok("create-room", json!({})).await?["code"].as_str().unwrap_or_default().to_owned();
+    host.ok("load-song", json!({ "song": song("s", 600_000.0), "autoplay": true })).await?;
+    let mut fuzzer = Client::connect(&server).await?;
+    fuzzer.ok("join-room", json!({ "code": code })).await?;
+    let mut listener = Client::connect(&server).await?;
+    listener.ok("join-room", json!({ "code": code })).await?;
+    listener.clear();
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let host_task = tokio::spawn(async move {
+        let mut revs = Vec::new();
+        for i in 0..40 {
+            let r = host.ok("seek-playback", json!({ "positionMs": 1000.0 * i as f64 })).await?;
+            revs.push(r["playback"]["rev"].as_u64().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok::<_, anyhow::Error>((host, revs))
+    });
+    let mut with_id = 0;
+    for i in 0..1000 {
+        let (text, has_id) = bad_frame(&mut rng, i);
+        fuzzer.send_text(text).await?;
+        if has_id {
+            with_id += 1;
+        }
+    }
+    // Every frame got an error (reply or push), and the connection is still usable.
+    let check = fuzzer.ok("get-playback-state", json!({})).await?;
+    assert!(check["playback"]["song"].is_object());
+    let errors_replied = fuzzer.drain_pushes("error").len();
+    assert!(errors_replied > 0, "frames without id must get an error push");
+    let (_host, revs) = host_task.await??;
+    let mut seen = Vec::new();
+    while seen.len() < revs.len() {
+        let p = listener.expect_push("playback-seeked").await?;
+        seen.push(p["rev"].as_u64().unwrap_or(0));
+    }
+    assert_eq!(seen, revs, "the listener missed or reordered pushes");
+    let (status, metrics) = server.get("/metrics").await?;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("unisono_errors_total{code=\"INVALID_PAYLOAD\"}"), "{metrics}");
+    assert!(with_id > 500);
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_bad_frame_with_an_id_gets_exactly_one_error_reply() -> Result<()> {
+    let server = Server::start(&["--frames-per-sec", "100000"])?;
+    let mut c = Client::connect(&server).await?;
+    let cases = [
+        (json!({ "event": "nope", "id": 1 }), "UNKNOWN_EVENT"),
+        (json!({ "event": "seek-playback", "data": { "positionMs": "x" }, "id": 2 }), "INVALID_PAYLOAD"),
+        (json!({ "event": "seek-playback", "id": 3 }), "INVALID_PAYLOAD"),
+        (json!({ "event": "pause-playback", "id": 4 }), "NOT_IN_ROOM"),
+        (json!({ "event": 5, "id": 5 }), "BAD_FRAME"),
+    ];
+    for (frame, code) in cases {
+        let id = frame["id"].as_u64().unwrap_or(0);
+        c.send_text(frame.to_string()).await?;
+        match c.reply(id).await? {
+            Err(e) => assert_eq!(e["code"], json!(code), "{frame}"),
+            Ok(v) => bail!("{frame} succeeded: {v}"),
+        }
+    }
+    c.send_text("{broken").await?;
+    let e = c.expect_push("error").await?;
+    assert_eq!(e["code"], json!("BAD_FRAME"));
+    c.send_binary(vec![1, 2, 3]).await?;
+    assert_eq!(c.expect_push("error").await?["code"], json!("BAD_FRAME"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_with_1009_and_others_are_unaffected() -> Result<()> {
+    let server = Server::start(&["--max-frame-bytes", "4096"])?;
+    let mut host = Client::connect(&server).await?;
+    let code = host.ok("create-room", json!({})).await?["code"].as_str().unwrap_or_default().to_owned();
+    let mut big = Client::connect(&server).await?;
+    big.ok("join-room", json!({ "code": code })).await?;
+    let padding = "x".repeat(8192);
+    big.send_text(json!({ "event": "time-sync", "data": { "t0": 1, "pad": padding } }).to_string()).await?;
+    assert_eq!(big.expect_close(Duration::from_secs(5)).await?, Some(1009));
+    host.ok("load-song", json!({ "song": song("a", 1000.0) })).await?;
+    assert!(host.ok("get-playback-state", json!({})).await?["playback"]["song"].is_object());
+    Ok(())
+}
+
+#[tokio::test]
+async fn flooding_trips_the_rate_limit_for_that_connection_only() -> Result<()> {
+    let server = Server::start(&["--frames-per-sec", "20"])?;
+    let mut flooder = Client::connect(&server).await?;
+    let mut calm = Client::connect(&server).await?;
+    let mut limited = 0;
+    for _ in 0..100 {
+        if let Err(e) = flooder.request("time-sync", json!({ "t0": 0 })).await? {
+            assert_eq!(e["code"], json!("RATE_LIMITED"));
+            limited += 1;
+        }
+    }
+    assert!(limited >= 40, "only {limited} of 100 limited");
+    calm.ok("time-sync", json!({ "t0": 0 })).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_member_that_stops_reading_never_delays_the_others_and_memory_stays_bounded() -> Result<()> {
+    let server = Server::start(&["--session-queue", "64", "--frames-per-sec", "100000"])?;
+    let mut host = Client::connect(&server).await?;
+    let code = host.ok("create-room", json!({})).await?["code"].as_str().unwrap_or_default().to_owned();
+    host.ok("load-song", json!({ "song": song("s", 600_000.0), "autoplay": true })).await?;
+    // Big queue so every queue push is ~100 KB: a stalled reader fills its buffers fast.
+    let long = "t".repeat(300);
+    for i in 0..100 {
+        host.ok("queue-add", json!({ "song": { "id": format!("q{i}"), "title": long, "url": format!("https://example.invalid/{i}/{long}") } })).await?;
+    }
+    // The stalled member: a raw socket that never reads after joining.
+    let (mut stalled, _) = tokio_tungstenite::connect_async(server.ws_url()).await?;
+    stalled.send(Message::text(json!({ "event": "join-room", "data": { "code": code } }).to_string())).await?;
+    let mut fast = Client::connect(&server).await?;
+    fast.ok("join-room", json!({ "code": code })).await?;
+    fast.clear();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = server.rss_kib().unwrap_or(0);
+
+    let mut worst = Duration::ZERO;
+    let mut all = Vec::new();
+    let mut item_ids = Vec::new();
+    for round in 0..300 {
+        let sent = Instant::now();
+        if round % 2 == 0 {
+            let r = host.ok("queue-add", json!({ "song": { "id": format!("r{round}"), "title": long } })).await?;
+            item_ids.push(r["itemId"].as_str().unwrap_or_default().to_owned());
+            let (at, _) = fast.expect_push_within("queue-updated", Duration::from_secs(2)).await?;
+            worst = worst.max(at.saturating_duration_since(sent));
+            all.push(at.saturating_duration_since(sent));
+        } else {
+            let id = item_ids.pop().unwrap_or_default();
+            host.ok("queue-remove", json!({ "itemId": id })).await?;
+            let (at, _) = fast.expect_push_within("queue-updated", Duration::from_secs(2)).await?;
+            worst = worst.max(at.saturating_duration_since(sent));
+        }
+    }
+    let rss_after = server.rss_kib().unwrap_or(0);
+    all.sort();
+    eprintln!("push latency p50 {:?} p90 {:?} max {:?}", all[all.len() / 2], all[all.len() * 9 / 10], worst);
+    assert!(worst <= Duration::from_millis(100), "a push took {worst:?} to reach the reading member");
+    let (_, metrics) = server.get("/metrics").await?;
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("unisono_slow_consumer_disconnects_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(dropped >= 1.0, "the stalled member was never cut off:\n{metrics}");
+    // 300 pushes of ~100 KB = 30 MB would have queued for the stalled member without a bound.
+    let growth = rss_after.saturating_sub(rss_before);
+    assert!(growth < 16 * 1024, "server RSS grew by {growth} KiB");
+    drop(stalled);
+    Ok(())
+}
+
+#[tokio::test]
+async fn healthz_and_metrics_answer() -> Result<()> {
+    let server = Server::start(&[])?;
+    let _c = Client::connect(&server).await?;
+    let (status, body) = server.get("/healthz").await?;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body)?;
+    assert_eq!(health["status"], json!("ok"));
+    assert_eq!(health["store"], json!("sqlite"));
+    let (status, metrics) = server.get("/metrics").await?;
+    assert_eq!(status, 200);
+    for name in [
+        "unisono_connections 1",
+        "unisono_rooms",
+        "unisono_frames_in_total",
+        "unisono_frames_out_total",
+        "unisono_fanout_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "missing {name}");
+    }
+    let (status, _) = server.get("/nope").await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001_and_exits_cleanly() -> Result<()> {
+    let mut server = Server::start(&[])?;
+    let mut c = Client::connect(&server).await?;
+    c.ok("create-room", json!({})).await?;
+    let status = server.terminate()?;
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(c.expect_close(Duration::from_secs(5)).await?, Some(1001));
+    Ok(())
+}
