@@ -1,13 +1,11 @@
-//! Bad input, oversized frames, slow consumers, health, metrics and graceful shutdown: the
-//! server stays up and every other member keeps getting every push.
+//! Bad input, oversized frames, rate limits, health, metrics and graceful shutdown: the server
+//! stays up and every other member keeps getting every push.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
-use futures_util::SinkExt;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use unisono_e2e::{Client, Server, song};
 
 /// A frame that is wrong in one of many ways.
@@ -161,62 +159,6 @@ async fn flooding_trips_the_rate_limit_for_that_connection_only() -> Result<()> 
     }
     assert!(limited >= 40, "only {limited} of 100 limited");
     calm.ok("time-sync", json!({ "t0": 0 })).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_member_that_stops_reading_never_delays_the_others_and_memory_stays_bounded() -> Result<()> {
-    let server = Server::start(&["--session-queue", "64", "--frames-per-sec", "100000"])?;
-    let mut host = Client::connect(&server).await?;
-    let code = host.ok("create-room", json!({})).await?["code"].as_str().unwrap_or_default().to_owned();
-    host.ok("load-song", json!({ "song": song("s", 600_000.0), "autoplay": true })).await?;
-    // Big queue so every queue push is ~100 KB: a stalled reader fills its buffers fast.
-    let long = "t".repeat(300);
-    for i in 0..100 {
-        host.ok("queue-add", json!({ "song": { "id": format!("q{i}"), "title": long, "url": format!("https://example.invalid/{i}/{long}") } })).await?;
-    }
-    // The stalled member: a raw socket that never reads after joining.
-    let (mut stalled, _) = tokio_tungstenite::connect_async(server.ws_url()).await?;
-    stalled.send(Message::text(json!({ "event": "join-room", "data": { "code": code } }).to_string())).await?;
-    let mut fast = Client::connect(&server).await?;
-    fast.ok("join-room", json!({ "code": code })).await?;
-    fast.clear();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = server.rss_kib().unwrap_or(0);
-
-    let mut worst = Duration::ZERO;
-    let mut all = Vec::new();
-    let mut item_ids = Vec::new();
-    for round in 0..300 {
-        let sent = Instant::now();
-        if round % 2 == 0 {
-            let r = host.ok("queue-add", json!({ "song": { "id": format!("r{round}"), "title": long } })).await?;
-            item_ids.push(r["itemId"].as_str().unwrap_or_default().to_owned());
-            let (at, _) = fast.expect_push_within("queue-updated", Duration::from_secs(2)).await?;
-            worst = worst.max(at.saturating_duration_since(sent));
-            all.push(at.saturating_duration_since(sent));
-        } else {
-            let id = item_ids.pop().unwrap_or_default();
-            host.ok("queue-remove", json!({ "itemId": id })).await?;
-            let (at, _) = fast.expect_push_within("queue-updated", Duration::from_secs(2)).await?;
-            worst = worst.max(at.saturating_duration_since(sent));
-        }
-    }
-    let rss_after = server.rss_kib().unwrap_or(0);
-    all.sort();
-    eprintln!("push latency p50 {:?} p90 {:?} max {:?}", all[all.len() / 2], all[all.len() * 9 / 10], worst);
-    assert!(worst <= Duration::from_millis(100), "a push took {worst:?} to reach the reading member");
-    let (_, metrics) = server.get("/metrics").await?;
-    let dropped: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("unisono_slow_consumer_disconnects_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(dropped >= 1.0, "the stalled member was never cut off:\n{metrics}");
-    // 300 pushes of ~100 KB = 30 MB would have queued for the stalled member without a bound.
-    let growth = rss_after.saturating_sub(rss_before);
-    assert!(growth < 16 * 1024, "server RSS grew by {growth} KiB");
-    drop(stalled);
     Ok(())
 }
 
