@@ -38,8 +38,8 @@ pub struct Config {
     /// Frames per second a connection may send (sustained); bursts up to twice this.
     #[arg(long, env = "UNISONO_FRAMES_PER_SEC", default_value_t = 50)]
     pub frames_per_sec: u32,
-    /// `join-room` attempts a connection may make per minute (room codes are not enumerable).
-    #[arg(long, env = "UNISONO_JOINS_PER_MIN", default_value_t = 20)]
+    /// `join-room` attempts per peer address per minute (room codes are not enumerable).
+    #[arg(long, env = "UNISONO_JOINS_PER_MIN", default_value_t = 60)]
     pub joins_per_min: u32,
     /// Seconds a disconnected session can be resumed with its token.
     #[arg(long, env = "UNISONO_RESUME_GRACE_SECS", default_value_t = 30.0)]

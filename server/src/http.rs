@@ -7,6 +7,10 @@ use warp::{Filter, Reply, http::StatusCode};
 
 use crate::{engine::Engine, metrics::METRICS, ws::WsConfig};
 
+/// The peer address of the connection a request came on (set by the accept loop).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 #[derive(Debug, Deserialize)]
 struct WsQuery {
     resume: Option<String>,
@@ -32,15 +36,16 @@ pub fn routes(
         .and(warp::path::end())
         .and(warp::query::<WsQuery>())
         .and(warp::ws())
+        .and(warp::ext::optional::<Peer>())
         .and(with_engine.clone())
-        .map(move |q: WsQuery, upgrade: warp::ws::Ws, engine: Engine| {
+        .map(move |q: WsQuery, upgrade: warp::ws::Ws, peer: Option<Peer>, engine: Engine| {
             let cfg = ws.clone();
             // Tungstenite enforces the limit while reading, before a huge frame is buffered;
             // the edge then closes with 1009.
             upgrade
                 .max_message_size(max)
                 .max_frame_size(max)
-                .on_upgrade(move |socket| crate::ws::serve(socket, q.resume, engine, cfg))
+                .on_upgrade(move |socket| crate::ws::serve(socket, q.resume, peer.map(|p| p.0.ip()), engine, cfg))
         });
 
     let healthz = warp::path("healthz").and(warp::path::end()).and(with_engine).then(|engine: Engine| async move {

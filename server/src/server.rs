@@ -10,10 +10,13 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 
+use tower::Service;
+
 use crate::{
     bus::LocalBus,
     config::Config,
     engine::{Engine, EngineConfig},
+    http::Peer,
     store::Store,
     ws::WsConfig,
 };
@@ -36,7 +39,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ping_interval: config.ping_interval(),
     });
     let routes = crate::http::routes(engine.clone(), ws, config.web_dir.clone());
-    let service = TowerToHyperService::new(warp::service(routes));
+    let routes = warp::service(routes);
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -49,7 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -59,7 +62,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = service.clone();
+                // Every request learns the peer address (per-address limits).
+                let routes = routes.clone();
+                let service = TowerToHyperService::new(tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(Peer(peer));
+                    routes.clone().call(req)
+                }));
                 tokio::spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -6,6 +6,7 @@
 //! Nothing here knows about rooms.
 
 use std::{
+    net::IpAddr,
     num::NonZeroU32,
     sync::{
         Arc,
@@ -50,14 +51,20 @@ fn error_frame(id: Option<u64>, e: ErrorBody) -> Frame {
 }
 
 /// Serves one upgraded connection until it closes.
-pub async fn serve(socket: WebSocket, resume: Option<String>, engine: Engine, cfg: Arc<WsConfig>) {
+pub async fn serve(
+    socket: WebSocket,
+    resume: Option<String>,
+    peer: Option<IpAddr>,
+    engine: Engine,
+    cfg: Arc<WsConfig>,
+) {
     METRICS.connections.inc();
     let (outbox, inbox) = Outbox::new(cfg.session_queue);
     let (sink, mut stream) = socket.split();
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(write_loop(sink, inbox, cfg.ping_interval, last_seen.clone(), started));
-    let conn = engine.connect(resume.as_deref(), outbox.clone()).await;
+    let conn = engine.connect(resume.as_deref(), outbox.clone(), peer).await;
 
     let per_sec = NonZeroU32::new(cfg.frames_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(cfg.frames_per_sec.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);

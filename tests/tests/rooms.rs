@@ -222,6 +222,9 @@ async fn join_attempts_are_rate_limited_so_codes_cannot_be_enumerated() -> Resul
     }
     assert_eq!(&codes[..5], ["ROOM_NOT_FOUND"; 5]);
     assert!(codes[5..].iter().all(|c| c == "RATE_LIMITED"), "{codes:?}");
+    // A new connection from the same address does not get a fresh allowance.
+    let mut again = Client::connect(&server).await?;
+    assert_eq!(again.err_code("join-room", json!({ "code": "BBBBBB" })).await?, "RATE_LIMITED");
     Ok(())
 }
 

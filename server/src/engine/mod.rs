@@ -10,16 +10,18 @@ pub mod sessions;
 
 use std::{
     collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+    num::NonZeroU32,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use rand::Rng;
 use serde_json::{Value, json};
 use unisono_core::{
     Command, Millis, Room, RoomSettings, code,
-    protocol::{Connected, ErrorBody, ErrorCode, Push, Request, TimeSyncReply},
+    protocol::{Connected, ErrorBody, ErrorCode, Push, Request, RoomClosed, TimeSyncReply},
     room::RoomLimits,
 };
 
@@ -47,6 +49,9 @@ struct Inner {
     bus: Arc<dyn Bus>,
     sessions: Sessions,
     rooms: Mutex<HashMap<String, RoomHandle>>,
+    /// `join-room` attempts per peer address: room codes must not be enumerable, and a new
+    /// connection must not buy a fresh allowance.
+    joins: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 /// The engine handle; cheap to clone.
@@ -73,15 +78,28 @@ impl Engine {
         store: Store,
         bus: Arc<dyn Bus>,
     ) -> Result<Engine, crate::store::StoreError> {
+        let per_min = NonZeroU32::new(config.joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN);
         let engine = Engine {
             inner: Arc::new(Inner {
-                sessions: Sessions::new(config.joins_per_min),
+                sessions: Sessions::new(),
                 config,
                 store,
                 bus,
                 rooms: Mutex::new(HashMap::new()),
+                joins: RateLimiter::keyed(Quota::per_minute(per_min)),
             }),
         };
+        // Forget addresses whose allowance is full again, so the limiter's memory stays bounded.
+        let weak = Arc::downgrade(&engine.inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner.joins.retain_recent();
+                inner.joins.shrink_to_fit();
+            }
+        });
         let now = now_ms();
         let records = engine.inner.store.load_open_rooms().await?;
         let restored = records.len();
@@ -125,8 +143,8 @@ impl Engine {
 
     /// Attaches a new connection: a new session, or the session of `resume` if the token is
     /// valid (then the room gets a fresh `room-joined` for it). Pushes `connected` first.
-    pub async fn connect(&self, resume: Option<&str>, outbox: Outbox) -> Connection {
-        let a = self.inner.sessions.attach(resume, outbox.clone());
+    pub async fn connect(&self, resume: Option<&str>, outbox: Outbox, ip: Option<IpAddr>) -> Connection {
+        let a = self.inner.sessions.attach(resume, outbox.clone(), ip);
         if let Some(old) = a.replaced {
             old.close(4001, "session resumed on another connection");
         }
@@ -146,7 +164,12 @@ impl Engine {
                         self.inner.sessions.set_room(&a.id, None);
                     }
                 }
-                None => self.inner.sessions.set_room(&a.id, None),
+                None => {
+                    // The room closed while the session was away: say so instead of going quiet.
+                    self.inner.sessions.set_room(&a.id, None);
+                    let closed = Push::RoomClosed(RoomClosed { code, reason: "closed".into() });
+                    self.inner.sessions.send(&a.id, Frame::text(closed.to_json()));
+                }
             }
         }
         Connection { session: a.id, conn: a.conn }
@@ -183,9 +206,8 @@ impl Engine {
             }
             Request::CreateRoom(c) => self.create_room(session, c).await,
             Request::JoinRoom(j) => {
-                let limiter =
-                    self.inner.sessions.join_limiter(session).ok_or_else(|| err(ErrorCode::Internal, "no session"))?;
-                if let Err(not_until) = limiter.check() {
+                let ip = self.inner.sessions.ip(session).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                if let Err(not_until) = self.inner.joins.check_key(&ip) {
                     let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
                     return Err(err(
                         ErrorCode::RateLimited,

@@ -4,13 +4,8 @@
 //! stays for a grace period; `/ws?resume=TOKEN` within that period attaches a new connection to
 //! the same session, with its room and host role.
 
-use std::{
-    collections::HashMap,
-    num::NonZeroU32,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 
 use crate::bus::{Frame, Outbox};
@@ -25,13 +20,14 @@ pub struct Session {
     pub conn: u64,
     /// Code of the room the session is in.
     pub room: Option<String>,
-    pub joins: Arc<DefaultDirectRateLimiter>,
+    /// Address of the peer of the latest connection (for per-address limits).
+    pub ip: Option<IpAddr>,
 }
 
 /// All sessions of this server.
+#[derive(Default)]
 pub struct Sessions {
     inner: Mutex<Inner>,
-    joins_per_min: NonZeroU32,
 }
 
 #[derive(Default)]
@@ -58,11 +54,8 @@ pub struct Attached {
 }
 
 impl Sessions {
-    pub fn new(joins_per_min: u32) -> Sessions {
-        Sessions {
-            inner: Mutex::new(Inner::default()),
-            joins_per_min: NonZeroU32::new(joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN),
-        }
+    pub fn new() -> Sessions {
+        Sessions::default()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -71,7 +64,7 @@ impl Sessions {
     }
 
     /// Attaches a connection: resumes the session of `resume` if it exists, else creates one.
-    pub fn attach(&self, resume: Option<&str>, outbox: Outbox) -> Attached {
+    pub fn attach(&self, resume: Option<&str>, outbox: Outbox, ip: Option<IpAddr>) -> Attached {
         let mut inner = self.lock();
         if let Some(token) = resume
             && let Some(id) = inner.by_token.get(token).cloned()
@@ -79,6 +72,7 @@ impl Sessions {
         {
             let replaced = s.outbox.replace(outbox);
             s.conn += 1;
+            s.ip = ip;
             return Attached {
                 id,
                 resume_token: s.resume_token.clone(),
@@ -90,7 +84,6 @@ impl Sessions {
         }
         let id = random_id(12);
         let resume_token = random_id(32);
-        let quota = Quota::per_minute(self.joins_per_min);
         inner.by_token.insert(resume_token.clone(), id.clone());
         inner.by_id.insert(
             id.clone(),
@@ -100,7 +93,7 @@ impl Sessions {
                 outbox: Some(outbox),
                 conn: 1,
                 room: None,
-                joins: Arc::new(RateLimiter::direct(quota)),
+                ip,
             },
         );
         crate::metrics::METRICS.sessions.set(inner.by_id.len() as i64);
@@ -154,8 +147,8 @@ impl Sessions {
         }
     }
 
-    pub fn join_limiter(&self, id: &str) -> Option<Arc<DefaultDirectRateLimiter>> {
-        self.lock().by_id.get(id).map(|s| s.joins.clone())
+    pub fn ip(&self, id: &str) -> Option<IpAddr> {
+        self.lock().by_id.get(id).and_then(|s| s.ip)
     }
 
     /// Sends a frame to one session, if connected.
