@@ -1,20 +1,11 @@
-//! HTTP routes: `/ws` (upgrade to the WebSocket edge), `/healthz`, `/metrics` and the web app.
+//! HTTP routes (warp): `/healthz`, `/metrics` and the web app. `/ws` upgrades are taken by
+//! the accept loop before warp (see `ws.rs`).
 
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
-use serde::Deserialize;
 use warp::{Filter, Reply, http::StatusCode};
 
-use crate::{engine::Engine, metrics::METRICS, ws::WsConfig};
-
-/// The peer address of the connection a request came on (set by the accept loop).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
-
-#[derive(Debug, Deserialize)]
-struct WsQuery {
-    resume: Option<String>,
-}
+use crate::{engine::Engine, metrics::METRICS};
 
 /// Shown at `/` when no built web app is found.
 const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>Unisono</title>\
@@ -24,30 +15,12 @@ const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>Unisono</ti
 /// Every route of the server.
 pub fn routes(
     engine: Engine,
-    ws: Arc<WsConfig>,
     web_dir: PathBuf,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static {
     let with_engine = {
         let engine = engine.clone();
         warp::any().map(move || engine.clone())
     };
-    let max = ws.max_frame_bytes;
-    let ws_route = warp::path("ws")
-        .and(warp::path::end())
-        .and(warp::query::<WsQuery>())
-        .and(warp::ws())
-        .and(warp::ext::optional::<Peer>())
-        .and(with_engine.clone())
-        .map(move |q: WsQuery, upgrade: warp::ws::Ws, peer: Option<Peer>, engine: Engine| {
-            let cfg = ws.clone();
-            // Tungstenite enforces the limit while reading, before a huge frame is buffered;
-            // the edge then closes with 1009.
-            upgrade
-                .max_message_size(max)
-                .max_frame_size(max)
-                .on_upgrade(move |socket| crate::ws::serve(socket, q.resume, peer.map(|p| p.0.ip()), engine, cfg))
-        });
-
     let healthz = warp::path("healthz").and(warp::path::end()).and(with_engine).then(|engine: Engine| async move {
         let ok = engine.store().ping().await.is_ok();
         let body = serde_json::json!({
@@ -79,10 +52,8 @@ pub fn routes(
         .or(placeholder.map(|r| Box::new(r) as Box<dyn Reply>))
         .unify();
 
-    ws_route
+    healthz
         .map(|r| Box::new(r) as Box<dyn Reply>)
-        .or(healthz.map(|r| Box::new(r) as Box<dyn Reply>))
-        .unify()
         .or(metrics.map(|r| Box::new(r) as Box<dyn Reply>))
         .unify()
         .or(app)

@@ -1,22 +1,21 @@
 //! Process wiring: open the store, start the engine, accept connections, shut down gracefully.
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use anyhow::Context;
+use futures_util::future::Either;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::net::TcpListener;
-
 use tower::Service;
 
 use crate::{
     bus::LocalBus,
     config::Config,
     engine::{Engine, EngineConfig},
-    http::Peer,
     store::Store,
     ws::WsConfig,
 };
@@ -38,7 +37,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         frames_per_sec: config.frames_per_sec,
         ping_interval: config.ping_interval(),
     });
-    let routes = crate::http::routes(engine.clone(), ws, config.web_dir.clone());
+    let routes = crate::http::routes(engine.clone(), config.web_dir.clone());
     let routes = warp::service(routes);
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -62,11 +61,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // Every request learns the peer address (per-address limits).
-                let routes = routes.clone();
-                let service = TowerToHyperService::new(tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(Peer(peer));
-                    routes.clone().call(req)
+                // `/ws` upgrades go to the WebSocket edge (with the peer address, for per-address
+                // limits); everything else to warp's routes.
+                let (routes, engine, ws) = (routes.clone(), engine.clone(), ws.clone());
+                let service = TowerToHyperService::new(tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    if crate::ws::is_upgrade(&req) {
+                        let res = crate::ws::accept(req, Some(peer.ip()), engine.clone(), ws.clone());
+                        Either::Left(std::future::ready(Ok::<_, Infallible>(res)))
+                    } else {
+                        Either::Right(routes.clone().call(req))
+                    }
                 }));
                 tokio::spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())

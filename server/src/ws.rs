@@ -1,5 +1,11 @@
 //! The native WebSocket edge at `/ws`: JSON text frames ↔ engine calls.
 //!
+//! The upgrade is accepted here, below warp ([`accept`], called by the accept loop for `/ws`),
+//! because warp's `Ws` cannot set tungstenite's buffer sizes: its default 128 KiB read buffer per
+//! connection, zero-filled on reads, cost 135 KiB of RSS per idle connection and ~11 % of CPU
+//! under load (docs/benchmarks.md). Here the read buffer is 4 KiB and writes are buffered up
+//! to 4 KiB per flush.
+//!
 //! One task reads frames and calls the engine in order (so a client's requests are handled in
 //! the order sent); a writer task drains the session's bounded [`Outbox`] into the socket,
 //! pings, and closes when told to (slow consumer, oversized frame, shutdown, replaced session).
@@ -17,8 +23,22 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
 use governor::{Quota, RateLimiter};
-use unisono_core::protocol::{ErrorBody, ErrorCode, Push, Reply, Request};
-use warp::ws::{Message, WebSocket};
+use hyper::{
+    Request, StatusCode,
+    header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE},
+    upgrade::Upgraded,
+};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        self, Message,
+        handshake::derive_accept_key,
+        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
+    },
+};
+use unisono_core::protocol::{ErrorBody, ErrorCode, Push, Reply, Request as ClientRequest};
+use warp::{Reply as _, reply::Response};
 
 use crate::{
     bus::{Frame, Outbox, outbox::Inbox},
@@ -34,6 +54,74 @@ pub struct WsConfig {
     pub session_queue: usize,
     pub frames_per_sec: u32,
     pub ping_interval: Duration,
+}
+
+type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Per-connection read buffer: a client frame is small; bigger ones grow it transiently.
+const READ_BUFFER: usize = 4 * 1024;
+/// Frames are written to the socket once this much is buffered, or on flush.
+const WRITE_BUFFER: usize = 4 * 1024;
+
+/// True if `req` asks to upgrade `/ws` to a WebSocket.
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.uri().path() == "/ws"
+        && req.headers().get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Completes the RFC 6455 handshake for `/ws` and spawns the connection. The response is 101,
+/// or 400 for a malformed upgrade request.
+pub fn accept<B>(mut req: Request<B>, peer: Option<IpAddr>, engine: Engine, cfg: Arc<WsConfig>) -> Response {
+    let bad = |msg: &str| {
+        let body = serde_json::json!({ "error": { "code": "BAD_UPGRADE", "message": msg } });
+        let mut r = body.to_string().into_response();
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        r
+    };
+    if req.method() != hyper::Method::GET {
+        return bad("websocket upgrades use GET");
+    }
+    if req.headers().get(SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return bad("sec-websocket-version must be 13");
+    }
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
+        return bad("missing sec-websocket-key");
+    };
+    let accept_key = derive_accept_key(key.as_bytes());
+    // Resume tokens are alphanumeric: no percent-decoding needed.
+    let resume = query_param(req.uri().query(), "resume").map(str::to_owned);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(cfg.max_frame_bytes))
+        .max_frame_size(Some(cfg.max_frame_bytes));
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                serve(socket, resume, peer, engine, cfg).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut res = String::new().into_response();
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept_key) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
 }
 
 /// Close code for a message over the size limit (RFC 6455 "message too big").
@@ -81,40 +169,40 @@ pub async fn serve(
         };
         let msg = match msg {
             Some(Ok(m)) => m,
+            Some(Err(tungstenite::Error::Capacity(_))) => {
+                METRICS.oversized_frames.inc();
+                outbox.close(CLOSE_TOO_BIG, "message too big");
+                break;
+            }
             Some(Err(e)) => {
-                let text = e.to_string();
-                if text.contains("Message too long") || text.contains("Space limit exceeded") {
-                    METRICS.oversized_frames.inc();
-                    outbox.close(CLOSE_TOO_BIG, "message too big");
-                } else {
-                    tracing::debug!(error = %text, "websocket read error");
-                }
+                tracing::debug!(error = %e, "websocket read error");
                 break;
             }
             None => break,
         };
         last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if msg.is_close() {
-            break;
-        }
-        if msg.is_ping() || msg.is_pong() {
-            continue;
-        }
+        let text = match &msg {
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Binary(_) => {
+                METRICS.frames_in.inc();
+                let _ = limiter.check();
+                outbox.push(error_frame(
+                    None,
+                    ErrorBody::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text"),
+                ));
+                continue;
+            }
+            Message::Text(t) => t.as_str(),
+        };
         METRICS.frames_in.inc();
         let received_at = now_ms();
-        let Ok(text) = msg.to_str() else {
-            outbox.push(error_frame(
-                None,
-                ErrorBody::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text"),
-            ));
-            continue;
-        };
         if text.len() > cfg.max_frame_bytes {
             METRICS.oversized_frames.inc();
             outbox.close(CLOSE_TOO_BIG, "message too big");
             break;
         }
-        match Request::parse_frame(text) {
+        match ClientRequest::parse_frame(text) {
             Ok((id, req)) => {
                 if limiter.check().is_err() {
                     outbox.push(error_frame(
@@ -161,7 +249,7 @@ async fn write_loop(mut sink: Sink, mut inbox: Inbox, ping: Duration, last_seen:
         tokio::select! {
             biased;
             (code, reason) = kill.killed() => {
-                let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(Message::close_with(code, reason))).await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(close(code, reason))).await;
                 break;
             }
             frame = inbox.rx.recv() => {
@@ -177,12 +265,12 @@ async fn write_loop(mut sink: Sink, mut inbox: Inbox, ping: Duration, last_seen:
                     for f in batch {
                         match f {
                             Frame::Text(t) => {
-                                sink.feed(Message::text(t.as_ref())).await?;
+                                sink.feed(Message::Text(t)).await?;
                                 METRICS.frames_out.inc();
                             }
                             Frame::Close(code, reason) => {
-                                sink.send(Message::close_with(code, reason)).await?;
-                                return Ok::<bool, warp::Error>(false);
+                                sink.send(close(code, reason)).await?;
+                                return Ok::<bool, tungstenite::Error>(false);
                             }
                         }
                     }
@@ -193,7 +281,7 @@ async fn write_loop(mut sink: Sink, mut inbox: Inbox, ping: Duration, last_seen:
                 let go_on = tokio::select! {
                     r = write => matches!(r, Ok(true)),
                     (code, reason) = kill.killed() => {
-                        let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(Message::close_with(code, reason))).await;
+                        let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(code, reason))).await;
                         false
                     }
                 };
@@ -204,10 +292,10 @@ async fn write_loop(mut sink: Sink, mut inbox: Inbox, ping: Duration, last_seen:
             _ = tick.tick() => {
                 let silent_ms = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
                 if silent_ms > 2 * ping.as_millis() as u64 {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(Message::close_with(1001u16, "ping timeout"))).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(1001, "ping timeout"))).await;
                     break;
                 }
-                if tokio::time::timeout(ping, sink.send(Message::ping(Vec::new()))).await.is_err() {
+                if tokio::time::timeout(ping, sink.send(Message::Ping(Default::default()))).await.is_err() {
                     break;
                 }
             }

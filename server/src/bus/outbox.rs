@@ -8,17 +8,22 @@
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// A frame for the writer: shared text (one allocation per broadcast) or a close request.
+/// A frame for the writer: shared text or a close request.
+///
+/// The text is reference-counted UTF-8 (`Utf8Bytes`, backed by `Bytes`): a broadcast is
+/// serialized once and every member's queue holds a pointer to the same buffer, all the way into
+/// the WebSocket writer, with no copy per member.
 #[derive(Debug, Clone)]
 pub enum Frame {
-    Text(Arc<str>),
+    Text(Utf8Bytes),
     Close(u16, &'static str),
 }
 
 impl Frame {
-    pub fn text(s: impl Into<Arc<str>>) -> Frame {
-        Frame::Text(s.into())
+    pub fn text(s: impl Into<String>) -> Frame {
+        Frame::Text(Utf8Bytes::from(s.into()))
     }
 }
 
