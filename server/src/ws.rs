@@ -3,7 +3,7 @@
 //! The upgrade is accepted here, below warp ([`accept`], called by the accept loop for `/ws`),
 //! because warp's `Ws` cannot set tungstenite's buffer sizes: its default 128 KiB read buffer per
 //! connection, zero-filled on reads, cost 135 KiB of RSS per idle connection and ~11 % of CPU
-//! under load (docs/benchmarks.md). Here the read buffer is 4 KiB and writes are buffered up
+//! under load (docs/benchmarks.md). Here the read buffer is 2 KiB and writes are buffered up
 //! to 4 KiB per flush.
 //!
 //! One task reads frames and calls the engine in order (so a client's requests are handled in
@@ -58,8 +58,9 @@ pub struct WsConfig {
 
 type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Per-connection read buffer: a client frame is small; bigger ones grow it transiently.
-const READ_BUFFER: usize = 4 * 1024;
+/// Per-connection read buffer. tungstenite zero-fills it on every read, so all of it is resident;
+/// client frames are a few hundred bytes, and bigger ones grow it transiently.
+const READ_BUFFER: usize = 2 * 1024;
 /// Frames are written to the socket once this much is buffered, or on flush.
 const WRITE_BUFFER: usize = 4 * 1024;
 
@@ -152,7 +153,7 @@ pub async fn serve(
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(write_loop(sink, inbox, cfg.ping_interval, last_seen.clone(), started));
-    let conn = engine.connect(resume.as_deref(), outbox.clone(), peer).await;
+    let conn = Box::pin(engine.connect(resume.as_deref(), outbox.clone(), peer)).await;
 
     let per_sec = NonZeroU32::new(cfg.frames_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(cfg.frames_per_sec.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);
@@ -214,7 +215,9 @@ pub async fn serve(
                     ));
                     continue;
                 }
-                let result = engine.handle(&conn.session, req, received_at).await;
+                // Boxed: the request future is large and only lives during a request, while this
+                // task lives as long as the connection (idle connections must stay small).
+                let result = Box::pin(engine.handle(&conn.session, req, received_at)).await;
                 match (id, result) {
                     (Some(id), Ok(data)) => {
                         outbox.push(Frame::text(serde_json::to_string(&Reply::ok(id, data)).unwrap_or_default()));
@@ -232,7 +235,7 @@ pub async fn serve(
         }
     }
     outbox.close(1000, "bye");
-    engine.disconnect(&conn).await;
+    Box::pin(engine.disconnect(&conn)).await;
     if !writer_done {
         // The writer sends the close frame; wait for it so the peer sees the code.
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
