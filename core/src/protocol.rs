@@ -224,6 +224,19 @@ pub struct ReportDrift {
     pub drift_ms: f64,
 }
 
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetMembers {
+    #[serde(default)]
+    pub offset: usize,
+    /// At most [`MAX_MEMBERS_PAGE`]; default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// Largest page of `get-members`.
+pub const MAX_MEMBERS_PAGE: usize = 1000;
+
 /// A client request, parsed from a [`ClientFrame`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -246,6 +259,7 @@ pub enum Request {
     SetReady(SetReady),
     UpdateSettings(UpdateSettings),
     ReportDrift(ReportDrift),
+    GetMembers(GetMembers),
 }
 
 /// Every request event name, in protocol order.
@@ -269,6 +283,7 @@ pub const REQUEST_EVENTS: &[&str] = &[
     "set-ready",
     "update-settings",
     "report-drift",
+    "get-members",
 ];
 
 fn payload<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
@@ -305,6 +320,7 @@ impl Request {
             "set-ready" => Request::SetReady(payload(event, data)?),
             "update-settings" => Request::UpdateSettings(payload(event, data)?),
             "report-drift" => Request::ReportDrift(payload(event, data)?),
+            "get-members" => Request::GetMembers(payload(event, data)?),
             other => {
                 let shown: String = other.chars().take(64).collect();
                 return Err(ErrorBody::new(ErrorCode::UnknownEvent, format!("unknown event {shown:?}")));
@@ -345,6 +361,7 @@ impl Request {
             Request::SetReady(_) => "set-ready",
             Request::UpdateSettings(_) => "update-settings",
             Request::ReportDrift(_) => "report-drift",
+            Request::GetMembers(_) => "get-members",
         }
     }
 
@@ -365,6 +382,7 @@ impl Request {
             Request::SetReady(d) => to_value(d),
             Request::UpdateSettings(d) => to_value(d),
             Request::ReportDrift(d) => to_value(d),
+            Request::GetMembers(d) => to_value(d),
             Request::LeaveRoom
             | Request::PausePlayback
             | Request::ResumePlayback
@@ -462,7 +480,11 @@ pub struct RoomJoined {
     pub room: RoomInfo,
     /// The joiner's own session id.
     pub you: String,
+    /// The first members (longest-present first, host always included); `memberCount` says
+    /// how many there are in all, `get-members` pages through the rest.
     pub members: Vec<MemberInfo>,
+    #[serde(default)]
+    pub member_count: usize,
     pub host: Option<String>,
     pub queue: Vec<QueueItem>,
     pub playback: PlaybackState,

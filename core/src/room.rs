@@ -7,6 +7,8 @@
 //! Timers are not run here: the driver asks [`Room::next_deadline`] and sends [`Command::Tick`]
 //! when it passes (host grace, ready-barrier timeout, end of song, empty-room TTL).
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -104,6 +106,12 @@ pub struct RoomLimits {
     pub empty_ttl_ms: Millis,
     /// Longest member or room name, in characters.
     pub max_name_chars: usize,
+    /// Most members listed in a `room-joined` snapshot (the rest: `get-members`). Keeps a join
+    /// O(1) in the room size instead of O(N).
+    pub snapshot_members: usize,
+    /// Above this many members, member-joined/left/updated go to the host only: in a very large
+    /// room a push to everyone per arrival would cost O(N²) deliveries in total.
+    pub presence_broadcast_max: usize,
 }
 
 impl Default for RoomLimits {
@@ -114,6 +122,8 @@ impl Default for RoomLimits {
             host_grace_ms: 10_000.0,
             empty_ttl_ms: 600_000.0,
             max_name_chars: 64,
+            snapshot_members: 200,
+            presence_broadcast_max: 1000,
         }
     }
 }
@@ -248,6 +258,12 @@ pub enum Command {
         session: SessionId,
         drift_ms: f64,
     },
+    /// A page of the member list.
+    GetMembers {
+        session: SessionId,
+        offset: usize,
+        limit: usize,
+    },
     /// Time passed: run whatever deadline is due.
     Tick,
     /// Close the room (operator action or shutdown of a tenant).
@@ -259,7 +275,7 @@ pub enum Command {
 impl Command {
     /// True if the command can never change durable state (no need to keep a rollback copy).
     pub fn is_read_only(&self) -> bool {
-        matches!(self, Command::GetPlayback { .. } | Command::ReportDrift { .. })
+        matches!(self, Command::GetPlayback { .. } | Command::ReportDrift { .. } | Command::GetMembers { .. })
     }
 
     /// Maps a protocol request of `session` to a room command. `None` for requests that are not
@@ -284,6 +300,11 @@ impl Command {
             Request::SetReady(r) => Command::SetReady { session, ready: r.ready },
             Request::UpdateSettings(r) => Command::UpdateSettings { session, patch: r.settings },
             Request::ReportDrift(r) => Command::ReportDrift { session, drift_ms: r.drift_ms },
+            Request::GetMembers(r) => Command::GetMembers {
+                session,
+                offset: r.offset,
+                limit: r.limit.unwrap_or(200).min(crate::protocol::MAX_MEMBERS_PAGE),
+            },
             Request::TimeSync(_) | Request::CreateRoom(_) | Request::JoinRoom(_) => return None,
         })
     }
@@ -312,6 +333,46 @@ struct Member {
     ready: bool,
     connected: bool,
     drift_ms: Option<f64>,
+}
+
+/// Members in join order (longest-present first) with O(log n) lookup by session id, so a
+/// 10,000-member room does not scan a list on every command.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Members {
+    by_seq: BTreeMap<u64, Member>,
+    seq_of: HashMap<SessionId, u64>,
+    next_seq: u64,
+}
+
+impl Members {
+    fn get(&self, session: &str) -> Option<&Member> {
+        self.seq_of.get(session).and_then(|seq| self.by_seq.get(seq))
+    }
+    fn get_mut(&mut self, session: &str) -> Option<&mut Member> {
+        self.seq_of.get(session).and_then(|seq| self.by_seq.get_mut(seq))
+    }
+    fn iter(&self) -> impl Iterator<Item = &Member> {
+        self.by_seq.values()
+    }
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Member> {
+        self.by_seq.values_mut()
+    }
+    fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+    fn push(&mut self, m: Member) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.seq_of.insert(m.session.clone(), seq);
+        self.by_seq.insert(seq, m);
+    }
+    fn remove(&mut self, session: &str) -> Option<Member> {
+        let seq = self.seq_of.remove(session)?;
+        self.by_seq.remove(&seq)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -344,7 +405,7 @@ pub struct Room {
     settings: RoomSettings,
     limits: RoomLimits,
     host: Option<SessionId>,
-    members: Vec<Member>,
+    members: Members,
     queue: Vec<QueueItem>,
     next_item: u64,
     clock: PlaybackClock,
@@ -400,7 +461,7 @@ impl Room {
             settings,
             limits,
             host: None,
-            members: Vec::new(),
+            members: Members::default(),
             queue: Vec::new(),
             next_item: 1,
             clock: PlaybackClock { server_time: now, ..PlaybackClock::default() },
@@ -422,7 +483,7 @@ impl Room {
             settings: rec.settings,
             limits,
             host: rec.host,
-            members: Vec::new(),
+            members: Members::default(),
             queue: rec.queue,
             next_item: rec.next_item,
             clock: rec.clock,
@@ -505,8 +566,36 @@ impl Room {
         }
     }
 
+    /// Members `offset..offset + limit`, longest-present first.
+    pub fn members_page(&self, offset: usize, limit: usize) -> Vec<MemberInfo> {
+        self.members.iter().skip(offset).take(limit).map(|m| self.member_info(m)).collect()
+    }
+
+    /// The members listed in a snapshot: the first `snapshot_members`, and the host always.
     pub fn members(&self) -> Vec<MemberInfo> {
-        self.members.iter().map(|m| self.member_info(m)).collect()
+        let mut list = self.members_page(0, self.limits.snapshot_members);
+        if let Some(h) = self.host.as_deref().and_then(|h| self.member(h))
+            && !list.iter().any(|m| m.session_id == h.session)
+        {
+            list.push(self.member_info(h));
+        }
+        list
+    }
+
+    /// Presence news (member joined, left, updated): to everyone in rooms up to
+    /// `presence_broadcast_max` members, to the host only above that.
+    fn presence(&self, out: &mut Out, push: Push, except: Option<&str>) {
+        if self.members.len() <= self.limits.presence_broadcast_max {
+            match except {
+                Some(e) => out.broadcast_except(push, e),
+                None => out.broadcast(push),
+            }
+        } else if let Some(h) = self.host.as_deref()
+            && Some(h) != except
+            && self.member(h).is_some()
+        {
+            out.send(h, push);
+        }
     }
 
     /// The snapshot a (re)joining member receives.
@@ -515,6 +604,7 @@ impl Room {
             room: self.info(),
             you: you.to_owned(),
             members: self.members(),
+            member_count: self.members.len(),
             host: self.host.clone(),
             queue: self.queue.clone(),
             playback: self.playback(),
@@ -537,10 +627,10 @@ impl Room {
     }
 
     fn member(&self, session: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.session == session)
+        self.members.get(session)
     }
     fn member_mut(&mut self, session: &str) -> Option<&mut Member> {
-        self.members.iter_mut().find(|m| m.session == session)
+        self.members.get_mut(session)
     }
     fn member_info(&self, m: &Member) -> MemberInfo {
         MemberInfo {
@@ -644,7 +734,7 @@ impl Room {
     /// A load or seek invalidates every member's buffer.
     fn reset_ready(&mut self) {
         if self.settings.ready_barrier {
-            for m in &mut self.members {
+            for m in self.members.iter_mut() {
                 m.ready = false;
             }
         }
@@ -702,7 +792,7 @@ impl Room {
                 }
                 self.drop_from_barrier(&session, now, &mut out);
                 if let Some(p) = self.member_updated(&session) {
-                    out.broadcast_except(p, &session);
+                    self.presence(&mut out, p, Some(&session));
                 }
             }
             Command::Reconnect { session } => {
@@ -715,7 +805,7 @@ impl Room {
                 }
                 out.send(&session, Push::RoomJoined(Box::new(self.joined_snapshot(&session, now))));
                 if let Some(p) = self.member_updated(&session) {
-                    out.broadcast_except(p, &session);
+                    self.presence(&mut out, p, Some(&session));
                 }
             }
             Command::Load { session, song, autoplay } => {
@@ -891,7 +981,7 @@ impl Room {
                 if m.ready != ready {
                     m.ready = ready;
                     if let Some(p) = self.member_updated(&session) {
-                        out.broadcast(p);
+                        self.presence(&mut out, p, None);
                     }
                 }
                 if ready {
@@ -916,6 +1006,14 @@ impl Room {
                 let m = self.member_mut(&session).ok_or(RoomError::NotInRoom)?;
                 m.drift_ms = Some(drift_ms);
                 out.reply(json!({}));
+            }
+            Command::GetMembers { session, offset, limit } => {
+                self.ensure_member(&session)?;
+                out.reply(json!({
+                    "members": self.members_page(offset, limit),
+                    "total": self.members.len(),
+                    "offset": offset,
+                }));
             }
             Command::Tick => self.tick(now, &mut out),
             Command::Close { reason } => self.close(reason, &mut out),
@@ -947,7 +1045,8 @@ impl Room {
             });
             self.empty_since = None;
             if let Some(m) = self.member(&session) {
-                out.broadcast_except(Push::MemberJoined(MemberJoined { member: self.member_info(m) }), &session);
+                let push = Push::MemberJoined(MemberJoined { member: self.member_info(m) });
+                self.presence(out, push, Some(&session));
             }
         }
         if self.host.as_deref() == Some(session.as_str()) {
@@ -962,8 +1061,8 @@ impl Room {
     }
 
     fn remove_member(&mut self, session: &str, now: Millis, out: &mut Out) {
-        self.members.retain(|m| m.session != session);
-        out.broadcast(Push::MemberLeft(MemberLeft { session_id: session.to_owned() }));
+        self.members.remove(session);
+        self.presence(out, Push::MemberLeft(MemberLeft { session_id: session.to_owned() }), None);
         if self.host.as_deref() == Some(session) {
             self.hand_over(out);
         }

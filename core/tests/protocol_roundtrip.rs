@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 use unisono_core::{
     clock::PlaybackClock,
     protocol::{
-        ClientFrame, Connected, CreateRoom, ErrorBody, ErrorCode, HostChanged, JoinRoom, LoadSong, MemberInfo,
-        MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, QueueAdd, QueueMove, QueueRemove, QueueUpdated,
-        REQUEST_EVENTS, Reply, ReportDrift, Request, RoomClosed, RoomInfo, RoomJoined, SeekPlayback, SetRate, SetReady,
-        SettingsUpdated, TimeSync, TransferHost, UpdatePlayback, UpdateSettings,
+        ClientFrame, Connected, CreateRoom, ErrorBody, ErrorCode, GetMembers, HostChanged, JoinRoom, LoadSong,
+        MemberInfo, MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, QueueAdd, QueueMove, QueueRemove,
+        QueueUpdated, REQUEST_EVENTS, Reply, ReportDrift, Request, RoomClosed, RoomInfo, RoomJoined, SeekPlayback,
+        SetRate, SetReady, SettingsUpdated, TimeSync, TransferHost, UpdatePlayback, UpdateSettings,
     },
     room::{QueueItem, RoomSettings, RoomSettingsPatch},
     song::{Provider, Song},
@@ -76,6 +76,7 @@ fn sample_request(event: &str) -> Request {
         "set-ready" => Request::SetReady(SetReady { ready: true }),
         "update-settings" => Request::UpdateSettings(UpdateSettings { settings: patch() }),
         "report-drift" => Request::ReportDrift(ReportDrift { drift_ms: -12.5 }),
+        "get-members" => Request::GetMembers(GetMembers { offset: 200, limit: Some(100) }),
         other => panic!("no sample for request event {other:?}: add one to this test"),
     }
 }
@@ -131,6 +132,7 @@ fn sample_pushes() -> Vec<(&'static str, Push)> {
                 room: RoomInfo { code: "ABC234".into(), name: "Room".into(), created_at: 10.0, settings: settings() },
                 you: "s-bob".into(),
                 members: vec![member("s-alice", true), member("s-bob", false)],
+                member_count: 2,
                 host: Some("s-alice".into()),
                 queue: queue(),
                 playback: playback_state(),
@@ -213,7 +215,7 @@ fn parse_err(text: &str) -> (Option<u64>, ErrorBody) {
 
 #[test]
 fn every_request_event_round_trips_through_a_text_frame() {
-    assert_eq!(REQUEST_EVENTS.len(), 19, "the protocol defines 19 request events");
+    assert_eq!(REQUEST_EVENTS.len(), 20, "the protocol defines 20 request events");
     for (i, event) in REQUEST_EVENTS.iter().enumerate() {
         let request = sample_request(event);
         assert_eq!(request.event(), *event, "Request::event names the request it was built for");

@@ -1261,3 +1261,44 @@ fn host_cannot_be_transferred_to_a_disconnected_member() {
     );
     assert_eq!(room.host(), Some("h"));
 }
+
+/// A room whose limits make "large" small enough for a unit test.
+fn large_room(members: usize) -> Room {
+    let limits = RoomLimits { snapshot_members: 3, presence_broadcast_max: 4, ..RoomLimits::default() };
+    let mut room = Room::new("LARGEE".into(), "big", RoomSettings::default(), limits, 0.0);
+    for i in 0..members {
+        room.apply(Command::Join { session: format!("m{i}"), name: String::new() }, i as f64).expect("join");
+    }
+    room
+}
+
+#[test]
+fn snapshots_of_large_rooms_list_the_first_members_the_host_and_the_count() {
+    let mut room = large_room(10);
+    room.apply(Command::TransferHost { session: "m0".into(), to: "m7".into() }, 20.0).expect("transfer");
+    let snap = room.joined_snapshot("m9", 21.0);
+    assert_eq!(snap.member_count, 10);
+    let ids: Vec<&str> = snap.members.iter().map(|m| m.session_id.as_str()).collect();
+    assert_eq!(ids, ["m0", "m1", "m2", "m7"]);
+    let page = room.apply(Command::GetMembers { session: "m9".into(), offset: 3, limit: 4 }, 22.0).expect("page");
+    let Some(Effect::Reply(v)) = page.first() else { panic!("no reply: {page:?}") };
+    let ids: Vec<&str> =
+        v["members"].as_array().into_iter().flatten().filter_map(|m| m["sessionId"].as_str()).collect();
+    assert_eq!(ids, ["m3", "m4", "m5", "m6"]);
+    assert_eq!(v["total"], json!(10));
+}
+
+#[test]
+fn presence_in_large_rooms_goes_to_the_host_only() {
+    let mut small = large_room(3);
+    let effects = small.apply(Command::Join { session: "x".into(), name: String::new() }, 50.0).expect("join");
+    assert!(effects.iter().any(|e| matches!(e, Effect::Broadcast { push: Push::MemberJoined(_), .. })));
+
+    let mut big = large_room(6);
+    let effects = big.apply(Command::Join { session: "x".into(), name: String::new() }, 50.0).expect("join");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Broadcast { push: Push::MemberJoined(_), .. })));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Send { to, push: Push::MemberJoined(_) } if to == "m0")));
+    let effects = big.apply(Command::Leave { session: "m3".into() }, 51.0).expect("leave");
+    assert!(effects.iter().any(|e| matches!(e, Effect::Send { to, push: Push::MemberLeft(_) } if to == "m0")));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Broadcast { push: Push::MemberLeft(_), .. })));
+}

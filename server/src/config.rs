@@ -56,6 +56,12 @@ pub struct Config {
     /// Most members per room.
     #[arg(long, env = "UNISONO_MAX_MEMBERS", default_value_t = 20_000)]
     pub max_members: usize,
+    /// Members listed in a `room-joined` snapshot (the rest through `get-members`).
+    #[arg(long, env = "UNISONO_SNAPSHOT_MEMBERS", default_value_t = 200)]
+    pub snapshot_members: usize,
+    /// Rooms larger than this send member-joined/left/updated to the host only.
+    #[arg(long, env = "UNISONO_PRESENCE_MAX_MEMBERS", default_value_t = 1000)]
+    pub presence_max_members: usize,
     /// Most queued songs per room.
     #[arg(long, env = "UNISONO_MAX_QUEUE", default_value_t = 500)]
     pub max_queue: usize,
@@ -79,6 +85,8 @@ impl Config {
             max_queue: self.max_queue,
             host_grace_ms: self.host_grace_secs * 1000.0,
             empty_ttl_ms: self.empty_room_ttl_secs * 1000.0,
+            snapshot_members: self.snapshot_members,
+            presence_broadcast_max: self.presence_max_members,
             ..RoomLimits::default()
         }
     }

@@ -21,6 +21,8 @@ fn serve_help_lists_every_limit_flag() {
         "--max-rooms",
         "--max-members",
         "--max-queue",
+        "--snapshot-members",
+        "--presence-max-members",
         "--log-format",
     ] {
         assert!(help.contains(flag), "missing {flag} in:\n{help}");
