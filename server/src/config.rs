@@ -29,6 +29,10 @@ pub struct Config {
     #[arg(long, env = "UNISONO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Group-commit window in milliseconds: a change waits this long for others to share its
+    /// database commit (0 commits at once). Replies and broadcasts wait for the commit.
+    #[arg(long, env = "UNISONO_COMMIT_DELAY_MS", default_value_t = 2.0)]
+    pub commit_delay_ms: f64,
     /// Largest accepted WebSocket message, in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "UNISONO_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
@@ -93,6 +97,10 @@ impl Config {
 
     pub fn resume_grace(&self) -> Duration {
         Duration::from_secs_f64(self.resume_grace_secs.max(0.0))
+    }
+
+    pub fn commit_delay(&self) -> Duration {
+        Duration::from_secs_f64((self.commit_delay_ms / 1000.0).clamp(0.0, 1.0))
     }
 
     pub fn ping_interval(&self) -> Duration {

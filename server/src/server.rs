@@ -23,7 +23,8 @@ use crate::{
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let url = config.database_url();
-    let store = Store::open(&url).await.with_context(|| format!("opening the database {url}"))?;
+    let store =
+        Store::open(&url, config.commit_delay()).await.with_context(|| format!("opening the database {url}"))?;
     let engine_config = EngineConfig {
         limits: config.room_limits(),
         max_rooms: config.max_rooms,

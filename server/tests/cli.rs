@@ -21,6 +21,7 @@ fn serve_help_lists_every_limit_flag() {
         "--max-rooms",
         "--max-members",
         "--max-queue",
+        "--commit-delay-ms",
         "--snapshot-members",
         "--presence-max-members",
         "--log-format",
