@@ -37,6 +37,8 @@ pub enum StoreError {
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
+/// Below this many waiting changes, the writer waits the commit delay for more.
+const SMALL_BATCH: usize = 16;
 
 struct WriteJob {
     record: RoomRecord,
@@ -159,17 +161,22 @@ async fn write_batch(pool: &AnyPool, jobs: &[WriteJob]) -> Result<(), sqlx::Erro
 
 async fn writer_loop(pool: AnyPool, mut rx: mpsc::Receiver<WriteJob>, commit_delay: Duration) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        if !commit_delay.is_zero() {
-            // Group-commit window: changes arriving meanwhile share this commit (and its fsync).
-            tokio::time::sleep(commit_delay).await;
-        }
+    let drain = |rx: &mut mpsc::Receiver<WriteJob>, batch: &mut Vec<WriteJob>| {
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+    };
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        drain(&mut rx, &mut batch);
+        // Group-commit window, only when few changes are waiting: under load the batch is
+        // already large and waiting would only idle the writer.
+        if batch.len() < SMALL_BATCH && !commit_delay.is_zero() {
+            tokio::time::sleep(commit_delay).await;
+            drain(&mut rx, &mut batch);
         }
         let started = std::time::Instant::now();
         let result = write_batch(&pool, &batch).await;
