@@ -237,3 +237,50 @@ async fn empty_rooms_close_after_their_ttl() -> Result<()> {
     assert_eq!(host.err_code("join-room", json!({ "code": code })).await?, "ROOM_NOT_FOUND");
     Ok(())
 }
+
+#[tokio::test]
+async fn large_rooms_send_capped_snapshots_and_page_members() -> Result<()> {
+    let server = Server::start(&["--snapshot-members", "2", "--presence-max-members", "3"])?;
+    let (mut host, code) = room_with_host(&server).await?;
+    let mut guests = Vec::new();
+    for _ in 0..4 {
+        let mut g = Client::connect(&server).await?;
+        g.ok("join-room", json!({ "code": code })).await?;
+        guests.push(g);
+    }
+    let last = guests.last_mut().expect("guest");
+    let joined = last.expect_push("room-joined").await?;
+    assert_eq!(joined["memberCount"], json!(5));
+    assert_eq!(joined["members"].as_array().map(Vec::len), Some(2));
+    let page = last.ok("get-members", json!({ "offset": 1, "limit": 10 })).await?;
+    assert_eq!(page["total"], json!(5));
+    assert_eq!(page["members"].as_array().map(Vec::len), Some(4));
+    // Above the presence limit the host still hears about arrivals; the others do not.
+    host.clear();
+    guests[0].clear();
+    let mut late = Client::connect(&server).await?;
+    late.ok("join-room", json!({ "code": code })).await?;
+    let joined = host.expect_push("member-joined").await?;
+    assert_eq!(joined["member"]["sessionId"], json!(late.session_id));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(guests[0].drain_pushes("member-joined").is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_malformed_websocket_upgrade_gets_400() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&[])?;
+    let mut s = tokio::net::TcpStream::connect(&server.addr).await?;
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(head.contains("BAD_UPGRADE"), "{head}");
+    Ok(())
+}
