@@ -401,17 +401,13 @@ impl Request {
 // Pushes and reply payloads
 // ---------------------------------------------------------------------------------------------
 
-/// The playback timing vector as sent to clients: the clock plus derived seed-002 fields.
+/// The playback timing vector as sent to clients: the clock's fields (flattened: `song`,
+/// `positionMs`, `serverTime`, `isPlaying`, `rate`, `rev`) plus derived seed-002 fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlaybackState {
-    pub song: Option<Song>,
-    /// Position at `serverTime` (the anchor).
-    pub position_ms: Millis,
-    pub server_time: Millis,
-    pub is_playing: bool,
-    pub rate: f64,
-    pub rev: u64,
+    #[serde(flatten)]
+    pub clock: PlaybackClock,
     /// Seed 002: server time at which position 0 played, when playing.
     pub started_at: Option<Millis>,
     /// Seed 002: server time playback stopped, when paused.
@@ -423,29 +419,7 @@ pub struct PlaybackState {
 
 impl PlaybackState {
     pub fn from_clock(clock: &PlaybackClock, awaiting_ready: bool) -> Self {
-        Self {
-            song: clock.song.clone(),
-            position_ms: clock.position_ms,
-            server_time: clock.server_time,
-            is_playing: clock.is_playing,
-            rate: clock.rate,
-            rev: clock.rev,
-            started_at: clock.started_at(),
-            paused_at: clock.paused_at(),
-            awaiting_ready,
-        }
-    }
-
-    /// The clock this state describes; clients compute positions with it.
-    pub fn clock(&self) -> PlaybackClock {
-        PlaybackClock {
-            song: self.song.clone(),
-            position_ms: self.position_ms,
-            server_time: self.server_time,
-            is_playing: self.is_playing,
-            rate: self.rate,
-            rev: self.rev,
-        }
+        Self { clock: clock.clone(), started_at: clock.started_at(), paused_at: clock.paused_at(), awaiting_ready }
     }
 }
 

@@ -435,15 +435,15 @@ fn run_room_script(barrier: bool, script: &[(Millis, RoomOp)]) -> Result<(), Tes
                         && let Some(state) = push.playback()
                     {
                         prop_assert!(
-                            state.rev > last_push_rev,
+                            state.clock.rev > last_push_rev,
                             "(f) {:?} at {} pushed rev {} after rev {} ({:?})",
                             cmd,
                             now,
-                            state.rev,
+                            state.clock.rev,
                             last_push_rev,
                             push
                         );
-                        last_push_rev = state.rev;
+                        last_push_rev = state.clock.rev;
                     }
                 }
             }

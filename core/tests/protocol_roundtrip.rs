@@ -478,8 +478,7 @@ fn snapshot_and_session_fields_are_camel_case() {
 #[test]
 fn playback_state_clock_round_trips() {
     let state = playback_state();
-    let clock = state.clock();
-    assert_eq!(PlaybackState::from_clock(&clock, state.awaiting_ready), state);
+    assert_eq!(PlaybackState::from_clock(&state.clock, state.awaiting_ready), state);
 }
 
 // ---------------------------------------------------------------------------------------------

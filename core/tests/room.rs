@@ -303,7 +303,7 @@ fn a_late_joiner_snapshot_starts_at_the_current_position() {
     assert_eq!(snap.should_start_at, room.clock().position_at(9000.0));
     assert_eq!(snap.server_time, 9000.0);
     assert_eq!(snap.playback, room.playback());
-    assert_eq!(snap.playback.clock().position_at(9000.0), 37_000.0, "the client computes the same position");
+    assert_eq!(snap.playback.clock.position_at(9000.0), 37_000.0, "the client computes the same position");
 }
 
 #[test]
@@ -316,8 +316,8 @@ fn a_joiner_during_a_scheduled_start_waits_for_the_common_start() {
     let fx = ok(&mut room, join("bob"), 2000.0);
     let snap = sent_snapshot(&fx, "bob");
     assert_eq!(snap.should_start_at, 0.0);
-    assert_eq!(snap.playback.server_time, 3000.0, "everyone starts at the same instant");
-    assert!(snap.playback.is_playing);
+    assert_eq!(snap.playback.clock.server_time, 3000.0, "everyone starts at the same instant");
+    assert!(snap.playback.clock.is_playing);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -476,13 +476,13 @@ fn load_pause_resume_seek_and_rate_broadcast_the_new_state() {
     let fx = ok(&mut room, load("alice", song("a", 100_000.0), true), 1000.0);
     assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "reply"]);
     let state = playback_push(&fx);
-    assert!(state.is_playing);
-    assert_eq!(state.song.as_ref().unwrap().id, "a");
+    assert!(state.clock.is_playing);
+    assert_eq!(state.clock.song.as_ref().unwrap().id, "a");
     assert_eq!(reply(&fx)["positionMs"], json!(0.0));
 
     let fx = ok(&mut room, pause("alice"), 4000.0);
     assert_eq!(describe(&fx), ["persist", "broadcast:playback-paused", "reply"]);
-    assert_eq!(playback_push(&fx).position_ms, 3000.0);
+    assert_eq!(playback_push(&fx).clock.position_ms, 3000.0);
     assert_eq!(playback_push(&fx).paused_at, Some(4000.0));
 
     // Pausing again changes nothing and announces nothing.
@@ -593,7 +593,7 @@ fn play_next_plays_the_head_of_the_queue_then_stops() {
 
     let fx = ok(&mut room, play_next("alice"), 1000.0);
     assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "broadcast:queue-updated", "reply"]);
-    assert_eq!(playback_push(&fx).song.as_ref().unwrap().id, "b");
+    assert_eq!(playback_push(&fx).clock.song.as_ref().unwrap().id, "b");
     assert!(room.clock().is_playing, "play-next plays");
     assert_eq!(room.clock().position_at(1000.0), 0.0);
     assert_eq!(queue_ids(&room), ["q2"]);
@@ -637,10 +637,10 @@ fn at_the_end_of_a_song_the_next_queued_item_plays() {
     let fx = ok(&mut room, Command::Tick, 11_000.0);
     assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "broadcast:queue-updated"]);
     let state = playback_push(&fx);
-    assert_eq!(state.song.as_ref().unwrap().id, "b");
-    assert!(state.is_playing);
-    assert_eq!(state.position_ms, 0.0);
-    assert_eq!(state.server_time, 11_000.0);
+    assert_eq!(state.clock.song.as_ref().unwrap().id, "b");
+    assert!(state.clock.is_playing);
+    assert_eq!(state.clock.position_ms, 0.0);
+    assert_eq!(state.clock.server_time, 11_000.0);
     assert!(room.queue().is_empty());
     assert_eq!(room.next_deadline(), Some(31_000.0));
 }
@@ -786,7 +786,7 @@ fn the_ready_barrier_holds_an_autoplay_load_until_everyone_is_ready() {
     assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "reply"]);
     let state = playback_push(&fx);
     assert!(state.awaiting_ready);
-    assert!(!state.is_playing);
+    assert!(!state.clock.is_playing);
     assert!(!member_ready(&room, "alice") && !member_ready(&room, "bob"), "a load invalidates every buffer");
 
     let fx = ok(&mut room, set_ready("alice", true), 1100.0);
@@ -798,8 +798,8 @@ fn the_ready_barrier_holds_an_autoplay_load_until_everyone_is_ready() {
     assert_eq!(describe(&fx), ["persist", "broadcast:member-updated", "broadcast:playback-resumed", "reply"]);
     let state = playback_push(&fx);
     assert!(!state.awaiting_ready);
-    assert!(state.is_playing);
-    assert_eq!(state.server_time, 1200.0 + BARRIER_START_LEAD_MS, "a scheduled start, so the push arrives first");
+    assert!(state.clock.is_playing);
+    assert_eq!(state.clock.server_time, 1200.0 + BARRIER_START_LEAD_MS, "a scheduled start, so the push arrives first");
     let clock = room.clock();
     assert!(clock.is_scheduled(1200.0));
     assert_eq!(clock.position_at(1200.0 + BARRIER_START_LEAD_MS), 0.0);
@@ -921,18 +921,23 @@ fn barrier_only_changes_still_carry_a_new_rev() {
     // arrive with a newer rev than the state before it.
     let mut room = room_with(&["alice", "bob"], barrier_settings());
     let fx = ok(&mut room, load("alice", song("a", 100_000.0), false), 1000.0);
-    let loaded = playback_push(&fx).rev;
+    let loaded = playback_push(&fx).clock.rev;
 
     let fx = ok(&mut room, resume("alice"), 2000.0);
     let held = playback_push(&fx).clone();
-    assert!(held.awaiting_ready && !held.is_playing);
-    assert!(held.rev > loaded, "held resume rev {} after {loaded}", held.rev);
-    assert_eq!(held.rev, room.playback().rev);
+    assert!(held.awaiting_ready && !held.clock.is_playing);
+    assert!(held.clock.rev > loaded, "held resume rev {} after {loaded}", held.clock.rev);
+    assert_eq!(held.clock.rev, room.playback().clock.rev);
 
     let fx = ok(&mut room, pause("alice"), 3000.0);
     let cancelled = playback_push(&fx);
     assert!(!cancelled.awaiting_ready);
-    assert!(cancelled.rev > held.rev, "cancelling pause rev {} after {}", cancelled.rev, held.rev);
+    assert!(
+        cancelled.clock.rev > held.clock.rev,
+        "cancelling pause rev {} after {}",
+        cancelled.clock.rev,
+        held.clock.rev
+    );
 }
 
 #[test]
@@ -946,8 +951,8 @@ fn seeking_while_playing_with_the_barrier_rebuffers_everyone() {
     let fx = ok(&mut room, seek("alice", 30_000.0), 5000.0);
     let state = playback_push(&fx);
     assert!(state.awaiting_ready);
-    assert!(!state.is_playing);
-    assert_eq!(state.position_ms, 30_000.0);
+    assert!(!state.clock.is_playing);
+    assert_eq!(state.clock.position_ms, 30_000.0);
 
     ok(&mut room, set_ready("alice", true), 5100.0);
     ok(&mut room, set_ready("bob", true), 5200.0);

@@ -66,27 +66,22 @@ async fn sqlite_rooms_survive_kill_9() -> Result<()> {
     survives_kill_9(Server::start(&[])?).await
 }
 
-/// Creates a fresh database on the local PostgreSQL, or explains why it cannot.
-fn fresh_postgres_db() -> Result<String> {
-    let name = format!("unisono_e2e_{}_{}", std::process::id(), rand_suffix());
+/// Runs one SQL statement on the local PostgreSQL's `postgres` database.
+fn psql(sql: &str) -> Result<()> {
     let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
         .context("running psql")?;
     if !out.status.success() {
         bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
     }
+    Ok(())
+}
+
+/// Creates a fresh database on the local PostgreSQL, or explains why it cannot.
+fn fresh_postgres_db() -> Result<String> {
+    let name = format!("unisono_e2e_{}_{}", std::process::id(), rand_suffix());
+    psql(&format!("CREATE DATABASE {name}"))?;
     Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
 }
 
@@ -110,17 +105,6 @@ async fn postgres_rooms_survive_kill_9() -> Result<()> {
     assert!(body.contains("postgres"), "{body}");
     let result = survives_kill_9(server).await;
     let db = url.rsplit('/').next().unwrap_or_default().to_owned();
-    let _ = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        ])
-        .output();
+    let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     result
 }
