@@ -16,6 +16,7 @@
 //! - [`protocol`]: the wire frames of the native WebSocket protocol (serde), and stable error
 //!   codes.
 //! - [`code`]: room-code alphabet and validation (generation takes randomness as a parameter).
+//! - [`vectors`]: cross-platform test vectors (inputs and bit-exact outputs of the math above).
 //!
 //! ## Determinism
 //! Only IEEE-754 basic operations (`+ - * /`, comparisons, `min`/`max`) are used on `f64` in the
@@ -29,6 +30,7 @@ pub mod estimator;
 pub mod protocol;
 pub mod room;
 pub mod song;
+pub mod vectors;
 
 /// Milliseconds on the server's clock (Unix epoch based), or a duration in milliseconds.
 pub type Millis = f64;

@@ -1,0 +1,50 @@
+//! Identical math, proven: the committed test vectors (`tests/vectors/core-v1.jsonl`, made by
+//! `unisono_core::vectors::generate`) are recomputed by this build and must match bit for bit.
+//! The wasm builds (Node, Chromium) and the npm package check the same file.
+//!
+//! After an intended change to the math, regenerate with
+//! `UNISONO_BLESS=1 cargo test -p unisono-core --test vectors` and commit the file.
+
+use unisono_core::vectors::{Case, check, generate};
+
+const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/core-v1.jsonl");
+const SEED: u64 = 0x5EED_2026_1123;
+const PER_KIND: usize = 400;
+
+fn generated_text() -> String {
+    generate(SEED, PER_KIND).iter().map(|c| serde_json::to_string(c).expect("serializable") + "\n").collect()
+}
+
+#[test]
+fn generator_reproduces_the_committed_file() {
+    let text = generated_text();
+    if std::env::var("UNISONO_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(FILE, &text).expect("write vectors");
+    }
+    let committed = std::fs::read_to_string(FILE).expect("vectors file (bless it once)");
+    assert!(committed == text, "the core's math changed: review, then regenerate (see the file header)");
+}
+
+#[test]
+fn every_committed_vector_recomputes_bit_for_bit() {
+    let committed = std::fs::read_to_string(FILE).expect("vectors file");
+    let cases: Vec<Case> = committed.lines().map(|l| serde_json::from_str(l).expect("a case per line")).collect();
+    assert_eq!(cases.len(), 3 * PER_KIND);
+    let probes: usize = cases
+        .iter()
+        .map(|c| match c {
+            Case::Clock { expect, .. } => expect.iter().map(|o| o.probes.len()).sum(),
+            _ => 0,
+        })
+        .sum();
+    assert!(probes > 5_000, "only {probes} time → position probes");
+    let failures: Vec<String> =
+        cases.iter().enumerate().filter_map(|(i, c)| check(c).err().map(|e| format!("case {i}: {e}"))).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures[..failures.len().min(3)].join("\n")
+    );
+}
