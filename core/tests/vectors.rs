@@ -48,3 +48,19 @@ fn every_committed_vector_recomputes_bit_for_bit() {
         failures[..failures.len().min(3)].join("\n")
     );
 }
+
+proptest::proptest! {
+    /// Every finite `f64` a server sends (positions, server times, rates) parses back to the
+    /// same bits. serde_json's default parser can be off by one ULP; the workspace enables its
+    /// `float_roundtrip` feature, and this guards it.
+    #[test]
+    fn playback_floats_survive_json_exactly(pos in 0.0f64..1e9, at in 1.0e12f64..2.0e12, rate in 0.25f64..4.0) {
+        let clock = unisono_core::PlaybackClock { position_ms: pos, server_time: at, rate, is_playing: true, ..Default::default() };
+        let state = unisono_core::protocol::PlaybackState::from_clock(&clock, false);
+        let text = serde_json::to_string(&state).expect("serialize");
+        let back: unisono_core::protocol::PlaybackState = serde_json::from_str(&text).expect("parse");
+        proptest::prop_assert_eq!(back.clock.position_ms.to_bits(), pos.to_bits());
+        proptest::prop_assert_eq!(back.clock.server_time.to_bits(), at.to_bits());
+        proptest::prop_assert_eq!(back.clock.rate.to_bits(), rate.to_bits());
+    }
+}
