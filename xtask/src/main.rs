@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask serve [ARGS…]`: builds and runs the server on embedded defaults (SQLite file
 //!   in `./data`, listening on 127.0.0.1:8080); extra arguments go to `unisono serve`.
-//! - `cargo xtask test`: installs what is missing (the wasm32 target), then runs formatting,
-//!   lints, the wasm build of `core` and the whole test suite, end-to-end tests included.
+//! - `cargo xtask test`: installs what is missing (the wasm32 target, wasm-bindgen-cli), then
+//!   runs formatting, lints, the wasm build of `core`, the whole test suite (end-to-end tests
+//!   included) and the wasm package's tests in Node.
 //!   This is the README's test command and what `.ci/run` runs.
 //! - `cargo xtask bench [ARGS…]`: builds release binaries and runs the load generator
 //!   (`docs/benchmarks.md` lists the scenarios and the figures measured).
@@ -47,6 +48,22 @@ fn ensure_wasm_target() -> Result<()> {
     }
 }
 
+/// The wasm-bindgen version pinned in `wasm-pkg/Cargo.toml`; the CLI must match it exactly.
+const WASM_BINDGEN: &str = "0.2.130";
+
+fn ensure_wasm_bindgen_cli() -> Result<()> {
+    let have = Command::new("wasm-bindgen").arg("--version").output();
+    if let Ok(o) = have
+        && String::from_utf8_lossy(&o.stdout).contains(WASM_BINDGEN)
+    {
+        return Ok(());
+    }
+    // Without --locked: a locked dependency of this version is missing from the registry.
+    let mut c = cargo();
+    c.args(["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN]);
+    run("install wasm-bindgen-cli (test runner for wasm)", c)
+}
+
 fn test() -> Result<()> {
     ensure_wasm_target()?;
     let mut c = cargo();
@@ -65,6 +82,15 @@ fn test() -> Result<()> {
     let mut c = cargo();
     c.args(["test", "--workspace", "--no-fail-fast"]);
     run("cargo test --workspace", c)?;
+    // The same core compiled to wasm, run in Node: the test vectors must match bit for bit.
+    ensure_wasm_bindgen_cli()?;
+    if Command::new("node").arg("--version").output().is_err() {
+        bail!("node is needed to run the wasm tests (apt-get install nodejs)");
+    }
+    let mut c = cargo();
+    c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown"])
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner");
+    run("wasm-pkg tests in Node (wasm-bindgen-test)", c)?;
     Ok(())
 }
 
