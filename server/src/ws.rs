@@ -265,24 +265,15 @@ async fn write_loop(mut sink: Sink, mut inbox: Inbox, ping: Duration, last_seen:
                     }
                 }
                 let write = async {
-                    for f in batch {
-                        match f {
-                            Frame::Text(t) => {
-                                sink.feed(Message::Text(t)).await?;
-                                METRICS.frames_out.inc();
-                            }
-                            Frame::Close(code, reason) => {
-                                sink.send(close(code, reason)).await?;
-                                return Ok::<bool, tungstenite::Error>(false);
-                            }
-                        }
+                    for Frame::Text(t) in batch {
+                        sink.feed(Message::Text(t)).await?;
+                        METRICS.frames_out.inc();
                     }
-                    sink.flush().await?;
-                    Ok(true)
+                    sink.flush().await
                 };
                 // A client that stops reading blocks the write; the kill switch still wins.
                 let go_on = tokio::select! {
-                    r = write => matches!(r, Ok(true)),
+                    r = write => r.is_ok(),
                     (code, reason) = kill.killed() => {
                         let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(code, reason))).await;
                         false

@@ -13,11 +13,6 @@ impl LocalBus {
     pub fn new() -> LocalBus {
         LocalBus::default()
     }
-
-    /// Subscribers of a topic (for tests and metrics).
-    pub fn subscriber_count(&self, topic: &Topic) -> usize {
-        self.topics.read().map(|t| t.get(topic).map_or(0, HashMap::len)).unwrap_or(0)
-    }
 }
 
 impl Bus for LocalBus {

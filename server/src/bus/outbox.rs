@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// A frame for the writer: shared text or a close request.
+/// A frame for the writer: shared text. (Closing goes through [`Outbox::close`], which skips
+/// whatever is queued.)
 ///
 /// The text is reference-counted UTF-8 (`Utf8Bytes`, backed by `Bytes`): a broadcast is
 /// serialized once and every member's queue holds a pointer to the same buffer, all the way into
@@ -18,7 +19,6 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 #[derive(Debug, Clone)]
 pub enum Frame {
     Text(Utf8Bytes),
-    Close(u16, &'static str),
 }
 
 impl Frame {
@@ -81,15 +81,6 @@ impl Outbox {
     pub fn close(&self, code: u16, reason: &'static str) {
         let _ = self.kill.reason.set((code, reason));
         self.kill.notify.notify_one();
-    }
-
-    /// True if both outboxes feed the same connection.
-    pub fn same(&self, other: &Outbox) -> bool {
-        self.tx.same_channel(&other.tx)
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.kill.reason.get().is_some()
     }
 }
 
