@@ -88,7 +88,7 @@ fn test() -> Result<()> {
         bail!("node is needed to run the wasm tests (apt-get install nodejs)");
     }
     let mut c = cargo();
-    c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown"])
+    c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown", "--test", "node"])
         .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner");
     run("wasm-pkg tests in Node (wasm-bindgen-test)", c)?;
     Ok(())
