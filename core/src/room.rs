@@ -446,6 +446,15 @@ impl Out {
     }
 }
 
+/// Validates a client-supplied `positionMs`.
+fn check_position(pos: Millis) -> Result<(), RoomError> {
+    if clock::valid_position(pos) {
+        Ok(())
+    } else {
+        Err(RoomError::Invalid("positionMs must be a finite, non-negative number".into()))
+    }
+}
+
 fn clean_name(name: &str, max_chars: usize) -> String {
     name.trim().chars().filter(|c| !c.is_control()).take(max_chars).collect()
 }
@@ -857,9 +866,7 @@ impl Room {
             }
             Command::Seek { session, position_ms } => {
                 self.ensure_control(&session)?;
-                if !clock::valid_position(position_ms) {
-                    return Err(RoomError::Invalid("positionMs must be a finite, non-negative number".into()));
-                }
+                check_position(position_ms)?;
                 if self.clock.song.is_none() {
                     return Err(RoomError::NoSong);
                 }
@@ -894,9 +901,7 @@ impl Room {
             }
             Command::Update { session, song_id, position_ms, is_playing } => {
                 self.ensure_control(&session)?;
-                if !clock::valid_position(position_ms) {
-                    return Err(RoomError::Invalid("positionMs must be a finite, non-negative number".into()));
-                }
+                check_position(position_ms)?;
                 let current = self.clock.song.as_ref().map(|s| s.id.as_str());
                 let song_changed = match &song_id {
                     Some(id) => Some(id.as_str()) != current,
