@@ -25,8 +25,10 @@
 
 pub mod clock;
 pub mod code;
+pub mod command;
 pub mod drift;
 pub mod estimator;
+pub mod merge_patch;
 pub mod protocol;
 pub mod room;
 pub mod song;

@@ -60,6 +60,18 @@ pub enum ErrorCode {
     RoomClosed,
     /// The change could not be stored; nothing changed.
     StorageUnavailable,
+    /// No device of the caller's tenant has this id.
+    DeviceNotFound,
+    /// The device is not connected (and the command was not queued).
+    DeviceOffline,
+    /// The command is unknown or its params do not match its schema.
+    InvalidCommand,
+    /// The device did not answer within the timeout, after every retry.
+    CommandTimeout,
+    /// A device must send `player:register` first.
+    NotRegistered,
+    /// The caller's role or identity does not allow this.
+    Forbidden,
     Internal,
 }
 
@@ -82,6 +94,12 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::RoomClosed => "ROOM_CLOSED",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            ErrorCode::DeviceNotFound => "DEVICE_NOT_FOUND",
+            ErrorCode::DeviceOffline => "DEVICE_OFFLINE",
+            ErrorCode::InvalidCommand => "INVALID_COMMAND",
+            ErrorCode::CommandTimeout => "COMMAND_TIMEOUT",
+            ErrorCode::NotRegistered => "NOT_REGISTERED",
+            ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -381,11 +381,21 @@ struct Barrier {
     waiting: Vec<SessionId>,
 }
 
+/// The tenant of rooms created without one (anonymous use).
+pub const DEFAULT_TENANT: &str = "default";
+
+fn default_tenant() -> String {
+    DEFAULT_TENANT.to_owned()
+}
+
 /// The durable part of a room: what the store writes and restores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomRecord {
     pub code: String,
+    /// The tenant that owns the room (seed 004's `systemId`); [`DEFAULT_TENANT`] when unset.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     pub name: String,
     pub created_at: Millis,
     pub host: Option<SessionId>,
@@ -400,6 +410,7 @@ pub struct RoomRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Room {
     code: String,
+    tenant: String,
     name: String,
     created_at: Millis,
     settings: RoomSettings,
@@ -465,6 +476,7 @@ impl Room {
         let name = clean_name(name, limits.max_name_chars);
         Room {
             code,
+            tenant: default_tenant(),
             name,
             created_at: now,
             settings,
@@ -487,6 +499,7 @@ impl Room {
         let host_grace_until = rec.host.as_ref().map(|_| now + limits.host_grace_ms);
         Room {
             code: rec.code,
+            tenant: rec.tenant,
             name: rec.name,
             created_at: rec.created_at,
             settings: rec.settings,
@@ -521,6 +534,7 @@ impl Room {
     pub fn record(&self) -> RoomRecord {
         RoomRecord {
             code: self.code.clone(),
+            tenant: self.tenant.clone(),
             name: self.name.clone(),
             created_at: self.created_at,
             host: self.host.clone(),
@@ -532,8 +546,17 @@ impl Room {
         }
     }
 
+    /// Sets the owning tenant; rooms are invisible to sessions of other tenants.
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Room {
+        self.tenant = tenant.into();
+        self
+    }
+
     pub fn code(&self) -> &str {
         &self.code
+    }
+    pub fn tenant(&self) -> &str {
+        &self.tenant
     }
     pub fn host(&self) -> Option<&str> {
         self.host.as_deref()

@@ -177,6 +177,12 @@ fn all_error_codes() -> Vec<ErrorCode> {
         ErrorCode::RateLimited,
         ErrorCode::RoomClosed,
         ErrorCode::StorageUnavailable,
+        ErrorCode::DeviceNotFound,
+        ErrorCode::DeviceOffline,
+        ErrorCode::InvalidCommand,
+        ErrorCode::CommandTimeout,
+        ErrorCode::NotRegistered,
+        ErrorCode::Forbidden,
         ErrorCode::Internal,
     ];
     for code in &all {
@@ -196,6 +202,12 @@ fn all_error_codes() -> Vec<ErrorCode> {
             | ErrorCode::RateLimited
             | ErrorCode::RoomClosed
             | ErrorCode::StorageUnavailable
+            | ErrorCode::DeviceNotFound
+            | ErrorCode::DeviceOffline
+            | ErrorCode::InvalidCommand
+            | ErrorCode::CommandTimeout
+            | ErrorCode::NotRegistered
+            | ErrorCode::Forbidden
             | ErrorCode::Internal => {}
         }
     }

@@ -2,8 +2,15 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use std::collections::BTreeMap;
+
 use clap::{Args, ValueEnum};
-use unisono_core::room::RoomLimits;
+use unisono_core::{
+    command::{CommandCatalog, ParamsSchema},
+    room::RoomLimits,
+};
+
+use crate::engine::devices::DevicesConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -69,12 +76,78 @@ pub struct Config {
     /// Most queued songs per room.
     #[arg(long, env = "UNISONO_MAX_QUEUE", default_value_t = 500)]
     pub max_queue: usize,
-    /// Seconds between server pings; a connection silent for two intervals is closed.
+    /// Seconds between server pings; a connection silent for two intervals is closed. Socket.IO
+    /// uses it as `pingInterval` (and `pingTimeout`).
     #[arg(long, env = "UNISONO_PING_SECS", default_value_t = 20.0)]
     pub ping_secs: f64,
+    /// Most open rooms per tenant.
+    #[arg(long, env = "UNISONO_MAX_ROOMS_PER_TENANT", default_value_t = 1_000)]
+    pub max_rooms_per_tenant: usize,
+
+    /// Device state history kept per device (entries).
+    #[arg(long, env = "UNISONO_DEVICE_HISTORY_LEN", default_value_t = 100)]
+    pub device_history_len: usize,
+    /// Device state history kept per device (hours).
+    #[arg(long, env = "UNISONO_DEVICE_HISTORY_HOURS", default_value_t = 24.0)]
+    pub device_history_hours: f64,
+    /// Most `state:updated` pushes per device per second to admins (latest state wins).
+    #[arg(long, env = "UNISONO_ADMIN_UPDATES_PER_SEC", default_value_t = 2.0)]
+    pub admin_updates_per_sec: f64,
+    /// Command timeout when the admin gives none (ms).
+    #[arg(long, env = "UNISONO_COMMAND_TIMEOUT_MS", default_value_t = 5_000)]
+    pub command_timeout_ms: u64,
+    /// Command retries when the admin gives none.
+    #[arg(long, env = "UNISONO_COMMAND_RETRIES", default_value_t = 2)]
+    pub command_retries: u32,
+    /// JSON file of extra device commands: `{"name": {"properties": {…}, "required": […]}}`.
+    #[arg(long, env = "UNISONO_COMMANDS_FILE")]
+    pub commands_file: Option<PathBuf>,
+    /// Most devices per tenant.
+    #[arg(long, env = "UNISONO_MAX_DEVICES_PER_TENANT", default_value_t = 100_000)]
+    pub max_devices_per_tenant: usize,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+}
+
+/// Authentication options, shared by `unisono serve` and `unisono token`.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// HS256 secret for JWTs. Default: a random secret kept in `DATA_DIR/jwt-secret`.
+    #[arg(long, env = "UNISONO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Whether connections without a token may use rooms (as tenant `default`, role `user`).
+    /// On for local use; turn it off in production.
+    #[arg(long, env = "UNISONO_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous: bool,
+    /// Failed authentications an address may make per minute before it is refused outright.
+    #[arg(long, env = "UNISONO_AUTH_FAILURES_PER_MIN", default_value_t = 20)]
+    pub auth_failures_per_min: u32,
 }
 
 impl Config {
+    /// Device registry settings, with any configured commands added to the built-in ones.
+    pub fn devices_config(&self) -> anyhow::Result<DevicesConfig> {
+        let mut commands = CommandCatalog::builtin();
+        if let Some(path) = &self.commands_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading --commands-file {}: {e}", path.display()))?;
+            let extra: BTreeMap<String, ParamsSchema> = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("parsing --commands-file {}: {e}", path.display()))?;
+            commands.extend(extra);
+        }
+        Ok(DevicesConfig {
+            history_len: self.device_history_len.max(1),
+            history_age_ms: self.device_history_hours.max(0.0) * 3_600_000.0,
+            admin_updates_per_sec: self.admin_updates_per_sec.max(0.01),
+            default_timeout_ms: self.command_timeout_ms.max(1),
+            default_retries: self.command_retries,
+            max_devices_per_tenant: self.max_devices_per_tenant,
+            commands,
+            ..DevicesConfig::default()
+        })
+    }
+
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
         match &self.database_url {

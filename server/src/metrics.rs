@@ -20,6 +20,7 @@ pub struct Metrics {
     pub oversized_frames: IntCounter,
     pub store_write_seconds: Histogram,
     pub store_batch_size: Histogram,
+    pub auth_failures: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -69,6 +70,11 @@ impl Metrics {
                 "Rooms written per commit",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 512.0],
             ),
+            auth_failures: IntCounterVec::new(
+                Opts::new("unisono_auth_failures_total", "Refused authentications by edge and reason"),
+                &["edge", "reason"],
+            )
+            .expect("metric"),
         };
         let r = &m.registry;
         for c in [
@@ -83,6 +89,7 @@ impl Metrics {
             Box::new(m.oversized_frames.clone()),
             Box::new(m.store_write_seconds.clone()),
             Box::new(m.store_batch_size.clone()),
+            Box::new(m.auth_failures.clone()),
         ] {
             r.register(c).expect("unique metric names");
         }

@@ -11,11 +11,14 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 use tower::Service;
+use tower_layer::Layer;
 
 use crate::{
+    auth::Auth,
     bus::LocalBus,
     config::Config,
     engine::{Engine, EngineConfig},
+    sio::{PeerAddr, SioConfig},
     store::Store,
     ws::WsConfig,
 };
@@ -28,10 +31,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine_config = EngineConfig {
         limits: config.room_limits(),
         max_rooms: config.max_rooms,
+        max_rooms_per_tenant: config.max_rooms_per_tenant,
         resume_grace: config.resume_grace(),
         joins_per_min: config.joins_per_min,
     };
-    let engine = Engine::start(engine_config, store, Arc::new(LocalBus::new())).await.context("restoring rooms")?;
+    let secret = crate::auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.data_dir)
+        .with_context(|| format!("reading or creating the JWT secret in {}", config.data_dir.display()))?;
+    let auth = Arc::new(Auth::new(&secret, config.auth.anonymous, config.auth.auth_failures_per_min));
+    let engine = Engine::start(engine_config, store, Arc::new(LocalBus::new()), auth, config.devices_config()?)
+        .await
+        .context("restoring rooms and devices")?;
     let ws = Arc::new(WsConfig {
         max_frame_bytes: config.max_frame_bytes,
         session_queue: config.session_queue,
@@ -39,7 +48,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ping_interval: config.ping_interval(),
     });
     let routes = crate::http::routes(engine.clone(), config.web_dir.clone());
+    // Socket.IO (`/socket.io/`) in front of warp's routes, on the same port.
+    let (sio_layer, _io) = crate::sio::layer(
+        engine.clone(),
+        SioConfig {
+            ping_interval: config.ping_interval(),
+            max_payload: config.max_frame_bytes as u64,
+            queue: config.session_queue,
+            events_per_sec: config.frames_per_sec,
+        },
+    );
+    // Below Socket.IO: `/ws` upgrades go to the WebSocket edge, everything else to warp.
     let routes = warp::service(routes);
+    let inner = {
+        let engine = engine.clone();
+        tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            if crate::ws::is_upgrade(&req) {
+                let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+                let res = crate::ws::accept(req, peer, engine.clone(), ws.clone());
+                Either::Left(std::future::ready(Ok::<_, Infallible>(res)))
+            } else {
+                Either::Right(routes.clone().call(req))
+            }
+        })
+    };
+    let app = sio_layer.layer(inner);
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -62,16 +95,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // `/ws` upgrades go to the WebSocket edge (with the peer address, for per-address
-                // limits); everything else to warp's routes.
-                let (routes, engine, ws) = (routes.clone(), engine.clone(), ws.clone());
-                let service = TowerToHyperService::new(tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    if crate::ws::is_upgrade(&req) {
-                        let res = crate::ws::accept(req, Some(peer.ip()), engine.clone(), ws.clone());
-                        Either::Left(std::future::ready(Ok::<_, Infallible>(res)))
-                    } else {
-                        Either::Right(routes.clone().call(req))
-                    }
+                // The peer address rides in each request's extensions, for per-address limits.
+                let app = app.clone();
+                let service = TowerToHyperService::new(tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer.ip()));
+                    app.clone().call(req)
                 }));
                 tokio::spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())

@@ -41,6 +41,7 @@ use unisono_core::protocol::{ErrorBody, ErrorCode, Push, Reply, Request as Clien
 use warp::{Reply as _, reply::Response};
 
 use crate::{
+    auth::{Principal, ROOM_ROLES},
     bus::{Frame, Outbox, outbox::Inbox},
     engine::Engine,
     metrics::METRICS,
@@ -70,8 +71,14 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
         && req.headers().get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub(crate) fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
+    let v = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
 }
 
 /// Completes the RFC 6455 handshake for `/ws` and spawns the connection. The response is 101,
@@ -93,8 +100,18 @@ pub fn accept<B>(mut req: Request<B>, peer: Option<IpAddr>, engine: Engine, cfg:
         return bad("missing sec-websocket-key");
     };
     let accept_key = derive_accept_key(key.as_bytes());
-    // Resume tokens are alphanumeric: no percent-decoding needed.
+    // Resume tokens and JWTs are URL-safe: no percent-decoding needed.
     let resume = query_param(req.uri().query(), "resume").map(str::to_owned);
+    let token = query_param(req.uri().query(), "token").or_else(|| bearer(req.headers()));
+    let principal = match engine.auth().authenticate(token, ROOM_ROLES, peer, "ws") {
+        Ok(p) => p,
+        Err(e) => {
+            let body = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } });
+            let mut r = body.to_string().into_response();
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            return r;
+        }
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -105,7 +122,7 @@ pub fn accept<B>(mut req: Request<B>, peer: Option<IpAddr>, engine: Engine, cfg:
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                serve(socket, resume, peer, engine, cfg).await;
+                serve(socket, resume, peer, principal, engine, cfg).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -144,6 +161,7 @@ pub async fn serve(
     socket: WebSocket,
     resume: Option<String>,
     peer: Option<IpAddr>,
+    principal: Principal,
     engine: Engine,
     cfg: Arc<WsConfig>,
 ) {
@@ -153,7 +171,7 @@ pub async fn serve(
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(write_loop(sink, inbox, cfg.ping_interval, last_seen.clone(), started));
-    let conn = Box::pin(engine.connect(resume.as_deref(), outbox.clone(), peer)).await;
+    let conn = Box::pin(engine.connect(resume.as_deref(), outbox.clone(), peer, principal)).await;
 
     let per_sec = NonZeroU32::new(cfg.frames_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(cfg.frames_per_sec.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);

@@ -9,7 +9,7 @@
 use std::{
     collections::VecDeque,
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -102,6 +102,8 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--database-url", &self.database_url])
             .arg("--web-dir")
             .arg(self.dir.join("no-web"))
+            .arg("--data-dir")
+            .arg(&self.dir)
             .args(&self.extra)
             .env("UNISONO_LOG", std::env::var("UNISONO_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
@@ -458,4 +460,34 @@ pub fn position_at(playback: &Value, now: f64) -> f64 {
 /// A song payload.
 pub fn song(id: &str, duration_ms: f64) -> Value {
     json!({ "id": id, "title": format!("Song {id}"), "provider": "url", "url": format!("https://example.invalid/{id}.mp3"), "durationMs": duration_ms })
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Runs `tests/node/<script>` with Node against `server` (real npm clients: socket.io-client,
+/// ws). The script gets `UNISONO_URL`, `UNISONO_BIN` and `extra_env`; its output is shown, and a
+/// non-zero exit fails the test. Needs `npm ci` at the repository root (`cargo xtask test`
+/// runs it).
+pub fn run_node(script: &str, server: &Server, extra_env: &[(&str, &str)]) -> Result<()> {
+    let root = repo_root();
+    if !root.join("node_modules/socket.io-client").exists() {
+        bail!("node_modules is missing: run `npm ci` in {} (cargo xtask test does)", root.display());
+    }
+    let out = Command::new("node")
+        .arg(root.join("tests/node").join(script))
+        .env("UNISONO_URL", format!("http://{}", server.addr))
+        .env("UNISONO_BIN", binary())
+        .envs(extra_env.iter().copied())
+        .current_dir(&root)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .context("starting node (Node.js 18+ is required)")?;
+    if !out.success() {
+        bail!("{script} failed ({out})");
+    }
+    Ok(())
 }

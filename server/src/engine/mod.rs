@@ -5,6 +5,7 @@
 //! an actor ([`rooms`]); sessions ([`sessions`]) map a connection to its room; fan-out goes
 //! through the [`Bus`](crate::bus::Bus).
 
+pub mod devices;
 pub mod rooms;
 pub mod sessions;
 
@@ -26,11 +27,13 @@ use unisono_core::{
 };
 
 use crate::{
+    auth::{Auth, Principal},
     bus::{Bus, Frame, Outbox, room_topic},
     metrics::METRICS,
     store::Store,
     time::now_ms,
 };
+use devices::{Devices, DevicesConfig};
 use rooms::RoomHandle;
 use sessions::Sessions;
 
@@ -39,12 +42,15 @@ use sessions::Sessions;
 pub struct EngineConfig {
     pub limits: RoomLimits,
     pub max_rooms: usize,
+    pub max_rooms_per_tenant: usize,
     pub resume_grace: Duration,
     pub joins_per_min: u32,
 }
 
 struct Inner {
     config: EngineConfig,
+    auth: Arc<Auth>,
+    devices: Devices,
     store: Store,
     bus: Arc<dyn Bus>,
     sessions: Sessions,
@@ -77,12 +83,17 @@ impl Engine {
         config: EngineConfig,
         store: Store,
         bus: Arc<dyn Bus>,
+        auth: Arc<Auth>,
+        devices: DevicesConfig,
     ) -> Result<Engine, crate::store::StoreError> {
+        let devices = Devices::start(devices, store.clone()).await?;
         let per_min = NonZeroU32::new(config.joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN);
         let engine = Engine {
             inner: Arc::new(Inner {
                 sessions: Sessions::new(),
                 config,
+                auth,
+                devices,
                 store,
                 bus,
                 rooms: Mutex::new(HashMap::new()),
@@ -118,6 +129,14 @@ impl Engine {
         self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The device registry and command router.
+    pub fn devices(&self) -> &Devices {
+        &self.inner.devices
+    }
+    /// Token checks shared by every edge.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
@@ -143,8 +162,14 @@ impl Engine {
 
     /// Attaches a new connection: a new session, or the session of `resume` if the token is
     /// valid (then the room gets a fresh `room-joined` for it). Pushes `connected` first.
-    pub async fn connect(&self, resume: Option<&str>, outbox: Outbox, ip: Option<IpAddr>) -> Connection {
-        let a = self.inner.sessions.attach(resume, outbox.clone(), ip);
+    pub async fn connect(
+        &self,
+        resume: Option<&str>,
+        outbox: Outbox,
+        ip: Option<IpAddr>,
+        principal: Principal,
+    ) -> Connection {
+        let a = self.inner.sessions.attach(resume, outbox.clone(), ip, principal);
         if let Some(old) = a.replaced {
             old.close(4001, "session resumed on another connection");
         }
@@ -252,6 +277,7 @@ impl Engine {
             settings.apply_patch(patch).map_err(|e| err(e.code(), e.to_string()))?;
         }
         let now = now_ms();
+        let tenant = self.inner.sessions.tenant(session).ok_or_else(|| err(ErrorCode::Internal, "no session"))?;
         let code = {
             let mut rooms = self.rooms();
             if rooms.len() >= self.inner.config.max_rooms {
@@ -259,6 +285,10 @@ impl Engine {
                     ErrorCode::TooManyRooms,
                     format!("this server holds at most {} rooms", self.inner.config.max_rooms),
                 ));
+            }
+            let per_tenant = self.inner.config.max_rooms_per_tenant;
+            if rooms.values().filter(|r| *r.tenant == *tenant).take(per_tenant).count() >= per_tenant {
+                return Err(err(ErrorCode::TooManyRooms, format!("a tenant holds at most {per_tenant} open rooms")));
             }
             let mut rng = rand::rng();
             let code = loop {
@@ -273,7 +303,8 @@ impl Engine {
                 settings,
                 self.inner.config.limits.clone(),
                 now,
-            );
+            )
+            .with_tenant(tenant);
             rooms.insert(code.clone(), RoomHandle::spawn(room, self.clone()));
             METRICS.rooms.set(rooms.len() as i64);
             code
@@ -292,7 +323,12 @@ impl Engine {
     }
 
     async fn join_room(&self, session: &str, code: &str, name: String) -> Result<Value, ErrorBody> {
-        let room = self.room(code).ok_or_else(|| err(ErrorCode::RoomNotFound, "no open room has this code"))?;
+        // A room of another tenant does not exist for this session (same error, no leak).
+        let tenant = self.inner.sessions.tenant(session);
+        let room = self
+            .room(code)
+            .filter(|r| tenant.as_deref() == Some(&*r.tenant))
+            .ok_or_else(|| err(ErrorCode::RoomNotFound, "no open room has this code"))?;
         let previous = self.inner.sessions.room(session);
         if let Some(prev) = previous.as_deref().filter(|p| *p != code) {
             if let Some(old) = self.room(prev) {

@@ -35,14 +35,17 @@ struct Msg {
 #[derive(Clone)]
 pub struct RoomHandle {
     tx: mpsc::Sender<Msg>,
+    /// The owning tenant: a room is invisible to every other tenant.
+    pub tenant: std::sync::Arc<str>,
 }
 
 impl RoomHandle {
     /// Starts the actor for `room`.
     pub fn spawn(room: Room, engine: Engine) -> RoomHandle {
         let (tx, rx) = mpsc::channel(MAILBOX);
+        let tenant = room.tenant().into();
         tokio::spawn(run(room, rx, engine));
-        RoomHandle { tx }
+        RoomHandle { tx, tenant }
     }
 
     /// Applies a command and waits for its reply.

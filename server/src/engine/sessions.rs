@@ -8,7 +8,10 @@ use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
 use rand::Rng;
 
-use crate::bus::{Frame, Outbox};
+use crate::{
+    auth::Principal,
+    bus::{Frame, Outbox},
+};
 
 /// One session.
 pub struct Session {
@@ -22,6 +25,8 @@ pub struct Session {
     pub room: Option<String>,
     /// Address of the peer of the latest connection (for per-address limits).
     pub ip: Option<IpAddr>,
+    /// Who the session is; its tenant scopes every room it can see.
+    pub principal: Principal,
 }
 
 /// All sessions of this server.
@@ -63,12 +68,14 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Attaches a connection: resumes the session of `resume` if it exists, else creates one.
-    pub fn attach(&self, resume: Option<&str>, outbox: Outbox, ip: Option<IpAddr>) -> Attached {
+    /// Attaches a connection: resumes the session of `resume` if it exists and belongs to the
+    /// same principal, else creates one.
+    pub fn attach(&self, resume: Option<&str>, outbox: Outbox, ip: Option<IpAddr>, principal: Principal) -> Attached {
         let mut inner = self.lock();
         if let Some(token) = resume
             && let Some(id) = inner.by_token.get(token).cloned()
             && let Some(s) = inner.by_id.get_mut(&id)
+            && s.principal == principal
         {
             let replaced = s.outbox.replace(outbox);
             s.conn += 1;
@@ -94,6 +101,7 @@ impl Sessions {
                 conn: 1,
                 room: None,
                 ip,
+                principal,
             },
         );
         crate::metrics::METRICS.sessions.set(inner.by_id.len() as i64);
@@ -145,6 +153,11 @@ impl Sessions {
         {
             s.room = None;
         }
+    }
+
+    /// The tenant of a session.
+    pub fn tenant(&self, id: &str) -> Option<String> {
+        self.lock().by_id.get(id).map(|s| s.principal.tenant.clone())
     }
 
     pub fn ip(&self, id: &str) -> Option<IpAddr> {

@@ -1,0 +1,105 @@
+//! Namespace `/players`: devices (seed 003's `SocketClient`), authenticated with a `player`
+//! token whose subject is the device id.
+//!
+//! Events: `player:register` {deviceId?, name?, …info} → `player:registered` (event and ack);
+//! `player:state` {timestamp, system, storage, vlc, app, activePlaylist, defaultPlaylist,
+//! snapshot} → ack `{rev}` once stored; `player:command:response` {commandId, status, result |
+//! error}. The server emits `player:command` {command, params, commandId}.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+use serde_json::Value;
+use socketioxide::{
+    SocketIo,
+    extract::{SocketRef, TryData},
+    handler::ConnectHandler,
+};
+use unisono_core::protocol::{ErrorBody, ErrorCode};
+
+use super::{Answer, ConnectAuth, ConnectRefused, SioConfig};
+use crate::{
+    auth::Role,
+    bus::Frame,
+    engine::{
+        Engine,
+        devices::{CommandResponse, Register},
+    },
+    metrics::METRICS,
+};
+
+pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
+    let middleware = move |s: SocketRef, TryData(auth): TryData<ConnectAuth>| {
+        let (engine, cfg) = (engine.clone(), cfg.clone());
+        async move { setup(s, auth.unwrap_or_default(), engine, cfg).await }
+    };
+    io.ns("/players", (async |s: SocketRef| super::start_pump(s)).with(middleware));
+}
+
+fn payload<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
+    serde_json::from_value(data).map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
+}
+
+async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {
+    let principal = super::authenticate(&engine, &s, &auth, &[Role::Player], "socketio:/players")?;
+    METRICS.connections.inc();
+    let wiring = super::wire(&s, cfg.queue);
+    let outbox = wiring.outbox.clone();
+    let devices = engine.devices().clone();
+    let conn = devices.next_conn();
+    let tenant: Arc<str> = principal.tenant.into();
+    let sub: Arc<str> = principal.sub.into();
+    // The device id this connection registered, once it has.
+    let registered: Arc<Mutex<Option<String>>> = Arc::default();
+    {
+        let (devices, tenant, registered, outbox) =
+            (devices.clone(), tenant.clone(), registered.clone(), outbox.clone());
+        tokio::spawn(super::serve_jobs(wiring, cfg.events_per_sec, move |event, data, _| {
+            let (devices, tenant, sub, registered, outbox) =
+                (devices.clone(), tenant.clone(), sub.clone(), registered.clone(), outbox.clone());
+            async move {
+                let device = registered.lock().ok().and_then(|g| g.clone());
+                let not_registered = || ErrorBody::new(ErrorCode::NotRegistered, "send player:register first");
+                Answer::Now(match event.as_str() {
+                    "player:register" => match payload::<Register>(&event, data) {
+                        Ok(reg) => {
+                            let r = devices.register(&tenant, &sub, conn, outbox.clone(), reg).await;
+                            if let Ok(v) = &r {
+                                if let Ok(mut g) = registered.lock() {
+                                    *g = v.get("deviceId").and_then(Value::as_str).map(str::to_owned);
+                                }
+                                let push = serde_json::json!({ "event": "player:registered", "data": v });
+                                outbox.push(Frame::text(push.to_string()));
+                            }
+                            r
+                        }
+                        Err(e) => Err(e),
+                    },
+                    "player:state" => match device {
+                        Some(d) => devices.state(&tenant, &d, conn, data).await,
+                        None => Err(not_registered()),
+                    },
+                    "player:command:response" => match (device, payload::<CommandResponse>(&event, data)) {
+                        (Some(d), Ok(resp)) => devices.command_response(&tenant, &d, resp).await.map(|()| Value::Null),
+                        (None, _) => Err(not_registered()),
+                        (_, Err(e)) => Err(e),
+                    },
+                    other => Err(ErrorBody::new(
+                        ErrorCode::UnknownEvent,
+                        format!("unknown event {:?} on /players", other.chars().take(64).collect::<String>()),
+                    )),
+                })
+            }
+            .boxed()
+        }));
+    }
+    s.on_disconnect(async move || {
+        outbox.close(1000, "bye");
+        let device = registered.lock().ok().and_then(|g| g.clone());
+        if let Some(d) = device {
+            devices.device_disconnected(&tenant, &d, conn).await;
+        }
+        METRICS.connections.dec();
+    });
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Durable devices: registry rows, the latest state, a bounded state history and snapshots.
+//!
+//! A `player:state` is acknowledged only after [`Store::save_device_state`] committed it (the
+//! row and its history entry in one transaction), and history older than the configured length
+//! or age is trimmed in that same transaction.
+
+use serde_json::Value;
+use sqlx::Row;
+use unisono_core::Millis;
+
+use super::{Store, StoreError};
+
+/// A device row as stored.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub tenant: String,
+    pub device_id: String,
+    pub name: String,
+    pub info: Value,
+    pub state: Value,
+    pub rev: u64,
+    pub last_seen: Millis,
+}
+
+/// One history entry.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub rev: u64,
+    pub at: Millis,
+    pub state: Value,
+}
+
+/// A stored snapshot image (gzip-compressed).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: String,
+    pub device_id: String,
+    pub at: Millis,
+    pub mime: String,
+    pub bytes: u64,
+    pub gzip: Vec<u8>,
+}
+
+const UPSERT_DEVICE: &str = "INSERT INTO devices (tenant, device_id, name, info, state, rev, last_seen) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, device_id) DO UPDATE SET \
+    name = excluded.name, info = excluded.info, state = excluded.state, rev = excluded.rev, \
+    last_seen = excluded.last_seen";
+
+fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+impl Store {
+    /// Writes a device's registry row (register, presence changes).
+    pub async fn save_device(&self, d: &DeviceRow) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_DEVICE)
+            .bind(d.tenant.clone())
+            .bind(d.device_id.clone())
+            .bind(d.name.clone())
+            .bind(json_text(&d.info))
+            .bind(json_text(&d.state))
+            .bind(d.rev as i64)
+            .bind(d.last_seen)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a new state with its history entry, and trims history beyond `keep` entries or
+    /// older than `max_age_ms`, in one transaction.
+    pub async fn save_device_state(&self, d: &DeviceRow, keep: usize, max_age_ms: f64) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(UPSERT_DEVICE)
+            .bind(d.tenant.clone())
+            .bind(d.device_id.clone())
+            .bind(d.name.clone())
+            .bind(json_text(&d.info))
+            .bind(json_text(&d.state))
+            .bind(d.rev as i64)
+            .bind(d.last_seen)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO device_history (tenant, device_id, rev, at, state) VALUES ($1, $2, $3, $4, $5)")
+            .bind(d.tenant.clone())
+            .bind(d.device_id.clone())
+            .bind(d.rev as i64)
+            .bind(d.last_seen)
+            .bind(json_text(&d.state))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM device_history WHERE tenant = $1 AND device_id = $2 AND (rev <= $3 OR at < $4)")
+            .bind(d.tenant.clone())
+            .bind(d.device_id.clone())
+            .bind(d.rev as i64 - keep as i64)
+            .bind(d.last_seen - max_age_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every device of every tenant (start-up).
+    pub async fn load_devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query("SELECT tenant, device_id, name, info, state, rev, last_seen FROM devices")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let info: String = r.try_get("info")?;
+                let state: String = r.try_get("state")?;
+                let rev: i64 = r.try_get("rev")?;
+                Ok(DeviceRow {
+                    tenant: r.try_get("tenant")?,
+                    device_id: r.try_get("device_id")?,
+                    name: r.try_get("name")?,
+                    info: serde_json::from_str(&info).unwrap_or(Value::Null),
+                    state: serde_json::from_str(&state).unwrap_or(Value::Null),
+                    rev: rev.max(0) as u64,
+                    last_seen: r.try_get("last_seen")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A device's history, newest first, at most `limit` entries.
+    pub async fn device_history(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT rev, at, state FROM device_history WHERE tenant = $1 AND device_id = $2 \
+             ORDER BY rev DESC LIMIT $3",
+        )
+        .bind(tenant.to_owned())
+        .bind(device_id.to_owned())
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let rev: i64 = r.try_get("rev")?;
+                let state: String = r.try_get("state")?;
+                Ok(HistoryEntry {
+                    rev: rev.max(0) as u64,
+                    at: r.try_get("at")?,
+                    state: serde_json::from_str(&state).unwrap_or(Value::Null),
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a snapshot image.
+    pub async fn save_snapshot(&self, tenant: &str, s: &Snapshot) -> Result<(), StoreError> {
+        use base64::Engine as _;
+        sqlx::query(
+            "INSERT INTO snapshots (id, tenant, device_id, at, mime, bytes, data) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(s.id.clone())
+        .bind(tenant.to_owned())
+        .bind(s.device_id.clone())
+        .bind(s.at)
+        .bind(s.mime.clone())
+        .bind(s.bytes as i64)
+        .bind(base64::engine::general_purpose::STANDARD.encode(&s.gzip))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The latest snapshot of a device, if any.
+    pub async fn latest_snapshot(&self, tenant: &str, device_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        use base64::Engine as _;
+        let row = sqlx::query(
+            "SELECT id, at, mime, bytes, data FROM snapshots WHERE tenant = $1 AND device_id = $2 \
+             ORDER BY at DESC LIMIT 1",
+        )
+        .bind(tenant.to_owned())
+        .bind(device_id.to_owned())
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let data: String = r.try_get("data")?;
+        let bytes: i64 = r.try_get("bytes")?;
+        Ok(Some(Snapshot {
+            id: r.try_get("id")?,
+            device_id: device_id.to_owned(),
+            at: r.try_get("at")?,
+            mime: r.try_get("mime")?,
+            bytes: bytes.max(0) as u64,
+            gzip: base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,18 @@
+//! Socket.IO compatibility, devices and tenants, driven by real npm clients (`socket.io-client`,
+//! `ws`) from the scripts in `tests/node/` against the real binary.
+
+use unisono_e2e::{Server, run_node};
+
+const SECRET: &str = "e2e-test-secret";
+
+fn server(extra: &[&str]) -> Server {
+    let mut args = vec!["--jwt-secret", SECRET];
+    args.extend_from_slice(extra);
+    Server::start(&args).expect("start server")
+}
+
+#[test]
+fn rooms_over_socketio_and_native_in_one_room() {
+    let s = server(&[]);
+    run_node("sio_rooms.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET)]).expect("sio_rooms.mjs");
+}
