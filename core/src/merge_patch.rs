@@ -5,7 +5,8 @@
 //! RFC 7396 cannot express a `null` *value* inside an object (null means "remove") nor patch
 //! arrays element-wise (an array is replaced whole). [`diff`] is exact for documents without
 //! `null` members; a `null` member in the new document is dropped by the round trip, which
-//! [`apply`]'s users see as the key being absent.
+//! [`apply`]'s users see as the key being absent. Device states are therefore normalized with
+//! [`strip_nulls`] when stored.
 
 use serde_json::{Map, Value};
 
@@ -63,8 +64,9 @@ pub fn apply(target: &mut Value, patch: &Value) {
     }
 }
 
-/// `v` with every `null` object member removed (what a merge patch can carry).
-fn strip_nulls(v: &Value) -> Value {
+/// `v` with every `null` object member removed (what a merge patch can carry). Device states
+/// are stored this way, so full states and patched states always agree.
+pub fn strip_nulls(v: &Value) -> Value {
     match v {
         Value::Object(m) => {
             Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect())

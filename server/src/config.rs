@@ -43,6 +43,10 @@ pub struct Config {
     /// Largest accepted WebSocket message, in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "UNISONO_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
+    /// Largest Socket.IO event a device may send on `/players` (snapshot images), in bytes;
+    /// other namespaces use `--max-frame-bytes`. Larger events close the connection.
+    #[arg(long, env = "UNISONO_MAX_DEVICE_EVENT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_device_event_bytes: usize,
     /// Frames buffered per session before it counts as a slow consumer and is disconnected.
     #[arg(long, env = "UNISONO_SESSION_QUEUE", default_value_t = 256)]
     pub session_queue: usize,

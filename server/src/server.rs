@@ -53,7 +53,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.clone(),
         SioConfig {
             ping_interval: config.ping_interval(),
-            max_payload: config.max_frame_bytes as u64,
+            max_event_bytes: config.max_frame_bytes,
+            max_device_event_bytes: config.max_device_event_bytes,
             queue: config.session_queue,
             events_per_sec: config.frames_per_sec,
         },

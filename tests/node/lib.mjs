@@ -198,3 +198,32 @@ export async function run(name, steps) {
   console.log(`all ${steps.length} steps of ${name} passed in ${Date.now() - started} ms`);
   process.exit(0);
 }
+
+/** Signs an HS256 JWT with node:crypto (for tokens the CLI will not mint, e.g. expired ones). */
+export async function signJwt(claims, secret = process.env.UNISONO_JWT_SECRET) {
+  const { createHmac } = await import('node:crypto');
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = b64({ alg: 'HS256', typ: 'JWT' });
+  const body = b64(claims);
+  const sig = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+/** Applies an RFC 7396 merge patch (what admins do with `state:updated`). */
+export function mergePatch(target, patch) {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** GET a path of the server; resolves with {status, body}. */
+export async function get(path, headers = {}) {
+  const res = await fetch(URL + path, { headers });
+  return { status: res.status, body: await res.text(), headers: res.headers };
+}

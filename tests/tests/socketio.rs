@@ -16,3 +16,9 @@ fn rooms_over_socketio_and_native_in_one_room() {
     let s = server(&[]);
     run_node("sio_rooms.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET)]).expect("sio_rooms.mjs");
 }
+
+#[test]
+fn devices_register_report_state_and_take_commands() {
+    let s = server(&["--ping-secs", "1"]);
+    run_node("sio_devices.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET), ("PING_SECS", "1")]).expect("sio_devices.mjs");
+}

@@ -7,7 +7,8 @@
 //! - state: `player:state` is stored (current + bounded history, committed before the ack) and
 //!   sent to subscribed admins as a JSON Merge Patch against the state they last got
 //!   (`state:updated {deviceId, rev, baseRev, patch}`), coalesced per device to at most
-//!   `admin_updates_per_sec` (latest wins), so a chatty device cannot flood dashboards;
+//!   `admin_updates_per_sec` (latest wins), so a chatty device cannot flood dashboards. A
+//!   `null` member of a state means "absent" (RFC 7396 cannot carry it) and is not stored;
 //! - commands: validated against the [`CommandCatalog`], given a `commandId`, delivered as
 //!   `player:command`, retried with the **same** `commandId` after each timeout (devices may
 //!   see a command twice), answered by `player:command:response`; an offline device gives
@@ -424,7 +425,9 @@ impl Devices {
                 .and_then(|t| t.devices.get_mut(device_id))
                 .filter(|d| d.link.as_ref().map(|l| l.conn) == Some(conn))
                 .ok_or_else(|| err(ErrorCode::NotRegistered, "send player:register first"))?;
-            d.state = state;
+            // Null members cannot travel in a merge patch: store the state without them, so the
+            // full state and every patched copy agree.
+            d.state = merge_patch::strip_nulls(&state);
             d.rev += 1;
             d.last_seen = now_ms();
             d.row(tenant, device_id)

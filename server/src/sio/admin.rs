@@ -54,7 +54,7 @@ fn payload<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T
 async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {
     let principal = super::authenticate(&engine, &s, &auth, &[Role::Admin], "socketio:/admin")?;
     METRICS.connections.inc();
-    let wiring = super::wire(&s, cfg.queue);
+    let wiring = super::wire(&s, cfg.queue, cfg.max_event_bytes);
     let outbox = wiring.outbox.clone();
     let devices = engine.devices().clone();
     let conn = devices.next_conn();

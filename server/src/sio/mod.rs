@@ -52,8 +52,10 @@ pub struct SioConfig {
     /// Engine.IO `pingInterval`; `pingTimeout` is the same, so a dead peer is noticed within
     /// twice this.
     pub ping_interval: Duration,
-    /// Largest accepted packet (bytes), like `--max-frame-bytes` on `/ws`.
-    pub max_payload: u64,
+    /// Largest event (bytes) on `/` and `/admin`, like `--max-frame-bytes` on `/ws`.
+    pub max_event_bytes: usize,
+    /// Largest event on `/players` (snapshot images), which is also Engine.IO's packet limit.
+    pub max_device_event_bytes: usize,
     /// Packets buffered per socket, and requests waiting per connection.
     pub queue: usize,
     /// Events a connection may send per second (sustained; bursts to twice this).
@@ -70,10 +72,10 @@ pub fn layer(engine: Engine, cfg: SioConfig) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_interval)
-        .max_payload(cfg.max_payload)
+        .max_payload(cfg.max_device_event_bytes.max(cfg.max_event_bytes) as u64)
         .max_buffer_size(cfg.queue.max(16))
-        .ws_max_message_size(cfg.max_payload as usize)
-        .ws_max_frame_size(cfg.max_payload as usize)
+        .ws_max_message_size(cfg.max_device_event_bytes.max(cfg.max_event_bytes))
+        .ws_max_frame_size(cfg.max_device_event_bytes.max(cfg.max_event_bytes))
         .ws_read_buffer_size(4 * 1024)
         .build_layer();
     let cfg = Arc::new(cfg);
@@ -137,9 +139,9 @@ pub(crate) struct Job {
     pub received_at: Millis,
 }
 
-/// The connection's request queue (a socket extension).
+/// The connection's request queue and its namespace's event size limit (a socket extension).
 #[derive(Clone)]
-pub(crate) struct Queue(pub mpsc::Sender<Job>);
+pub(crate) struct Queue(pub mpsc::Sender<Job>, pub usize);
 
 /// An extractor that does its work while being extracted: socketioxide extracts synchronously,
 /// in arrival order, then spawns the handler; enqueueing here keeps a connection's events in
@@ -150,6 +152,10 @@ impl FromMessageParts<LocalAdapter> for InOrder {
     type Error = Infallible;
     fn from_message_parts(s: &Arc<Socket>, v: &mut SioValue, ack_id: &Option<i64>) -> Result<Self, Infallible> {
         let received_at = now_ms();
+        let size = match &*v {
+            SioValue::Str(text, bins) => text.len() + bins.as_ref().map_or(0, |b| b.iter().map(|b| b.len()).sum()),
+            SioValue::Bytes(b) => b.len(),
+        };
         let event = match Event::from_message_parts(s, v, ack_id) {
             Ok(Event(e)) => e,
             Err(_) => return Ok(InOrder),
@@ -167,10 +173,23 @@ impl FromMessageParts<LocalAdapter> for InOrder {
             Err(never) => match never {},
         };
         let job = Job { event, data, ack, wants_ack: ack_id.is_some(), received_at };
-        let Some(Queue(q)) = s.extensions.get::<Queue>() else {
+        let Some(Queue(q, max_bytes)) = s.extensions.get::<Queue>() else {
             let _ = job.ack.send(&error_reply(&ErrorBody::new(ErrorCode::Internal, "connection not ready")));
             return Ok(InOrder);
         };
+        if size > max_bytes {
+            // As `/ws` closes with 1009: say why, then drop the connection.
+            METRICS.oversized_frames.inc();
+            let e = ErrorBody::new(ErrorCode::BadFrame, format!("event over the {max_bytes}-byte limit"));
+            let _ = job.ack.send(&error_reply(&e));
+            let _ = s.emit("error", &e);
+            let sock = s.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = sock.disconnect();
+            });
+            return Ok(InOrder);
+        }
         if let Err(mpsc::error::TrySendError::Full(job)) = q.try_send(job) {
             let e = ErrorBody::new(ErrorCode::RateLimited, "too many requests waiting on this connection");
             METRICS.errors.with_label_values(&[e.code.as_str()]).inc();
@@ -276,11 +295,11 @@ struct PumpParts(Arc<std::sync::Mutex<Option<(Inbox, mpsc::Receiver<PendingAck>)
 
 /// Creates the socket's outbox, request queue and ack path, and routes every event through
 /// [`InOrder`]. Call from the middleware; then [`start_pump`] from the connect handler.
-pub(crate) fn wire(s: &SocketRef, queue: usize) -> Wiring {
+pub(crate) fn wire(s: &SocketRef, queue: usize, max_event_bytes: usize) -> Wiring {
     let (outbox, inbox) = Outbox::new(queue);
     let (ack_tx, ack_rx) = mpsc::channel(queue.max(1));
     let (job_tx, job_rx) = mpsc::channel(queue.max(1));
-    s.extensions.insert(Queue(job_tx));
+    s.extensions.insert(Queue(job_tx, max_event_bytes));
     s.extensions.insert(PumpParts(Arc::new(std::sync::Mutex::new(Some((inbox, ack_rx))))));
     s.on_fallback(async |_: InOrder| {});
     Wiring { outbox, jobs: job_rx, acks: ack_tx }

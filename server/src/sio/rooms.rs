@@ -38,7 +38,7 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
 async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {
     let principal = super::authenticate(&engine, &s, &auth, ROOM_ROLES, "socketio")?;
     METRICS.connections.inc();
-    let wiring = super::wire(&s, cfg.queue);
+    let wiring = super::wire(&s, cfg.queue, cfg.max_event_bytes);
     let outbox = wiring.outbox.clone();
     let conn = Box::pin(engine.connect(auth.resume.as_deref(), outbox.clone(), super::peer_ip(&s), principal)).await;
     let (e, session) = (engine.clone(), conn.session.clone());
