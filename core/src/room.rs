@@ -266,6 +266,8 @@ pub enum Command {
     },
     /// Time passed: run whatever deadline is due.
     Tick,
+    /// An operator's read of the room (REST): info, host, member count, playback, queue.
+    Describe,
     /// Close the room (operator action or shutdown of a tenant).
     Close {
         reason: String,
@@ -275,7 +277,10 @@ pub enum Command {
 impl Command {
     /// True if the command can never change durable state (no need to keep a rollback copy).
     pub fn is_read_only(&self) -> bool {
-        matches!(self, Command::GetPlayback { .. } | Command::ReportDrift { .. } | Command::GetMembers { .. })
+        matches!(
+            self,
+            Command::GetPlayback { .. } | Command::ReportDrift { .. } | Command::GetMembers { .. } | Command::Describe
+        )
     }
 
     /// Maps a protocol request of `session` to a room command. `None` for requests that are not
@@ -1044,6 +1049,13 @@ impl Room {
                 }));
             }
             Command::Tick => self.tick(now, &mut out),
+            Command::Describe => out.reply(serde_json::json!({
+                "room": self.info(),
+                "host": self.host,
+                "memberCount": self.members.len(),
+                "playback": self.playback(),
+                "queueLength": self.queue.len(),
+            })),
             Command::Close { reason } => self.close(reason, &mut out),
         }
         Ok(out.finish())

@@ -191,7 +191,8 @@ impl Auth {
         }
         let result = match token.filter(|t| !t.is_empty()) {
             Some(t) => self.verify(t),
-            None if self.anonymous => Ok(Principal::anonymous()),
+            // Anonymous use is a browser user: where users may not go, a token is required.
+            None if self.anonymous && allowed.contains(&Role::User) => Ok(Principal::anonymous()),
             None => Err(AuthError::Missing),
         };
         let result = result.and_then(|p| if allowed.contains(&p.role) { Ok(p) } else { Err(AuthError::WrongRole) });
@@ -299,7 +300,7 @@ mod tests {
     fn anonymous_use_is_a_user_of_the_default_tenant() {
         let auth = Auth::new(b"secret", true, 10);
         assert_eq!(auth.authenticate(None, &[Role::User], None, "test"), Ok(Principal::anonymous()));
-        assert_eq!(auth.authenticate(None, &[Role::Admin], None, "test"), Err(AuthError::WrongRole));
+        assert_eq!(auth.authenticate(None, &[Role::Admin], None, "test"), Err(AuthError::Missing));
     }
 
     #[test]

@@ -110,6 +110,11 @@ pub struct Config {
     #[arg(long, env = "UNISONO_MAX_DEVICES_PER_TENANT", default_value_t = 100_000)]
     pub max_devices_per_tenant: usize,
 
+    /// Server API keys for `POST /api/publish`, as `TENANT=KEY` (repeat the flag, or separate
+    /// with commas in the variable). Keys need 16+ characters.
+    #[arg(long = "api-key", env = "UNISONO_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+
     #[command(flatten)]
     pub auth: AuthConfig,
 }

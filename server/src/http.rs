@@ -1,4 +1,4 @@
-//! HTTP routes (warp): `/healthz`, `/metrics` and the web app. `/ws` upgrades are taken by
+//! HTTP routes (warp): `/api` ([`crate::api`]), `/healthz`, `/metrics` and the web app. `/ws` upgrades are taken by
 //! the accept loop before warp (see `ws.rs`).
 
 use std::path::PathBuf;
@@ -16,7 +16,10 @@ const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>Unisono</ti
 pub fn routes(
     engine: Engine,
     web_dir: PathBuf,
+    api_keys: std::sync::Arc<crate::api::ApiKeys>,
+    max_body: u64,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static {
+    let api = crate::api::routes(engine.clone(), api_keys, max_body);
     let with_engine = {
         let engine = engine.clone();
         warp::any().map(move || engine.clone())
@@ -52,8 +55,9 @@ pub fn routes(
         .or(placeholder.map(|r| Box::new(r) as Box<dyn Reply>))
         .unify();
 
-    healthz
-        .map(|r| Box::new(r) as Box<dyn Reply>)
+    api.map(|r| Box::new(r) as Box<dyn Reply>)
+        .or(healthz.map(|r| Box::new(r) as Box<dyn Reply>))
+        .unify()
         .or(metrics.map(|r| Box::new(r) as Box<dyn Reply>))
         .unify()
         .or(app)

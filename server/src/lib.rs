@@ -3,6 +3,7 @@
 //! The Unisono server: a thin tokio driver around `unisono-core`'s state machines.
 //!
 //! ## Layout
+//! - [`api`]: the REST API under `/api` and its OpenAPI document.
 //! - [`auth`]: who a connection is: JWT principals (subject, tenant, role), anonymous use.
 //! - [`config`]: `unisono serve` flags and environment variables, with defaults.
 //! - [`server`]: process wiring: store, engine, listener, graceful shutdown.
@@ -15,6 +16,7 @@
 //! - [`metrics`]: Prometheus counters, gauges and histograms.
 //! - [`time`]: the server clock (epoch milliseconds from a monotonic source).
 
+pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod config;

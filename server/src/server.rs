@@ -47,7 +47,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         frames_per_sec: config.frames_per_sec,
         ping_interval: config.ping_interval(),
     });
-    let routes = crate::http::routes(engine.clone(), config.web_dir.clone());
+    let api_keys = Arc::new(crate::api::ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?);
+    let routes = crate::http::routes(engine.clone(), config.web_dir.clone(), api_keys, config.max_frame_bytes as u64);
     // Socket.IO (`/socket.io/`) in front of warp's routes, on the same port.
     let (sio_layer, _io) = crate::sio::layer(
         engine.clone(),

@@ -43,7 +43,7 @@ use warp::{Reply as _, reply::Response};
 use crate::{
     auth::{Principal, ROOM_ROLES},
     bus::{Frame, Outbox, outbox::Inbox},
-    engine::Engine,
+    engine::{Engine, connections::Kind},
     metrics::METRICS,
     time::now_ms,
 };
@@ -171,7 +171,9 @@ pub async fn serve(
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(write_loop(sink, inbox, cfg.ping_interval, last_seen.clone(), started));
+    let tenant = principal.tenant.clone();
     let conn = Box::pin(engine.connect(resume.as_deref(), outbox.clone(), peer, principal)).await;
+    let registered = engine.connections().add(&conn.session, &tenant, Kind::Browser, outbox.clone(), None);
 
     let per_sec = NonZeroU32::new(cfg.frames_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(cfg.frames_per_sec.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);
@@ -253,6 +255,7 @@ pub async fn serve(
         }
     }
     outbox.close(1000, "bye");
+    engine.connections().remove(&conn.session, registered);
     Box::pin(engine.disconnect(&conn)).await;
     if !writer_done {
         // The writer sends the close frame; wait for it so the peer sees the code.

@@ -22,3 +22,9 @@ fn devices_register_report_state_and_take_commands() {
     let s = server(&["--ping-secs", "1"]);
     run_node("sio_devices.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET), ("PING_SECS", "1")]).expect("sio_devices.mjs");
 }
+
+#[test]
+fn tenants_auth_rest_publish_and_forced_disconnect() {
+    let s = server(&["--api-key", "acme=acme-key-0123456789abcdef", "--api-key", "globex=globex-key-0123456789abcdef"]);
+    run_node("sio_tenants.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET)]).expect("sio_tenants.mjs");
+}

@@ -5,6 +5,7 @@
 //! an actor ([`rooms`]); sessions ([`sessions`]) map a connection to its room; fan-out goes
 //! through the [`Bus`](crate::bus::Bus).
 
+pub mod connections;
 pub mod devices;
 pub mod rooms;
 pub mod sessions;
@@ -33,6 +34,7 @@ use crate::{
     store::Store,
     time::now_ms,
 };
+use connections::Connections;
 use devices::{Devices, DevicesConfig};
 use rooms::RoomHandle;
 use sessions::Sessions;
@@ -51,6 +53,7 @@ struct Inner {
     config: EngineConfig,
     auth: Arc<Auth>,
     devices: Devices,
+    connections: Connections,
     store: Store,
     bus: Arc<dyn Bus>,
     sessions: Sessions,
@@ -94,6 +97,7 @@ impl Engine {
                 config,
                 auth,
                 devices,
+                connections: Connections::default(),
                 store,
                 bus,
                 rooms: Mutex::new(HashMap::new()),
@@ -129,6 +133,10 @@ impl Engine {
         self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every live connection by public id (forced disconnect, publishing).
+    pub fn connections(&self) -> &Connections {
+        &self.inner.connections
+    }
     /// The device registry and command router.
     pub fn devices(&self) -> &Devices {
         &self.inner.devices
@@ -353,6 +361,36 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// The open rooms of `tenant`, described (REST).
+    pub async fn describe_rooms(&self, tenant: &str) -> Vec<Value> {
+        let handles: Vec<RoomHandle> = self.rooms().values().filter(|r| *r.tenant == *tenant).cloned().collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            if let Ok(v) = h.call(Command::Describe).await {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// One open room of `tenant`, described (`None` also for another tenant's room).
+    pub async fn describe_room(&self, tenant: &str, code: &str) -> Option<Value> {
+        let code = code::normalize(code)?;
+        let h = self.room(&code).filter(|r| *r.tenant == *tenant)?;
+        h.call(Command::Describe).await.ok()
+    }
+
+    /// Publishes a pre-serialized push to every member of a room of `tenant`; returns false if
+    /// the tenant has no such room.
+    pub fn publish_room(&self, tenant: &str, code: &str, frame: Frame) -> bool {
+        let Some(code) = code::normalize(code) else { return false };
+        if self.room(&code).filter(|r| *r.tenant == *tenant).is_none() {
+            return false;
+        }
+        self.bus().publish(&room_topic(&code), &frame, None);
+        true
     }
 
     /// Closes every connection (1001) and flushes the store: graceful shutdown.

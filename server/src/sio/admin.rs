@@ -23,7 +23,7 @@ use unisono_core::protocol::{ErrorBody, ErrorCode};
 use super::{Answer, ConnectAuth, ConnectRefused, SioConfig};
 use crate::{
     auth::Role,
-    engine::{Engine, devices::CommandRequest},
+    engine::{Engine, connections::Kind, devices::CommandRequest},
     metrics::METRICS,
 };
 
@@ -60,6 +60,8 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
     let conn = devices.next_conn();
     let tenant: Arc<str> = principal.tenant.into();
     devices.admin_attach(&tenant, conn, outbox.clone());
+    let sid = s.id.to_string();
+    let token = engine.connections().add(&sid, &tenant, Kind::Admin, outbox.clone(), None);
     {
         let (devices, tenant, outbox) = (devices.clone(), tenant.clone(), outbox.clone());
         tokio::spawn(super::serve_jobs(wiring, cfg.events_per_sec, move |event, data, _| {
@@ -99,6 +101,7 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
     }
     s.on_disconnect(async move || {
         outbox.close(1000, "bye");
+        engine.connections().remove(&sid, token);
         devices.admin_detach(&tenant, conn);
         METRICS.connections.dec();
     });

@@ -23,6 +23,7 @@ use crate::{
     bus::Frame,
     engine::{
         Engine,
+        connections::Kind,
         devices::{CommandResponse, Register},
     },
     metrics::METRICS,
@@ -47,6 +48,8 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
     let outbox = wiring.outbox.clone();
     let devices = engine.devices().clone();
     let conn = devices.next_conn();
+    let sid = s.id.to_string();
+    let token = engine.connections().add(&sid, &principal.tenant, Kind::Device, outbox.clone(), None);
     let tenant: Arc<str> = principal.tenant.into();
     let sub: Arc<str> = principal.sub.into();
     // The device id this connection registered, once it has.
@@ -54,9 +57,11 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
     {
         let (devices, tenant, registered, outbox) =
             (devices.clone(), tenant.clone(), registered.clone(), outbox.clone());
+        let (engine, sid) = (engine.clone(), sid.clone());
         tokio::spawn(super::serve_jobs(wiring, cfg.events_per_sec, move |event, data, _| {
             let (devices, tenant, sub, registered, outbox) =
                 (devices.clone(), tenant.clone(), sub.clone(), registered.clone(), outbox.clone());
+            let (engine, sid) = (engine.clone(), sid.clone());
             async move {
                 let device = registered.lock().ok().and_then(|g| g.clone());
                 let not_registered = || ErrorBody::new(ErrorCode::NotRegistered, "send player:register first");
@@ -65,8 +70,12 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
                         Ok(reg) => {
                             let r = devices.register(&tenant, &sub, conn, outbox.clone(), reg).await;
                             if let Ok(v) = &r {
+                                let id = v.get("deviceId").and_then(Value::as_str).map(str::to_owned);
+                                if let Some(id) = &id {
+                                    engine.connections().set_device(&sid, id);
+                                }
                                 if let Ok(mut g) = registered.lock() {
-                                    *g = v.get("deviceId").and_then(Value::as_str).map(str::to_owned);
+                                    *g = id;
                                 }
                                 let push = serde_json::json!({ "event": "player:registered", "data": v });
                                 outbox.push(Frame::text(push.to_string()));
@@ -95,6 +104,7 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
     }
     s.on_disconnect(async move || {
         outbox.close(1000, "bye");
+        engine.connections().remove(&sid, token);
         let device = registered.lock().ok().and_then(|g| g.clone());
         if let Some(d) = device {
             devices.device_disconnected(&tenant, &d, conn).await;

@@ -1,0 +1,447 @@
+//! The REST API under `/api` (seed 004's forced disconnect, device queries and commands,
+//! rooms, and server-side publishing), described by the OpenAPI document at
+//! `/api/openapi.json`.
+//!
+//! Every call is authenticated with `Authorization: Bearer TOKEN` (an `admin` JWT; `staff` for
+//! `/api/staff/stats`) and scoped to the token's tenant: another tenant's device, room or
+//! connection answers **404**, exactly like one that does not exist. `POST /api/publish` takes
+//! a server API key instead (`--api-key TENANT=KEY`), scoped to that key's tenant. Errors are
+//! JSON `{"error": {"code", "message"}}` with the stable codes of `docs/protocol.md`.
+//!
+//! Routing is one `match` on (method, path segments) rather than a tree of warp filters: the
+//! whole API reads in one screen, and the OpenAPI test walks the same list.
+
+use std::{collections::HashMap, sync::Arc};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use unisono_core::protocol::{ErrorBody, ErrorCode, REQUEST_EVENTS};
+use warp::{
+    Filter, Reply,
+    http::{HeaderMap, Method, StatusCode},
+    reply::Response,
+};
+
+use crate::{
+    auth::Role,
+    engine::{
+        Engine,
+        connections::Kind,
+        devices::{CommandRequest, DeviceView},
+    },
+    sio::PeerAddr,
+};
+
+/// Server API keys: key → tenant.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys(HashMap<String, String>);
+
+impl ApiKeys {
+    /// Parses `TENANT=KEY` entries.
+    pub fn parse(entries: &[String]) -> Result<ApiKeys, String> {
+        let mut map = HashMap::new();
+        for e in entries.iter().flat_map(|e| e.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
+            let (tenant, key) = e.split_once('=').ok_or_else(|| format!("--api-key {e:?}: expected TENANT=KEY"))?;
+            if tenant.is_empty() || key.len() < 16 {
+                return Err(format!("--api-key for {tenant:?}: a tenant and a key of 16+ characters are required"));
+            }
+            map.insert(key.to_owned(), tenant.to_owned());
+        }
+        Ok(ApiKeys(map))
+    }
+
+    /// The tenant of `key`, compared in constant time per stored key.
+    fn tenant(&self, key: &str) -> Option<&str> {
+        let mut found = None;
+        for (k, t) in &self.0 {
+            let same = k.len() == key.len() && k.bytes().zip(key.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            if same {
+                found = Some(t.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// The `/api` routes.
+pub fn routes(
+    engine: Engine,
+    keys: Arc<ApiKeys>,
+    max_body: u64,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    warp::path("api")
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::body::stream())
+        .then(
+            move |tail: warp::path::Tail,
+                  method: Method,
+                  headers: HeaderMap,
+                  query: String,
+                  peer: Option<PeerAddr>,
+                  stream| {
+                let (engine, keys) = (engine.clone(), keys.clone());
+                async move {
+                    let body = match read_body(stream, max_body).await {
+                        Ok(b) => b,
+                        Err(e) => return error_response(e),
+                    };
+                    let segments: Vec<String> = tail
+                        .as_str()
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+                        .collect();
+                    let req = ApiRequest { method, segments, headers, query, peer: peer.map(|p| p.0), body };
+                    match handle(&engine, &keys, req).await {
+                        Ok(r) => r,
+                        Err(e) => error_response(e),
+                    }
+                }
+            },
+        )
+}
+
+/// Reads a request body of at most `max` bytes (GETs have none; a missing Content-Length is
+/// fine, an oversized body is 413).
+async fn read_body<S, B>(stream: S, max: u64) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| api_err(StatusCode::BAD_REQUEST, "BAD_BODY", e.to_string()))?;
+        if out.len() as u64 + chunk.remaining() as u64 > max {
+            return Err(api_err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("bodies are limited to {max} bytes"),
+            ));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+struct ApiRequest {
+    method: Method,
+    segments: Vec<String>,
+    headers: HeaderMap,
+    query: String,
+    peer: Option<std::net::IpAddr>,
+    body: Bytes,
+}
+
+/// A failed call: HTTP status plus the JSON error body. Codes are the protocol's
+/// ([`ErrorCode`]) or, for what only HTTP has (auth, routing), their own stable strings.
+struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(e: ErrorBody) -> Self {
+        let status = match e.code {
+            ErrorCode::DeviceNotFound | ErrorCode::RoomNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::DeviceOffline => StatusCode::CONFLICT,
+            ErrorCode::CommandTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::InvalidCommand | ErrorCode::InvalidPayload | ErrorCode::BadFrame => StatusCode::BAD_REQUEST,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError { status, code: e.code.as_str().to_owned(), message: e.message }
+    }
+}
+
+fn api_err(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    ApiError { status, code: code.to_owned(), message: message.into() }
+}
+
+fn error_response(e: ApiError) -> Response {
+    let body = json!({ "error": { "code": e.code, "message": e.message } });
+    warp::reply::with_status(warp::reply::json(&body), e.status).into_response()
+}
+
+fn ok(v: Value) -> Result<Response, ApiError> {
+    Ok(warp::reply::json(&v).into_response())
+}
+
+fn not_found(what: &str) -> ApiError {
+    api_err(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}"))
+}
+
+fn body<T: serde::de::DeserializeOwned>(req: &ApiRequest) -> Result<T, ApiError> {
+    let bytes: &[u8] = if req.body.is_empty() { b"{}" } else { &req.body };
+    serde_json::from_slice(bytes).map_err(|e| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e.to_string()))
+}
+
+fn query_usize(query: &str, name: &str) -> Option<usize> {
+    query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Response, ApiError> {
+    let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let method = req.method.clone();
+    if method == Method::GET && seg == ["openapi.json"] {
+        return ok(openapi());
+    }
+    if method == Method::POST && seg == ["publish"] {
+        return publish(engine, keys, &req);
+    }
+    let token = crate::ws::bearer(&req.headers);
+    let roles: &[Role] = if seg.first() == Some(&"staff") { &[Role::Staff] } else { &[Role::Admin] };
+    let principal = engine.auth().authenticate(token, roles, req.peer, "rest").map_err(|e| {
+        let status = match e {
+            crate::auth::AuthError::WrongRole => StatusCode::FORBIDDEN,
+            crate::auth::AuthError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        api_err(status, e.code(), e.to_string())
+    })?;
+    let tenant = principal.tenant.as_str();
+    let devices = engine.devices();
+    match (method, seg.as_slice()) {
+        (Method::GET, ["devices"]) => ok(json!({ "devices": devices.list(tenant) })),
+        (Method::GET, ["devices", id]) => {
+            devices.get(tenant, id).map(|d: DeviceView| json!(d)).ok_or_else(|| not_found("device")).and_then(ok)
+        }
+        (Method::GET, ["devices", id, "history"]) => {
+            let limit = query_usize(&req.query, "limit").unwrap_or(100);
+            let h = devices.history(tenant, id, limit).await?;
+            ok(json!({ "deviceId": id, "history": h }))
+        }
+        (Method::GET, ["devices", id, "snapshot"]) => {
+            let snap = devices.snapshot(tenant, id).await?.ok_or_else(|| not_found("snapshot"))?;
+            let mut raw = Vec::with_capacity(snap.bytes as usize);
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&snap.gzip[..]), &mut raw)
+                .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
+            let mut r = Response::new(raw.into());
+            if let Ok(v) = snap.mime.parse() {
+                r.headers_mut().insert("content-type", v);
+            }
+            if let Ok(v) = format!("{}", snap.at).parse() {
+                r.headers_mut().insert("x-snapshot-at", v);
+            }
+            Ok(r)
+        }
+        (Method::POST, ["devices", id, "commands"]) => {
+            let mut cmd: Value = body(&req)?;
+            if let Some(o) = cmd.as_object_mut() {
+                o.insert("deviceId".into(), json!(id));
+            }
+            let cmd: CommandRequest = serde_json::from_value(cmd)
+                .map_err(|e| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e.to_string()))?;
+            let outcome = devices.command(tenant, cmd, None).await?;
+            ok(json!(outcome))
+        }
+        (Method::POST, ["connections", id, "disconnect"]) => {
+            if engine.connections().disconnect(tenant, id) {
+                ok(json!({ "disconnected": id }))
+            } else {
+                Err(not_found("connection"))
+            }
+        }
+        (Method::GET, ["rooms"]) => ok(json!({ "rooms": engine.describe_rooms(tenant).await })),
+        (Method::GET, ["rooms", code]) => {
+            engine.describe_room(tenant, code).await.ok_or_else(|| not_found("room")).and_then(ok)
+        }
+        (Method::GET, ["staff", "stats"]) => {
+            // Counts only: never a device id, state or payload.
+            let connections: Vec<Value> = engine
+                .connections()
+                .counts()
+                .into_iter()
+                .map(|(t, kind, n)| json!({ "tenant": t, "kind": kind, "connections": n }))
+                .collect();
+            let devices: Vec<Value> = devices
+                .counts()
+                .into_iter()
+                .map(|(t, total, online, admins)| json!({ "tenant": t, "devices": total, "online": online, "admins": admins }))
+                .collect();
+            ok(json!({ "rooms": engine.room_count(), "connections": connections, "devices": devices }))
+        }
+        _ => Err(not_found("route")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Publish {
+    /// `tenant`, `room`, `device` or `session`.
+    target: String,
+    /// The room code, device id or connection id (not for `tenant`).
+    id: Option<String>,
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Socket.IO's reserved event names, and every event the engine itself sends: a publisher must
+/// not be able to forge room or device state.
+fn reserved(event: &str) -> bool {
+    const SOCKET_IO: &[&str] =
+        &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
+    const ENGINE: &[&str] = &[
+        "connected",
+        "room-joined",
+        "member-joined",
+        "member-left",
+        "member-updated",
+        "host-changed",
+        "playback-state-update",
+        "playback-paused",
+        "playback-resumed",
+        "playback-seeked",
+        "song-changed",
+        "queue-updated",
+        "settings-updated",
+        "room-closed",
+        "error",
+        "player:command",
+        "player:registered",
+        "state:updated",
+        "device:online",
+        "device:offline",
+        "command:response",
+    ];
+    SOCKET_IO.contains(&event) || ENGINE.contains(&event) || REQUEST_EVENTS.contains(&event)
+}
+
+fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Response, ApiError> {
+    let key = crate::ws::bearer(&req.headers).or_else(|| req.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    let Some(tenant) = key.and_then(|k| keys.tenant(k)) else {
+        crate::metrics::METRICS.auth_failures.with_label_values(&["rest:publish", "INVALID_API_KEY"]).inc();
+        if let Some(ip) = req.peer {
+            tracing::warn!(%ip, "publish refused: missing or wrong API key");
+        }
+        return Err(api_err(StatusCode::UNAUTHORIZED, "INVALID_API_KEY", "a valid server API key is required"));
+    };
+    let p: Publish = body(req)?;
+    let valid_name = !p.event.is_empty()
+        && p.event.len() <= 64
+        && p.event.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+    if !valid_name || reserved(&p.event) {
+        return Err(api_err(
+            StatusCode::BAD_REQUEST,
+            "INVALID_EVENT",
+            "event must be 1-64 of [A-Za-z0-9-_:.], not a reserved name",
+        ));
+    }
+    let frame = crate::bus::Frame::text(json!({ "event": p.event, "data": p.data }).to_string());
+    let id = || {
+        p.id.as_deref().ok_or_else(|| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", "this target needs an id"))
+    };
+    let delivered = match p.target.as_str() {
+        "tenant" => engine.connections().to_tenant(tenant, &[Kind::Browser, Kind::Admin], &frame),
+        "room" => {
+            if !engine.publish_room(tenant, id()?, frame) {
+                return Err(not_found("room"));
+            }
+            return ok(json!({ "delivered": "room" }));
+        }
+        "device" => engine.connections().to_device(tenant, id()?, &frame),
+        "session" => engine.connections().to_connection(tenant, id()?, frame),
+        _ => {
+            return Err(api_err(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PAYLOAD",
+                "target is tenant, room, device or session",
+            ));
+        }
+    };
+    ok(json!({ "delivered": delivered }))
+}
+
+/// The OpenAPI 3.1 document of this API.
+pub fn openapi() -> Value {
+    let err = json!({ "$ref": "#/components/responses/Error" });
+    let id = |name: &str, what: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" }, "description": what });
+    let op = |summary: &str, params: Vec<Value>, body: Option<Value>, ok: &str| {
+        let mut o = json!({
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                "200": { "description": ok, "content": { "application/json": { "schema": { "type": "object" } } } },
+                "401": err, "403": err, "404": err,
+            },
+        });
+        if let Some(b) = body {
+            o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": b } } });
+        }
+        o
+    };
+    let mut command_op = op(
+        "Send a command and wait for the device's answer (504 on timeout, 409 if offline)",
+        vec![id("id", "device id")],
+        Some(json!({ "type": "object", "required": ["command"], "properties": {
+            "command": { "type": "string" }, "params": { "type": "object" },
+            "timeoutMs": { "type": "integer" }, "retries": { "type": "integer" },
+            "queue": { "type": "boolean" }, "ttlMs": { "type": "integer" } } })),
+        "the command's outcome",
+    );
+    command_op["responses"]["409"] = err.clone();
+    command_op["responses"]["504"] = err.clone();
+    let mut publish_op = op(
+        "Push an event to browsers without holding a socket (server API key)",
+        vec![],
+        Some(json!({ "type": "object", "required": ["target", "event"], "properties": {
+            "target": { "enum": ["tenant", "room", "device", "session"] },
+            "id": { "type": "string" }, "event": { "type": "string" }, "data": {} } })),
+        "{delivered}",
+    );
+    publish_op["security"] = json!([{ "apiKey": [] }]);
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Unisono REST API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Tenant-scoped: another tenant's resources answer 404, like missing ones." },
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                "apiKey": { "type": "http", "scheme": "bearer", "description": "a server API key (--api-key TENANT=KEY)" }
+            },
+            "responses": {
+                "Error": { "description": "error", "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["error"],
+                    "properties": { "error": { "type": "object", "required": ["code", "message"],
+                        "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } }
+                } } } }
+            }
+        },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/api/devices": { "get": op("List the tenant's devices with their current state", vec![], None, "{devices}") },
+            "/api/devices/{id}": { "get": op("One device", vec![id("id", "device id")], None, "the device") },
+            "/api/devices/{id}/history": { "get": op("A device's stored states, newest first",
+                vec![id("id", "device id"), json!({ "name": "limit", "in": "query", "schema": { "type": "integer" } })], None, "{deviceId, history}") },
+            "/api/devices/{id}/snapshot": { "get": {
+                "summary": "The device's latest snapshot image",
+                "parameters": [id("id", "device id")],
+                "responses": { "200": { "description": "the image", "content": { "image/*": {} } }, "401": err, "404": err }
+            } },
+            "/api/devices/{id}/commands": { "post": command_op },
+            "/api/connections/{id}/disconnect": { "post": op("Close a connection (session id or Socket.IO socket id)",
+                vec![id("id", "session or socket id")], None, "{disconnected}") },
+            "/api/rooms": { "get": op("The tenant's open rooms", vec![], None, "{rooms}") },
+            "/api/rooms/{code}": { "get": op("One open room", vec![id("code", "room code")], None, "the room") },
+            "/api/staff/stats": { "get": op("Staff only: rooms, connections and devices per tenant (counts, no payloads)", vec![], None, "counts") },
+            "/api/publish": { "post": publish_op },
+            "/api/openapi.json": { "get": { "summary": "This document", "security": [],
+                "responses": { "200": { "description": "OpenAPI 3.1" } } } }
+        }
+    })
+}
