@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server (embedded defaults: a SQLite file, no other service).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Print a signed token (HS256 JWT) on the last line of output.
     Token(TokenArgs),
 }
@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(config) => {
             init_tracing(config.log_format);
-            unisono_server::server::run(config).await
+            unisono_server::server::run(*config).await
         }
         Cmd::Token(t) => {
             let secret = load_or_create_secret(t.auth.jwt_secret.as_deref(), &t.data_dir)

@@ -291,7 +291,10 @@ pub(crate) struct Wiring {
 /// State handed from the middleware to the connect handler (which starts the pump once the
 /// CONNECT is acknowledged, so no event precedes it).
 #[derive(Clone)]
-struct PumpParts(Arc<std::sync::Mutex<Option<(Inbox, mpsc::Receiver<PendingAck>)>>>);
+struct PumpParts(Arc<std::sync::Mutex<Option<PumpInput>>>);
+
+/// What the pump drains: the session's outbox and the replies waiting their turn.
+type PumpInput = (Inbox, mpsc::Receiver<PendingAck>);
 
 /// Creates the socket's outbox, request queue and ack path, and routes every event through
 /// [`InOrder`]. Call from the middleware; then [`start_pump`] from the connect handler.
