@@ -1,0 +1,692 @@
+//! The browser client: one WebSocket to `/ws`, time sync, room state, requests as futures,
+//! reconnect with the resume token. Shared by the npm package (wrapped for JavaScript in
+//! `js_client.rs`) and the Yew app (used directly from Rust), so both run one implementation.
+//!
+//! - [`state`]: the sans-IO half (session, clock estimate, room view; how frames change them).
+//! - [`Client`]: the driver: socket, timers, pending requests, listeners.
+//!
+//! Local time is `performance.now()` only. Positions are computed from the timing vector when
+//! asked, never advanced by timers, so a throttled background tab is right as soon as it looks.
+
+pub mod state;
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    rc::{Rc, Weak},
+};
+
+use futures_channel::oneshot;
+use serde_json::Value;
+use unisono_core::{
+    protocol::{CreateRoom, JoinRoom, Push, Request, TimeSync},
+    song::Song,
+};
+use wasm_bindgen::{JsCast, prelude::*};
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
+
+pub use state::{Change, ClientError, RoomView, SyncStats};
+
+use crate::sys;
+
+/// Samples sent back to back after every (re)connect.
+const BURST: u32 = 8;
+/// Pause between periodic samples once the burst is done.
+const SYNC_EVERY_MS: f64 = 2000.0;
+/// A request without a reply after this long fails with `TIMEOUT`.
+const REQUEST_TIMEOUT_MS: f64 = 10_000.0;
+/// Reconnect delays: the first retry is quick (a resume should be back within a second).
+const BACKOFF_MS: &[f64] = &[100.0, 300.0, 700.0, 1500.0, 3000.0, 5000.0];
+/// Close code the server uses when another connection resumed this session.
+const CLOSE_TAKEN_OVER: u16 = 4001;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not connected and not trying (never connected, or `close()`d, or taken over).
+    Closed,
+    Connecting,
+    /// The `connected` push arrived.
+    Open,
+    /// Dropped; a reconnect with the resume token is scheduled.
+    Reconnecting,
+}
+
+impl ConnectionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Closed => "closed",
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Open => "open",
+            ConnectionState::Reconnecting => "reconnecting",
+        }
+    }
+}
+
+/// What listeners hear.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    Connection(ConnectionState),
+    Changed(Change),
+}
+
+type Listener = Rc<dyn Fn(&ClientEvent)>;
+type Waiter = oneshot::Sender<Result<Value, ClientError>>;
+
+enum Pending {
+    TimeSync { t0: f64 },
+    Request(Waiter),
+}
+
+/// The socket and its handlers; dropping it detaches the handlers.
+struct Socket {
+    ws: WebSocket,
+    _onopen: Closure<dyn FnMut()>,
+    _onmessage: Closure<dyn FnMut(MessageEvent)>,
+    _onclose: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}
+
+struct Inner {
+    state: state::State,
+    url: String,
+    socket: Option<Socket>,
+    conn: ConnectionState,
+    /// Bumped by every new socket; timers and handlers of an older one do nothing.
+    generation: u32,
+    pending: HashMap<u64, Pending>,
+    /// Frames written before the socket opened (the server buffers frames until `connected`).
+    outbox: Vec<(u64, String)>,
+    attempt: usize,
+    burst_left: u32,
+    connect_waiters: Vec<Waiter>,
+    /// Room to re-join if a reconnect yields a new session (server restart, expired token).
+    rejoin: Option<(String, Option<String>)>,
+}
+
+struct Shared {
+    inner: RefCell<Inner>,
+    listeners: RefCell<Vec<(u32, Listener)>>,
+    next_listener: Cell<u32>,
+}
+
+/// A cheap, cloneable handle to one client connection. See the [module docs](self).
+#[derive(Clone)]
+pub struct Client(Rc<Shared>);
+
+/// A weak handle, for listeners that must not keep their client alive.
+#[derive(Clone)]
+pub struct WeakClient(Weak<Shared>);
+
+impl WeakClient {
+    pub fn upgrade(&self) -> Option<Client> {
+        upgrade(&self.0)
+    }
+}
+
+/// Handle returned by [`Client::subscribe`]; pass it to [`Client::unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerId(u32);
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Self {
+        Client(Rc::new(Shared {
+            inner: RefCell::new(Inner {
+                state: state::State::default(),
+                url: String::new(),
+                socket: None,
+                conn: ConnectionState::Closed,
+                generation: 0,
+                pending: HashMap::new(),
+                outbox: Vec::new(),
+                attempt: 0,
+                burst_left: 0,
+                connect_waiters: Vec::new(),
+                rejoin: None,
+            }),
+            listeners: RefCell::new(Vec::new()),
+            next_listener: Cell::new(0),
+        }))
+    }
+
+    pub fn downgrade(&self) -> WeakClient {
+        WeakClient(Rc::downgrade(&self.0))
+    }
+
+    /// Calls `f` on every connection change and state change, after the state is updated.
+    pub fn subscribe(&self, f: impl Fn(&ClientEvent) + 'static) -> ListenerId {
+        let id = self.0.next_listener.get();
+        self.0.next_listener.set(id + 1);
+        self.0.listeners.borrow_mut().push((id, Rc::new(f)));
+        ListenerId(id)
+    }
+
+    pub fn unsubscribe(&self, id: ListenerId) {
+        self.0.listeners.borrow_mut().retain(|(i, _)| *i != id.0);
+    }
+
+    fn emit(&self, events: Vec<ClientEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        // Clone the list first: a listener may subscribe, unsubscribe or call back into us.
+        let listeners: Vec<Listener> = self.0.listeners.borrow().iter().map(|(_, l)| l.clone()).collect();
+        for e in &events {
+            for l in &listeners {
+                l(e);
+            }
+        }
+    }
+
+    /// Connects to `url` (e.g. `wss://host/ws`); resolves when the server's `connected` push
+    /// arrives. Drops are then handled by reconnecting with the resume token.
+    pub fn connect(&self, url: &str) -> impl Future<Output = Result<(), ClientError>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        let open = {
+            let mut inner = self.0.inner.borrow_mut();
+            inner.url = url.to_owned();
+            inner.attempt = 0;
+            if inner.conn == ConnectionState::Open {
+                let _ = tx.send(Ok(Value::Null));
+                false
+            } else {
+                inner.connect_waiters.push(tx);
+                true
+            }
+        };
+        if open {
+            self.open_socket(ConnectionState::Connecting);
+        }
+        async move {
+            match rx.await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(ClientError::new("CLOSED", "client closed")),
+            }
+        }
+    }
+
+    /// Closes the connection for good (no reconnect); pending requests fail with `CLOSED`.
+    pub fn close(&self) {
+        let waiters = {
+            let mut inner = self.0.inner.borrow_mut();
+            inner.generation += 1;
+            inner.socket = None;
+            inner.conn = ConnectionState::Closed;
+            inner.outbox.clear();
+            take_waiters(&mut inner)
+        };
+        fail_all(waiters, ClientError::new("CLOSED", "client closed"));
+        self.emit(vec![ClientEvent::Connection(ConnectionState::Closed)]);
+    }
+
+    fn open_socket(&self, conn: ConnectionState) {
+        let (url, generation) = {
+            let mut inner = self.0.inner.borrow_mut();
+            inner.generation += 1;
+            inner.socket = None;
+            inner.conn = conn;
+            let url = match &inner.state.resume_token {
+                Some(t) => format!("{}{}resume={t}", inner.url, if inner.url.contains('?') { '&' } else { '?' }),
+                None => inner.url.clone(),
+            };
+            (url, inner.generation)
+        };
+        self.emit(vec![ClientEvent::Connection(conn)]);
+        let ws = match WebSocket::new(&url) {
+            Ok(ws) => ws,
+            Err(e) => {
+                let msg = e.as_string().unwrap_or_else(|| format!("{e:?}"));
+                let waiters: Vec<Waiter> = self.0.inner.borrow_mut().connect_waiters.drain(..).collect();
+                for w in waiters {
+                    let _ = w.send(Err(ClientError::new("CONNECT_FAILED", msg.clone())));
+                }
+                self.on_close(generation, 1006);
+                return;
+            }
+        };
+        let weak = Rc::downgrade(&self.0);
+        let onopen = {
+            let weak = weak.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                if let Some(c) = upgrade(&weak) {
+                    c.on_open(generation);
+                }
+            })
+        };
+        let onmessage = {
+            let weak = weak.clone();
+            Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+                let t3 = sys::now();
+                if let (Some(c), Some(text)) = (upgrade(&weak), e.data().as_string()) {
+                    c.on_text(generation, &text, t3);
+                }
+            })
+        };
+        let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+            if let Some(c) = upgrade(&weak) {
+                c.on_close(generation, e.code());
+            }
+        });
+        ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+        self.0.inner.borrow_mut().socket =
+            Some(Socket { ws, _onopen: onopen, _onmessage: onmessage, _onclose: onclose });
+    }
+
+    fn on_open(&self, generation: u32) {
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.generation != generation {
+            return;
+        }
+        let frames: Vec<(u64, String)> = inner.outbox.drain(..).collect();
+        if let Some(s) = &inner.socket {
+            for (_, f) in frames {
+                let _ = s.ws.send_with_str(&f);
+            }
+        }
+    }
+
+    fn on_close(&self, generation: u32, code: u16) {
+        let (waiters, next) = {
+            let mut inner = self.0.inner.borrow_mut();
+            if inner.generation != generation {
+                return;
+            }
+            inner.socket = None;
+            // Requests in flight are lost with the connection (replies go to the old socket).
+            let waiters = take_waiters(&mut inner);
+            let next = if code == CLOSE_TAKEN_OVER || inner.url.is_empty() {
+                ConnectionState::Closed
+            } else {
+                ConnectionState::Reconnecting
+            };
+            inner.conn = next;
+            (waiters, next)
+        };
+        fail_all(waiters, ClientError::new("DISCONNECTED", format!("connection closed ({code})")));
+        let mut events = vec![ClientEvent::Connection(next)];
+        if code == CLOSE_TAKEN_OVER {
+            events.push(ClientEvent::Changed(Change::Error(ClientError::new(
+                "SESSION_TAKEN_OVER",
+                "session resumed on another connection",
+            ))));
+        }
+        self.emit(events);
+        if next == ConnectionState::Reconnecting {
+            let delay = {
+                let mut inner = self.0.inner.borrow_mut();
+                let d = BACKOFF_MS[inner.attempt.min(BACKOFF_MS.len() - 1)];
+                inner.attempt += 1;
+                d * (0.75 + 0.5 * sys::random())
+            };
+            let weak = Rc::downgrade(&self.0);
+            sys::set_timeout(delay, move || {
+                if let Some(c) = upgrade(&weak) {
+                    let current = {
+                        let inner = c.0.inner.borrow();
+                        inner.generation == generation && inner.conn == ConnectionState::Reconnecting
+                    };
+                    if current {
+                        c.open_socket(ConnectionState::Reconnecting);
+                    }
+                }
+            });
+        }
+    }
+
+    fn on_text(&self, generation: u32, text: &str, t3: f64) {
+        if self.0.inner.borrow().generation != generation {
+            return;
+        }
+        match state::decode(text) {
+            Ok(state::Frame::Reply(r)) => self.on_reply(generation, r, t3),
+            Ok(state::Frame::Push(p)) => self.on_push(generation, *p, t3),
+            Ok(state::Frame::Unknown) => {}
+            Err(e) => self.emit(vec![ClientEvent::Changed(Change::Error(ClientError::new("BAD_FRAME", e)))]),
+        }
+    }
+
+    fn on_reply(&self, generation: u32, r: unisono_core::protocol::Reply, t3: f64) {
+        let pending = self.0.inner.borrow_mut().pending.remove(&r.id);
+        match pending {
+            Some(Pending::TimeSync { t0 }) => {
+                let accepted = match &r.data {
+                    Some(d) if r.ok => self.0.inner.borrow_mut().state.on_time_sync(t0, d, t3),
+                    _ => false,
+                };
+                if accepted {
+                    self.emit(vec![ClientEvent::Changed(Change::Sync)]);
+                }
+                self.after_sample(generation);
+            }
+            Some(Pending::Request(tx)) => {
+                let result = if r.ok {
+                    let data = r.data.unwrap_or(Value::Null);
+                    let changes = self.0.inner.borrow_mut().state.on_reply_data(&data);
+                    self.emit(changes.into_iter().map(ClientEvent::Changed).collect());
+                    Ok(data)
+                } else {
+                    Err(r
+                        .error
+                        .map(ClientError::from)
+                        .unwrap_or_else(|| ClientError::new("BAD_REPLY", "no error body")))
+                };
+                let _ = tx.send(result);
+            }
+            None => {}
+        }
+    }
+
+    fn on_push(&self, generation: u32, push: Push, t3: f64) {
+        let connected = match &push {
+            Push::Connected(c) => Some(c.resumed),
+            _ => None,
+        };
+        let changes = self.0.inner.borrow_mut().state.on_push(push, t3);
+        let mut events: Vec<ClientEvent> = Vec::new();
+        if let Some(resumed) = connected {
+            let (waiters, rejoin) = {
+                let mut inner = self.0.inner.borrow_mut();
+                inner.conn = ConnectionState::Open;
+                inner.attempt = 0;
+                inner.burst_left = BURST;
+                let rejoin = if resumed { None } else { inner.rejoin.clone() };
+                (inner.connect_waiters.drain(..).collect::<Vec<_>>(), rejoin)
+            };
+            for w in waiters {
+                let _ = w.send(Ok(Value::Null));
+            }
+            events.push(ClientEvent::Connection(ConnectionState::Open));
+            self.send_time_sync(generation);
+            let in_room = self.0.inner.borrow().rejoin.clone();
+            if let Some((code, name)) = rejoin {
+                // A new session (server restart or expired token): back into the room by code.
+                let fut = self.join_room(&code, name.as_deref());
+                wasm_bindgen_futures::spawn_local(async move {
+                    let _ = fut.await;
+                });
+            } else if let (true, Some((code, name))) = (resumed, in_room) {
+                // Resumed, but no `room-joined` follows if we are no longer a member (§1.3): ask.
+                let probe = self.request(Request::GetPlaybackState);
+                let me = self.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = probe.await
+                        && e.code == "NOT_IN_ROOM"
+                    {
+                        let _ = me.join_room(&code, name.as_deref()).await;
+                    }
+                });
+            }
+        }
+        // Remember the room for a re-join; forget it when we leave for real.
+        {
+            let mut inner = self.0.inner.borrow_mut();
+            if let Some(room) = &inner.state.room {
+                let name = room.members.iter().find(|m| m.session_id == room.you).map(|m| m.name.clone());
+                inner.rejoin = Some((room.info.code.clone(), name));
+            } else if connected.is_none() {
+                inner.rejoin = None;
+            }
+        }
+        events.extend(changes.into_iter().map(ClientEvent::Changed));
+        self.emit(events);
+    }
+
+    /// After a time-sync reply: the next burst sample at once, else one every `SYNC_EVERY_MS`.
+    fn after_sample(&self, generation: u32) {
+        let burst = {
+            let mut inner = self.0.inner.borrow_mut();
+            if inner.burst_left > 0 {
+                inner.burst_left -= 1;
+            }
+            inner.burst_left > 0
+        };
+        if burst {
+            self.send_time_sync(generation);
+            return;
+        }
+        let weak = Rc::downgrade(&self.0);
+        sys::set_timeout(SYNC_EVERY_MS, move || {
+            if let Some(c) = upgrade(&weak) {
+                c.send_time_sync(generation);
+            }
+        });
+    }
+
+    fn send_time_sync(&self, generation: u32) {
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.generation != generation || inner.conn != ConnectionState::Open {
+            return;
+        }
+        let id = inner.state.next_id();
+        let t0 = sys::now();
+        let frame = Request::TimeSync(TimeSync { t0 }).to_frame(Some(id));
+        let Ok(text) = serde_json::to_string(&frame) else { return };
+        inner.pending.insert(id, Pending::TimeSync { t0 });
+        if let Some(s) = &inner.socket {
+            let _ = s.ws.send_with_str(&text);
+        }
+        // A lost reply must not stop the sync loop.
+        let weak = Rc::downgrade(&self.0);
+        sys::set_timeout(REQUEST_TIMEOUT_MS, move || {
+            if let Some(c) = upgrade(&weak) {
+                let lost = c.0.inner.borrow_mut().pending.remove(&id).is_some();
+                if lost {
+                    c.after_sample(generation);
+                }
+            }
+        });
+    }
+
+    /// Sends a request; resolves with the reply's `data`, or fails with the server's error code.
+    pub fn request(&self, req: Request) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut inner = self.0.inner.borrow_mut();
+            let id = inner.state.next_id();
+            match serde_json::to_string(&req.to_frame(Some(id))) {
+                Ok(text) => {
+                    inner.pending.insert(id, Pending::Request(tx));
+                    let open = inner.conn == ConnectionState::Open
+                        || inner.socket.as_ref().is_some_and(|s| s.ws.ready_state() == WebSocket::OPEN);
+                    match (&inner.socket, open) {
+                        (Some(s), true) => {
+                            let _ = s.ws.send_with_str(&text);
+                        }
+                        _ if inner.conn == ConnectionState::Closed => {
+                            if let Some(Pending::Request(tx)) = inner.pending.remove(&id) {
+                                let _ = tx.send(Err(ClientError::new("NOT_CONNECTED", "call connect() first")));
+                            }
+                        }
+                        _ => inner.outbox.push((id, text)),
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(ClientError::new("INVALID_PAYLOAD", e.to_string())));
+                }
+            }
+            id
+        };
+        let weak = Rc::downgrade(&self.0);
+        sys::set_timeout(REQUEST_TIMEOUT_MS, move || {
+            if let Some(c) = upgrade(&weak) {
+                let mut inner = c.0.inner.borrow_mut();
+                inner.outbox.retain(|(i, _)| *i != id);
+                if let Some(Pending::Request(tx)) = inner.pending.remove(&id) {
+                    let _ = tx.send(Err(ClientError::new("TIMEOUT", "no reply within 10 s")));
+                }
+            }
+        });
+        async move { rx.await.unwrap_or_else(|_| Err(ClientError::new("CLOSED", "client closed"))) }
+    }
+
+    /// Builds a request from an event name and JSON payload, validated as the server would.
+    pub fn request_json(&self, event: &str, data: Value) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        let req = Request::parse(event, data).map_err(ClientError::from);
+        let fut = req.as_ref().ok().map(|r| self.request(r.clone()));
+        async move {
+            match (req, fut) {
+                (Ok(_), Some(f)) => f.await,
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Err(ClientError::new("INTERNAL", "unreachable")),
+            }
+        }
+    }
+
+    // ---- typed requests (the ones the app uses) ------------------------------------------
+
+    pub fn create_room(
+        &self,
+        name: Option<&str>,
+        member_name: Option<&str>,
+    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::CreateRoom(CreateRoom {
+            name: name.map(str::to_owned),
+            settings: None,
+            member_name: member_name.map(str::to_owned),
+        }))
+    }
+
+    pub fn join_room(
+        &self,
+        code: &str,
+        name: Option<&str>,
+    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::JoinRoom(JoinRoom { code: code.to_owned(), name: name.map(str::to_owned) }))
+    }
+
+    pub fn leave_room(&self) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.0.inner.borrow_mut().rejoin = None;
+        self.request(Request::LeaveRoom)
+    }
+
+    pub fn load_song(&self, song: Song, autoplay: bool) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::LoadSong(unisono_core::protocol::LoadSong { song, autoplay }))
+    }
+
+    pub fn pause(&self) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::PausePlayback)
+    }
+
+    pub fn resume(&self) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::ResumePlayback)
+    }
+
+    pub fn seek(&self, position_ms: f64) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::SeekPlayback(unisono_core::protocol::SeekPlayback { position_ms }))
+    }
+
+    pub fn set_rate(&self, rate: f64) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::SetRate(unisono_core::protocol::SetRate { rate }))
+    }
+
+    pub fn queue_add(&self, song: Song) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::QueueAdd(unisono_core::protocol::QueueAdd { song }))
+    }
+
+    pub fn queue_remove(&self, item_id: &str) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::QueueRemove(unisono_core::protocol::QueueRemove { item_id: item_id.to_owned() }))
+    }
+
+    pub fn queue_move(
+        &self,
+        item_id: &str,
+        to_index: usize,
+    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::QueueMove(unisono_core::protocol::QueueMove { item_id: item_id.to_owned(), to_index }))
+    }
+
+    pub fn play_next(&self) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::PlayNext)
+    }
+
+    pub fn set_ready(&self, ready: bool) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::SetReady(unisono_core::protocol::SetReady { ready }))
+    }
+
+    pub fn transfer_host(&self, session_id: &str) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::TransferHost(unisono_core::protocol::TransferHost { session_id: session_id.to_owned() }))
+    }
+
+    pub fn report_drift(&self, drift_ms: f64) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        self.request(Request::ReportDrift(unisono_core::protocol::ReportDrift { drift_ms }))
+    }
+
+    // ---- state ----------------------------------------------------------------------------
+
+    /// Server time now (ms): `performance.now()` plus the estimated offset.
+    pub fn server_now(&self) -> f64 {
+        self.0.inner.borrow().state.server_time(sys::now())
+    }
+
+    /// Local `performance.now()` time of server time `server`.
+    pub fn to_local(&self, server: f64) -> f64 {
+        self.0.inner.borrow().state.local_time(server)
+    }
+
+    /// The room's position now (ms), if in a room.
+    pub fn position_now(&self) -> Option<f64> {
+        self.0.inner.borrow().state.position_at_local(sys::now())
+    }
+
+    /// A copy of the room view, if in a room.
+    pub fn room(&self) -> Option<RoomView> {
+        self.0.inner.borrow().state.room.clone()
+    }
+
+    /// Reads the room view without copying it.
+    pub fn with_room<R>(&self, f: impl FnOnce(Option<&RoomView>) -> R) -> R {
+        f(self.0.inner.borrow().state.room.as_ref())
+    }
+
+    pub fn session_id(&self) -> Option<String> {
+        self.0.inner.borrow().state.session_id.clone()
+    }
+
+    pub fn connection(&self) -> ConnectionState {
+        self.0.inner.borrow().conn
+    }
+
+    pub fn sync_stats(&self) -> SyncStats {
+        self.0.inner.borrow().state.sync_stats()
+    }
+}
+
+fn upgrade(weak: &Weak<Shared>) -> Option<Client> {
+    weak.upgrade().map(Client)
+}
+
+/// Takes every pending request waiter (time-sync entries are dropped too).
+fn take_waiters(inner: &mut Inner) -> Vec<Waiter> {
+    inner.outbox.retain(|_| false);
+    inner
+        .pending
+        .drain()
+        .filter_map(|(_, p)| match p {
+            Pending::Request(tx) => Some(tx),
+            Pending::TimeSync { .. } => None,
+        })
+        .chain(inner.connect_waiters.drain(..))
+        .collect()
+}
+
+fn fail_all(waiters: Vec<Waiter>, e: ClientError) {
+    for w in waiters {
+        let _ = w.send(Err(e.clone()));
+    }
+}

@@ -1,0 +1,380 @@
+//! The client's sans-IO half: what it knows about its session, the server clock and its room,
+//! and how each server frame changes that. No socket, no timer, no clock: time is a parameter,
+//! so this part is unit-tested natively like the core.
+
+use serde_json::Value;
+use unisono_core::{
+    estimator::{ClockOffsetEstimator, EstimatorConfig},
+    protocol::{ErrorBody, MemberInfo, PlaybackState, Push, Reply, RoomInfo},
+    room::{QueueItem, RoomSettings},
+};
+
+/// The room as this client sees it, replaced by every `room-joined` and patched by pushes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomView {
+    pub info: RoomInfo,
+    /// This client's session id in the room.
+    pub you: String,
+    pub members: Vec<MemberInfo>,
+    /// Members in all (the snapshot lists at most the first `--snapshot-members`).
+    pub member_count: usize,
+    pub host: Option<String>,
+    pub queue: Vec<QueueItem>,
+    pub playback: PlaybackState,
+}
+
+impl RoomView {
+    /// Whether this client may control playback (host, or `anyoneCanControl`).
+    pub fn can_control(&self) -> bool {
+        self.info.settings.anyone_can_control || self.is_host()
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.host.as_deref() == Some(self.you.as_str())
+    }
+}
+
+/// What changed, for listeners. Read the new state from the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Joined a room (snapshot), left it (`None`), or its settings changed.
+    Room,
+    /// A new timing vector; the string is the push that carried it (`room-joined`, `song-changed`…).
+    Playback(&'static str),
+    Members,
+    Queue,
+    /// The clock-offset estimate changed.
+    Sync,
+    /// An `error` push (the failure of a frame without an id), or a connection problem.
+    Error(ClientError),
+}
+
+/// A decoded server frame.
+#[derive(Debug)]
+pub enum Frame {
+    Reply(Reply),
+    Push(Box<Push>),
+    /// A push this client does not know (a newer server): ignored.
+    Unknown,
+}
+
+/// A failed request or an error push: the server's stable `code` (e.g. `NOT_HOST`) or one of the
+/// client's own (`DISCONNECTED`, `TIMEOUT`, `CLOSED`, `NOT_CONNECTED`, `SESSION_TAKEN_OVER`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientError {
+    pub code: String,
+    pub message: String,
+}
+
+impl ClientError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { code: code.to_owned(), message: message.into() }
+    }
+}
+
+impl From<ErrorBody> for ClientError {
+    fn from(e: ErrorBody) -> Self {
+        Self { code: e.code.as_str().to_owned(), message: e.message }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Decodes one text frame: a reply has no `event` key, a push always has one.
+pub fn decode(text: &str) -> Result<Frame, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON from server: {e}"))?;
+    if v.get("event").is_some() {
+        Ok(serde_json::from_value::<Push>(v).map(|p| Frame::Push(Box::new(p))).unwrap_or(Frame::Unknown))
+    } else {
+        serde_json::from_value::<Reply>(v).map(Frame::Reply).map_err(|e| format!("malformed reply: {e}"))
+    }
+}
+
+/// Latest round-trip figures, for a sync panel.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SyncStats {
+    /// Server clock minus local clock (ms), once estimated.
+    pub offset: Option<f64>,
+    /// The true offset is within `offset ± errorBound`.
+    pub error_bound: Option<f64>,
+    /// Round trip of the last accepted sample (server processing excluded).
+    pub rtt: Option<f64>,
+    /// Smallest round trip in the window.
+    pub min_rtt: Option<f64>,
+    pub samples: usize,
+    pub stable: bool,
+}
+
+/// Session, clock and room state of one client.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub session_id: Option<String>,
+    pub resume_token: Option<String>,
+    estimator: ClockOffsetEstimator,
+    /// `serverTime − local` from the `connected` push: a rough offset until time-sync answers.
+    rough_offset: Option<f64>,
+    last_rtt: Option<f64>,
+    pub room: Option<RoomView>,
+    next_id: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            session_id: None,
+            resume_token: None,
+            estimator: ClockOffsetEstimator::new(EstimatorConfig::default()),
+            rough_offset: None,
+            last_rtt: None,
+            room: None,
+            next_id: 1,
+        }
+    }
+}
+
+impl State {
+    /// A fresh request id (JavaScript-safe: far below 2^53).
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Server time for local time `local`: the estimate, else the rough offset, else `local`.
+    pub fn server_time(&self, local: f64) -> f64 {
+        self.estimator.to_server(local).unwrap_or(local + self.rough_offset.unwrap_or(0.0))
+    }
+
+    /// Local time for server time `server` (inverse of [`State::server_time`]).
+    pub fn local_time(&self, server: f64) -> f64 {
+        self.estimator.to_local(server).unwrap_or(server - self.rough_offset.unwrap_or(0.0))
+    }
+
+    /// The room's position at local time `local`, if in a room.
+    pub fn position_at_local(&self, local: f64) -> Option<f64> {
+        let room = self.room.as_ref()?;
+        Some(room.playback.clock.position_at(self.server_time(local)))
+    }
+
+    pub fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            offset: self.estimator.offset().or(self.rough_offset),
+            error_bound: self.estimator.error_bound(),
+            rtt: self.last_rtt,
+            min_rtt: self.estimator.min_delay(),
+            samples: self.estimator.sample_count(),
+            stable: self.estimator.is_stable(),
+        }
+    }
+
+    /// Records a `time-sync` reply (`t0`, `t3` local). True if the sample was accepted.
+    pub fn on_time_sync(&mut self, t0: f64, data: &Value, t3: f64) -> bool {
+        let get = |k: &str| data.get(k).and_then(Value::as_f64);
+        let (Some(t1), Some(t2)) = (get("t1"), get("t2")) else { return false };
+        match self.estimator.add_sample(t0, t1, t2, t3) {
+            Ok(s) => {
+                self.last_rtt = Some(s.delay);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Applies a reply's data to the room: a `playback` newer than ours replaces it
+    /// (protocol §2.6: a reply's vector may be older than a push that arrived first).
+    pub fn on_reply_data(&mut self, data: &Value) -> Vec<Change> {
+        let Some(room) = self.room.as_mut() else { return vec![] };
+        let Some(pb) = data.get("playback").and_then(|p| serde_json::from_value::<PlaybackState>(p.clone()).ok())
+        else {
+            return vec![];
+        };
+        if pb.clock.rev > room.playback.clock.rev {
+            room.playback = pb;
+            return vec![Change::Playback("reply")];
+        }
+        vec![]
+    }
+
+    /// Applies a push at local time `local`; returns what changed.
+    pub fn on_push(&mut self, push: Push, local: f64) -> Vec<Change> {
+        match push {
+            Push::Connected(c) => {
+                self.session_id = Some(c.session_id);
+                self.resume_token = Some(c.resume_token);
+                self.rough_offset = Some(c.server_time - local);
+                if !c.resumed {
+                    // A new session is in no room; the caller re-joins by code if it wants.
+                    return self.leave_room();
+                }
+                vec![]
+            }
+            Push::RoomJoined(j) => {
+                let j = *j;
+                self.room = Some(RoomView {
+                    info: j.room,
+                    you: j.you,
+                    member_count: j.member_count.max(j.members.len()),
+                    members: j.members,
+                    host: j.host,
+                    queue: j.queue,
+                    playback: j.playback,
+                });
+                vec![Change::Room, Change::Members, Change::Queue, Change::Playback("room-joined")]
+            }
+            Push::MemberJoined(m) => self.with_room(|r| {
+                if let Some(old) = r.members.iter_mut().find(|x| x.session_id == m.member.session_id) {
+                    *old = m.member;
+                } else {
+                    r.members.push(m.member);
+                    r.member_count += 1;
+                }
+                vec![Change::Members]
+            }),
+            Push::MemberLeft(m) => {
+                let me = self.room.as_ref().is_some_and(|r| r.you == m.session_id);
+                if me {
+                    return self.leave_room();
+                }
+                self.with_room(|r| {
+                    let before = r.members.len();
+                    r.members.retain(|x| x.session_id != m.session_id);
+                    if r.members.len() < before || r.member_count > r.members.len() {
+                        r.member_count = r.member_count.saturating_sub(1).max(r.members.len());
+                    }
+                    vec![Change::Members]
+                })
+            }
+            Push::MemberUpdated(m) => self.with_room(|r| {
+                if let Some(old) = r.members.iter_mut().find(|x| x.session_id == m.member.session_id) {
+                    *old = m.member;
+                }
+                vec![Change::Members]
+            }),
+            Push::HostChanged(h) => self.with_room(|r| {
+                // `isHost` is not pushed again on a host change: derive it (protocol §4.0.4).
+                for m in &mut r.members {
+                    m.is_host = h.host.as_deref() == Some(m.session_id.as_str());
+                }
+                r.host = h.host;
+                vec![Change::Members, Change::Room]
+            }),
+            Push::QueueUpdated(q) => self.with_room(|r| {
+                r.queue = q.queue;
+                vec![Change::Queue]
+            }),
+            Push::SettingsUpdated(s) => self.with_room(|r| {
+                r.info.settings = s.settings;
+                vec![Change::Room]
+            }),
+            Push::RoomClosed(_) => self.leave_room(),
+            Push::Error(e) => vec![Change::Error(e.into())],
+            push => {
+                let name = playback_event_name(&push);
+                let Some(pb) = push_playback(push) else { return vec![] };
+                self.with_room(|r| {
+                    // Pushes are authoritative in arrival order (§2.6).
+                    r.playback = pb;
+                    vec![Change::Playback(name)]
+                })
+            }
+        }
+    }
+
+    /// Forgets the room (left, closed, or a new session).
+    pub fn leave_room(&mut self) -> Vec<Change> {
+        if self.room.take().is_some() { vec![Change::Room, Change::Members, Change::Queue] } else { vec![] }
+    }
+
+    fn with_room(&mut self, f: impl FnOnce(&mut RoomView) -> Vec<Change>) -> Vec<Change> {
+        self.room.as_mut().map(f).unwrap_or_default()
+    }
+
+    /// Room settings, if in a room.
+    pub fn settings(&self) -> Option<&RoomSettings> {
+        self.room.as_ref().map(|r| &r.info.settings)
+    }
+}
+
+fn playback_event_name(push: &Push) -> &'static str {
+    match push {
+        Push::PlaybackPaused(_) => "playback-paused",
+        Push::PlaybackResumed(_) => "playback-resumed",
+        Push::PlaybackSeeked(_) => "playback-seeked",
+        Push::SongChanged(_) => "song-changed",
+        _ => "playback-state-update",
+    }
+}
+
+fn push_playback(push: Push) -> Option<PlaybackState> {
+    match push {
+        Push::PlaybackStateUpdate(p)
+        | Push::PlaybackPaused(p)
+        | Push::PlaybackResumed(p)
+        | Push::PlaybackSeeked(p)
+        | Push::SongChanged(p) => Some(p),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOINED: &str = r#"{"event":"room-joined","data":{"room":{"code":"K7QX4M","name":"F","createdAt":1.0,"settings":{"anyoneCanControl":false,"readyBarrier":false,"readyTimeoutMs":5000.0,"startDelayMs":0.0}},"you":"B","members":[{"sessionId":"A","name":"Alice","joinedAt":1.0,"isHost":true,"ready":true,"connected":true},{"sessionId":"B","name":"Bob","joinedAt":2.0,"isHost":false,"ready":true,"connected":true}],"host":"A","queue":[],"playback":{"song":{"id":"s","title":"","provider":"url","url":"","durationMs":60000.0},"positionMs":0.0,"serverTime":1000.0,"isPlaying":true,"rate":1.0,"rev":2,"startedAt":1000.0,"pausedAt":null,"awaitingReady":false},"serverTime":2000.0,"shouldStartAt":1000.0}}"#;
+
+    fn push(text: &str) -> Push {
+        match decode(text) {
+            Ok(Frame::Push(p)) => *p,
+            other => panic!("not a push: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn snapshot_then_pushes_keep_the_room_current() {
+        let mut s = State::default();
+        s.on_push(push(JOINED), 0.0);
+        let room = s.room.as_ref().expect("room");
+        assert_eq!((room.members.len(), room.host.as_deref(), room.is_host()), (2, Some("A"), false));
+        s.on_push(push(r#"{"event":"host-changed","data":{"host":"B","previous":"A"}}"#), 0.0);
+        let room = s.room.as_ref().expect("room");
+        assert!(room.is_host() && room.members[1].is_host && !room.members[0].is_host);
+        s.on_push(push(r#"{"event":"member-left","data":{"sessionId":"A"}}"#), 0.0);
+        assert_eq!(s.room.as_ref().map(|r| r.members.len()), Some(1));
+        s.on_push(push(r#"{"event":"member-left","data":{"sessionId":"B"}}"#), 0.0);
+        assert!(s.room.is_none(), "our own member-left means we left");
+    }
+
+    #[test]
+    fn position_uses_the_estimated_offset() {
+        let mut s = State::default();
+        s.on_push(push(JOINED), 0.0);
+        // Offset +1000 (server ahead), 10 ms each way, 1 ms processing.
+        let data: Value = serde_json::json!({"t0": 0.0, "t1": 1010.0, "t2": 1011.0});
+        assert!(s.on_time_sync(0.0, &data, 21.0));
+        assert_eq!(s.server_time(500.0), 1500.0);
+        assert_eq!(s.position_at_local(500.0), Some(500.0));
+        assert_eq!(s.sync_stats().rtt, Some(20.0));
+    }
+
+    #[test]
+    fn a_stale_reply_does_not_roll_playback_back() {
+        let mut s = State::default();
+        s.on_push(push(JOINED), 0.0);
+        let old = serde_json::json!({"playback": {"song": null, "positionMs": 0.0, "serverTime": 0.0, "isPlaying": false, "rate": 1.0, "rev": 1, "startedAt": null, "pausedAt": null, "awaitingReady": false}});
+        assert!(s.on_reply_data(&old).is_empty());
+        assert_eq!(s.room.as_ref().map(|r| r.playback.clock.rev), Some(2));
+    }
+
+    #[test]
+    fn unknown_pushes_are_ignored_and_replies_decoded() {
+        assert!(matches!(decode(r#"{"event":"from-the-future","data":{}}"#), Ok(Frame::Unknown)));
+        let r = decode(r#"{"id":7,"ok":false,"error":{"code":"NOT_HOST","message":"no"}}"#);
+        assert!(matches!(r, Ok(Frame::Reply(Reply { id: 7, ok: false, .. }))));
+    }
+}
