@@ -21,6 +21,9 @@ pub struct Metrics {
     pub store_write_seconds: Histogram,
     pub store_batch_size: Histogram,
     pub auth_failures: IntCounterVec,
+    pub device_commands: IntCounterVec,
+    pub device_states: IntCounter,
+    pub devices_online: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -75,6 +78,14 @@ impl Metrics {
                 &["edge", "reason"],
             )
             .expect("metric"),
+            device_commands: IntCounterVec::new(
+                Opts::new("unisono_device_commands_total", "Device commands by outcome"),
+                &["outcome"],
+            )
+            .expect("metric"),
+            device_states: IntCounter::new("unisono_device_states_total", "Device states stored").expect("metric"),
+            devices_online: IntGauge::new("unisono_devices_online", "Devices connected and registered")
+                .expect("metric"),
         };
         let r = &m.registry;
         for c in [
@@ -90,6 +101,9 @@ impl Metrics {
             Box::new(m.store_write_seconds.clone()),
             Box::new(m.store_batch_size.clone()),
             Box::new(m.auth_failures.clone()),
+            Box::new(m.device_commands.clone()),
+            Box::new(m.device_states.clone()),
+            Box::new(m.devices_online.clone()),
         ] {
             r.register(c).expect("unique metric names");
         }

@@ -211,6 +211,17 @@ await run('sio_devices', [
     assert.equal(m.status, 200);
     assert.ok(!m.body.includes('kiosk-a'), 'no device ids in metric labels');
     assert.ok(!m.body.includes(TENANT), 'no tenant names in public metrics');
+    assert.match(m.body, /unisono_device_commands_total\{outcome="timeout"\} 1/);
+    assert.match(m.body, /unisono_device_commands_total\{outcome="offline"\} 1/);
+    assert.match(m.body, /unisono_devices_online 2/);
+    const stats = await request(admin, 'devices:stats');
+    assert.equal(stats.devices, 3);
+    assert.equal(stats.online, 2);
+    assert.ok(stats.states >= 35, `states counted: ${stats.states}`);
+    // 7 commands passed validation (2 vlc:play, retried pause, timed-out stop, snapshot,
+    // offline play, queued fullscreen); the timeout and the offline one failed.
+    assert.equal(stats.commands, 7, JSON.stringify(stats));
+    assert.equal(stats.commandsFailed, 2, JSON.stringify(stats));
   }],
   ['close', async () => {
     devA.close(); devB.close(); admin.close();

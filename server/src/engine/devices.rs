@@ -223,6 +223,18 @@ struct Admin {
 struct Tenant {
     devices: HashMap<String, Device>,
     admins: HashMap<u64, Admin>,
+    stats: TenantStats,
+}
+
+/// Running totals of one tenant, for its dashboard (rates are computed by the reader).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStats {
+    pub states: u64,
+    pub commands: u64,
+    pub commands_failed: u64,
+    pub devices: usize,
+    pub online: usize,
 }
 
 impl Tenant {
@@ -361,6 +373,9 @@ impl Devices {
                 flush_scheduled: false,
             });
             let came_online = d.link.is_none();
+            if came_online {
+                crate::metrics::METRICS.devices_online.inc();
+            }
             let replaced = d.link.replace(Link { conn, outbox }).map(|l| l.outbox);
             if let Some(name) = reg.name {
                 d.name = name.chars().take(MAX_ID_CHARS).collect();
@@ -401,6 +416,7 @@ impl Devices {
             }
             d.link = None;
             d.last_seen = now;
+            crate::metrics::METRICS.devices_online.dec();
             let f = push("device:offline", json!({ "deviceId": device_id, "name": d.name, "lastSeen": now }));
             let row = d.row(tenant, device_id);
             t.to_admins(&f, None);
@@ -420,9 +436,12 @@ impl Devices {
         }
         let row = {
             let mut tenants = self.tenants();
-            let d = tenants
-                .get_mut(tenant)
-                .and_then(|t| t.devices.get_mut(device_id))
+            let t =
+                tenants.get_mut(tenant).ok_or_else(|| err(ErrorCode::NotRegistered, "send player:register first"))?;
+            t.stats.states += 1;
+            let d = t
+                .devices
+                .get_mut(device_id)
                 .filter(|d| d.link.as_ref().map(|l| l.conn) == Some(conn))
                 .ok_or_else(|| err(ErrorCode::NotRegistered, "send player:register first"))?;
             // Null members cannot travel in a merge patch: store the state without them, so the
@@ -677,6 +696,20 @@ impl Devices {
                 }
             }
         };
+        let label = match &outcome {
+            Ok(o) if o.status == "success" => "success",
+            Ok(_) => "device_error",
+            Err(e) if e.code == ErrorCode::CommandTimeout => "timeout",
+            Err(e) if e.code == ErrorCode::DeviceOffline => "offline",
+            Err(_) => "failed",
+        };
+        crate::metrics::METRICS.device_commands.with_label_values(&[label]).inc();
+        if let Some(t) = self.tenants().get_mut(tenant) {
+            t.stats.commands += 1;
+            if label != "success" {
+                t.stats.commands_failed += 1;
+            }
+        }
         if let Some(admin) = admin {
             let data = match &outcome {
                 Ok(o) => serde_json::to_value(o).unwrap_or(Value::Null),
@@ -759,6 +792,17 @@ impl Devices {
                 );
             }
             Err(e) => tracing::warn!(error = %e, "storing a snapshot failed"),
+        }
+    }
+
+    /// The tenant's running totals (dashboard usage stats).
+    pub fn stats(&self, tenant: &str) -> TenantStats {
+        let tenants = self.tenants();
+        let Some(t) = tenants.get(tenant) else { return TenantStats::default() };
+        TenantStats {
+            devices: t.devices.len(),
+            online: t.devices.values().filter(|d| d.link.is_some()).count(),
+            ..t.stats.clone()
         }
     }
 

@@ -4,7 +4,7 @@
 //! Events (all with acks): `devices:list` → `{devices}`; `devices:subscribe` {deviceIds?} →
 //! `{devices}` full states, then `state:updated` {deviceId, rev, baseRev, patch} (RFC 7396
 //! merge patch; apply when your rev for the device equals `baseRev`, else `devices:resync`);
-//! `devices:unsubscribe`; `devices:resync` {deviceId} → the device; `command` {deviceId,
+//! `devices:unsubscribe`; `devices:stats` → the tenant's running totals; `devices:resync` {deviceId} → the device; `command` {deviceId,
 //! command, params, timeoutMs?, retries?, queue?, ttlMs?} → the device's answer (also sent as
 //! `command:response`). Presence: `device:online`, `device:offline` {deviceId, name, lastSeen}.
 
@@ -75,6 +75,7 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
                             .and_then(|sub| devices.subscribe(&tenant, conn, sub.device_ids))
                             .map(|views| json!({ "devices": views })),
                     ),
+                    "devices:stats" => Answer::Now(Ok(json!(devices.stats(&tenant)))),
                     "devices:unsubscribe" => {
                         devices.unsubscribe(&tenant, conn);
                         Answer::Now(Ok(json!({})))

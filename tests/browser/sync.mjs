@@ -1,0 +1,220 @@
+// Browser end-to-end: the real `unisono` binary serves the built web app (dist/) and a WAV file
+// generated here; two headless Chromium pages (Debian's /usr/bin/chromium via playwright-core)
+// join one room, the host plays the file, and both pages' <audio>.currentTime are sampled
+// against one clock (performance.timeOrigin + performance.now()) for 20 s. Prints median, p95
+// and max inter-page error, checks that pause, seek and speed reach the other page and that a
+// reload is back in sync, and saves a screenshot of the room page.
+//
+// Usage: node tests/browser/sync.mjs [--bin target/debug/unisono] [--dist dist] [--seconds 20]
+//        [--out tests/browser/out] [--strict]   (--strict: exit 1 if the targets are missed)
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
+const DIST = path.resolve(root, opt('dist', 'dist'));
+const SECONDS = Number(opt('seconds', '20'));
+const OUT = path.resolve(root, opt('out', 'tests/browser/out'));
+const STRICT = args.includes('--strict');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+const log = (...a) => console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A mono 16-bit WAV: a quiet sine with a click every second (so drift would be audible). */
+function wav(seconds, rate = 22050) {
+  const n = seconds * rate;
+  const buf = Buffer.alloc(44 + n * 2);
+  buf.write('RIFF', 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write('WAVE', 8);
+  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
+  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
+  buf.write('data', 36); buf.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) {
+    const click = i % rate < 40 ? 0.6 : 0;
+    const v = 0.2 * Math.sin((2 * Math.PI * 440 * i) / rate) + click;
+    buf.writeInt16LE(Math.round(Math.max(-1, Math.min(1, v)) * 32767), 44 + i * 2);
+  }
+  return buf;
+}
+
+function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))];
+}
+
+async function startServer(webDir, dataDir) {
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', webDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'warn' },
+  });
+  const url = await new Promise((resolve, reject) => {
+    let seen = '';
+    const onData = (d) => {
+      seen += d.toString();
+      const m = seen.match(/listening on (http:\/\/[0-9.:]+)/);
+      if (m) resolve(m[1]);
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (c) => reject(new Error(`server exited (${c}): ${seen}`)));
+    setTimeout(() => reject(new Error(`server did not start: ${seen}`)), 15000);
+  });
+  return { child, url };
+}
+
+/** One sample of a page: [wall clock ms, audio position ms, paused, playbackRate]. */
+const probe = () => {
+  const a = document.querySelector('audio');
+  return [performance.timeOrigin + performance.now(), a ? a.currentTime * 1000 : NaN, a ? a.paused : true, a ? a.playbackRate : 0];
+};
+
+async function waitFor(page, fn, arg, timeout = 10000) {
+  return page.waitForFunction(fn, arg, { timeout, polling: 50 });
+}
+
+async function main() {
+  if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error(`no built app in ${DIST} (trunk build --release)`);
+  if (!fs.existsSync(BIN)) throw new Error(`no server binary at ${BIN}`);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-browser-'));
+  const webDir = path.join(tmp, 'web');
+  fs.cpSync(DIST, webDir, { recursive: true });
+  fs.mkdirSync(path.join(webDir, 'media'));
+  const SONG_S = 120;
+  fs.writeFileSync(path.join(webDir, 'media', 'tone.wav'), wav(SONG_S));
+  fs.mkdirSync(OUT, { recursive: true });
+
+  const { child, url } = await startServer(webDir, path.join(tmp, 'data'));
+  log('server', url);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+    // playwright gives every launch a fresh temporary --user-data-dir.
+  });
+  const results = { ok: true, checks: [] };
+  const check = (name, pass, detail) => {
+    results.checks.push({ name, pass, detail });
+    if (!pass) results.ok = false;
+    log(pass ? 'PASS' : 'FAIL', name, detail ?? '');
+  };
+  try {
+    const host = await (await browser.newContext({ viewport: { width: 1000, height: 1100 } })).newPage();
+    const guest = await (await browser.newContext({ viewport: { width: 1000, height: 1100 } })).newPage();
+    for (const [n, p] of [['host', host], ['guest', guest]]) {
+      p.on('pageerror', (e) => log(`${n} page error:`, e.message));
+      p.on('console', (m) => m.type() === 'error' && log(`${n} console:`, m.text()));
+    }
+    await host.goto(url);
+    await host.fill('#name', 'Host');
+    await host.click('#create');
+    await host.waitForSelector('#room-code');
+    const code = (await host.textContent('#room-code')).trim();
+    log('room', code);
+    await guest.goto(`${url}/r/${code}`);
+    await guest.waitForSelector('#room-code');
+    await waitFor(host, () => document.querySelectorAll('#members li').length === 2);
+
+    await host.fill('#link', `${url}/media/tone.wav`);
+    await host.click('#add');
+    await waitFor(host, () => document.querySelectorAll('#queue li').length === 1);
+    await host.click('#play');
+    const playing = () => { const a = document.querySelector('audio'); return a && !a.paused && a.currentTime > 0.3; };
+    const t0 = Date.now();
+    await Promise.all([waitFor(host, playing), waitFor(guest, playing)]);
+    log(`both playing after ${Date.now() - t0} ms`);
+
+    // Steady state: sample both pages together, 10 per second.
+    const settle = 3000;
+    await sleep(settle);
+    const errors = [];
+    const end = Date.now() + SECONDS * 1000;
+    const guestRateChanges = await guest.evaluate(() => {
+      window.__rates = 0; const a = document.querySelector('audio');
+      a.addEventListener('ratechange', () => window.__rates++); a.addEventListener('seeking', () => window.__seeks = (window.__seeks || 0) + 1);
+      return 0;
+    });
+    void guestRateChanges;
+    while (Date.now() < end) {
+      const [a, b] = await Promise.all([host.evaluate(probe), guest.evaluate(probe)]);
+      if (!a[2] && !b[2]) errors.push((a[1] - a[0]) - (b[1] - b[0]));
+      await sleep(100);
+    }
+    const abs = errors.map(Math.abs);
+    const fig = {
+      samples: errors.length,
+      medianMs: +quantile(abs, 0.5).toFixed(2),
+      p95Ms: +quantile(abs, 0.95).toFixed(2),
+      maxMs: +Math.max(...abs).toFixed(2),
+      meanSignedMs: +(errors.reduce((s, x) => s + x, 0) / errors.length).toFixed(2),
+    };
+    const churn = await guest.evaluate(() => ({ rateChanges: window.__rates, seeks: window.__seeks || 0 }));
+    results.steady = { ...fig, guestRateChanges: churn.rateChanges, guestSeeks: churn.seeks, seconds: SECONDS };
+    log('steady state', JSON.stringify(results.steady));
+    check('median inter-page error <= 10 ms', fig.medianMs <= 10, `${fig.medianMs} ms`);
+    check('p95 inter-page error <= 20 ms', fig.p95Ms <= 20, `${fig.p95Ms} ms`);
+    await host.screenshot({ path: path.join(OUT, 'room.png'), fullPage: true });
+    await guest.screenshot({ path: path.join(OUT, 'room-guest.png'), fullPage: true });
+
+    // Pause on the host reaches the guest.
+    await host.click('#play');
+    await waitFor(guest, () => document.querySelector('audio').paused, undefined, 3000).then(
+      () => check('pause reaches the guest', true), () => check('pause reaches the guest', false));
+    // Seek while paused, then resume: the guest lands at the new position.
+    await host.evaluate(() => {
+      const s = document.querySelector('#seek');
+      const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+      set.call(s, '60000'); s.dispatchEvent(new Event('input', { bubbles: true })); s.dispatchEvent(new Event('change', { bubbles: true }));
+    });
+    await waitFor(guest, () => Math.abs(document.querySelector('audio').currentTime - 60) < 0.1, undefined, 3000).then(
+      () => check('seek reaches the guest', true), () => check('seek reaches the guest', false));
+    await host.click('#play');
+    await Promise.all([waitFor(host, playing), waitFor(guest, playing)]);
+    // Speed change.
+    await host.selectOption('#rate', '1.25');
+    await waitFor(guest, () => Math.abs(document.querySelector('audio').playbackRate - 1.25) < 0.06, undefined, 3000).then(
+      () => check('speed reaches the guest', true), () => check('speed reaches the guest', false));
+    await host.selectOption('#rate', '1');
+    await sleep(2000);
+
+    // Reload the guest: back within 25 ms in under 3 s.
+    const tr = Date.now();
+    await guest.reload();
+    await guest.waitForSelector('#room-code');
+    let back = null;
+    while (Date.now() - tr < 6000) {
+      const [a, b] = await Promise.all([host.evaluate(probe), guest.evaluate(probe)]);
+      if (!b[2] && Number.isFinite(b[1]) && Math.abs((a[1] - a[0]) - (b[1] - b[0])) <= 25) {
+        back = Date.now() - tr;
+        break;
+      }
+      await sleep(50);
+    }
+    results.reloadBackMs = back;
+    check('reload is back within 25 ms in under 3 s', back !== null && back < 3000, back === null ? 'never' : `${back} ms`);
+  } finally {
+    await browser.close().catch(() => {});
+    child.kill('SIGTERM');
+    fs.writeFileSync(path.join(OUT, 'result.json'), JSON.stringify(results, null, 2));
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  log(`screenshot: ${path.join(OUT, 'room.png')}`);
+  console.log(JSON.stringify(results));
+  if (STRICT && !results.ok) process.exit(1);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
