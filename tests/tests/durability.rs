@@ -6,7 +6,7 @@ use std::{process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use unisono_e2e::{Client, Server, position_at, server_now, song, temp_dir};
+use unisono_e2e::{Client, Server, position_at, run_node, server_now, song, temp_dir};
 
 /// Drives a room into a rich state, kills the server with SIGKILL, restarts it and compares.
 async fn survives_kill_9(mut server: Server) -> Result<()> {
@@ -104,6 +104,40 @@ async fn postgres_rooms_survive_kill_9() -> Result<()> {
     assert_eq!(status, 200);
     assert!(body.contains("postgres"), "{body}");
     let result = survives_kill_9(server).await;
+    let db = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    result
+}
+
+const SECRET: &str = "e2e-durability-secret";
+
+/// A device's acknowledged states, history and snapshot survive `kill -9`.
+fn devices_survive_kill_9(mut server: Server) -> Result<()> {
+    let env = [("UNISONO_JWT_SECRET", SECRET), ("PHASE", "write")];
+    run_node("devices_durable.mjs", &server, &env)?;
+    server.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    server.restart()?;
+    run_node("devices_durable.mjs", &server, &[("UNISONO_JWT_SECRET", SECRET), ("PHASE", "read")])
+}
+
+#[test]
+fn sqlite_devices_survive_kill_9() -> Result<()> {
+    devices_survive_kill_9(Server::start(&["--jwt-secret", SECRET])?)
+}
+
+#[test]
+fn postgres_devices_survive_kill_9() -> Result<()> {
+    let url = match fresh_postgres_db() {
+        Ok(url) => url,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => bail!("PostgreSQL is required under CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED postgres_devices_survive_kill_9: PostgreSQL at 127.0.0.1:5432 unavailable ({e})");
+            return Ok(());
+        }
+    };
+    let server = Server::start_with(&url, &["--jwt-secret", SECRET], temp_dir("pg-dev"))?;
+    let result = devices_survive_kill_9(server);
     let db = url.rsplit('/').next().unwrap_or_default().to_owned();
     let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     result
