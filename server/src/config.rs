@@ -110,6 +110,11 @@ pub struct Config {
     #[arg(long, env = "UNISONO_MAX_DEVICES_PER_TENANT", default_value_t = 100_000)]
     pub max_devices_per_tenant: usize,
 
+    /// Take the client address from the last `X-Forwarded-For` entry (set this only behind a
+    /// reverse proxy that appends it): per-address limits then apply to real clients, not to
+    /// the proxy.
+    #[arg(long, env = "UNISONO_TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_proxy: bool,
     /// Server API keys for `POST /api/publish`, as `TENANT=KEY` (repeat the flag, or separate
     /// with commas in the variable). Keys need 16+ characters.
     #[arg(long = "api-key", env = "UNISONO_API_KEYS", value_delimiter = ',', hide_env_values = true)]

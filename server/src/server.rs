@@ -82,6 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Tests and scripts read the bound address from this line.
     println!("unisono listening on http://{addr}");
 
+    let trust_proxy = config.trust_proxy;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -100,7 +101,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 // The peer address rides in each request's extensions, for per-address limits.
                 let app = app.clone();
                 let service = TowerToHyperService::new(tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer.ip()));
+                    let ip = if trust_proxy { forwarded_for(req.headers()).unwrap_or(peer.ip()) } else { peer.ip() };
+                    req.extensions_mut().insert(PeerAddr(ip));
                     app.clone().call(req)
                 }));
                 tokio::spawn(async move {
@@ -118,6 +120,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Let writers send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     Ok(())
+}
+
+/// The last address of `X-Forwarded-For`: the one the trusted proxy appended.
+fn forwarded_for(headers: &hyper::HeaderMap) -> Option<std::net::IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).last()?;
+    last.rsplit(',').next()?.trim().parse().ok()
 }
 
 async fn shutdown_signal() {

@@ -243,7 +243,20 @@ impl Client {
     }
 
     pub async fn connect_url(url: &str) -> Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("websocket connect")?;
+        Client::connect_with_headers(url, &[]).await
+    }
+
+    /// Connects with extra handshake headers (e.g. `X-Forwarded-For` behind a proxy).
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<Client> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = url.into_client_request().context("websocket request")?;
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).context("header name")?,
+                v.parse().context("header value")?,
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.context("websocket connect")?;
         let (sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {

@@ -197,3 +197,22 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() -> Result<()> {
     assert_eq!(c.expect_close(Duration::from_secs(5)).await?, Some(1001));
     Ok(())
 }
+
+/// Behind a trusted proxy, per-address limits apply to the forwarded client address; without
+/// `--trust-proxy` the header is ignored (a client cannot spoof its way out of a limit).
+#[tokio::test]
+async fn join_limits_follow_x_forwarded_for_only_behind_a_trusted_proxy() -> Result<()> {
+    for trusted in [true, false] {
+        let flag = if trusted { "true" } else { "false" };
+        let server = Server::start(&["--joins-per-min", "2", "--trust-proxy", flag])?;
+        let mut a = Client::connect_with_headers(&server.ws_url(), &[("x-forwarded-for", "203.0.113.1")]).await?;
+        for _ in 0..2 {
+            assert_eq!(a.err_code("join-room", json!({ "code": "ZZZZZZ" })).await?, "ROOM_NOT_FOUND");
+        }
+        assert_eq!(a.err_code("join-room", json!({ "code": "ZZZZZZ" })).await?, "RATE_LIMITED");
+        let mut b = Client::connect_with_headers(&server.ws_url(), &[("x-forwarded-for", "198.51.100.7")]).await?;
+        let expected = if trusted { "ROOM_NOT_FOUND" } else { "RATE_LIMITED" };
+        assert_eq!(b.err_code("join-room", json!({ "code": "ZZZZZZ" })).await?, expected, "trusted={trusted}");
+    }
+    Ok(())
+}
