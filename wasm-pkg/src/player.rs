@@ -38,6 +38,14 @@ const HOLD_TOLERANCE_MS: f64 = 40.0;
 const REPORT_EVERY_MS: f64 = 2000.0;
 /// Length of the drift history kept for charts.
 const HISTORY_MS: f64 = 60_000.0;
+/// After a start, the player's real start-up lag is measured and corrected by seeking (at most
+/// `STARTUP_SEEKS` times, `STARTUP_SETTLE_MS` apart, within `STARTUP_MS`); the lag learnt
+/// becomes the lead of the next seek. Rate nudges alone would take seconds for a 300 ms lag.
+const STARTUP_MS: f64 = 4000.0;
+const STARTUP_SETTLE_MS: f64 = 400.0;
+const STARTUP_SEEKS: u32 = 3;
+/// Start-up errors up to this are left to the drift controller.
+const STARTUP_TOLERANCE_MS: f64 = 12.0;
 
 /// A media player, as the sync loop drives it. Positions are song milliseconds.
 pub trait MediaAdapter {
@@ -88,6 +96,10 @@ struct Inner {
     armed_rev: Option<u64>,
     generation: u32,
     listener: Option<ListenerId>,
+    /// Seek lead (ms of song at rate 1): the player's measured start/seek lag.
+    lead_ms: f64,
+    /// While set: `(until, last seek or start, seeks so far)` of the start-up correction.
+    startup: Option<(f64, f64, u32)>,
 }
 
 /// Binds a [`Client`] to a [`MediaAdapter`]. See the [module docs](self).
@@ -96,7 +108,9 @@ pub struct PlayerSync(Rc<RefCell<Inner>>);
 
 impl PlayerSync {
     pub fn new(client: &Client, adapter: Box<dyn MediaAdapter>) -> Self {
-        let drift = DriftController::new(DriftConfig::default(), adapter.capabilities());
+        let caps = adapter.capabilities();
+        let lead_ms = caps.seek_latency_ms;
+        let drift = DriftController::new(DriftConfig::default(), caps);
         PlayerSync(Rc::new(RefCell::new(Inner {
             client: client.clone(),
             adapter,
@@ -110,6 +124,8 @@ impl PlayerSync {
             armed_rev: None,
             generation: 0,
             listener: None,
+            lead_ms,
+            startup: None,
         })))
     }
 
@@ -251,11 +267,11 @@ impl Inner {
 
         if !self.adapter.is_playing() {
             // Start (late joiner, resume without a scheduled start, or a missed armed start).
-            let lead = self.adapter.capabilities().seek_latency_ms * clock.rate;
-            self.adapter.seek(expected + lead);
+            self.adapter.seek(expected + self.lead_ms * clock.rate);
             self.set_rate(clock.rate);
             self.adapter.play();
             self.drift.reset();
+            self.startup = Some((now + STARTUP_MS, now, 0));
             return None;
         }
         let local = position?;
@@ -264,6 +280,21 @@ impl Inner {
         self.info.history.push_back((now, drift_ms));
         while self.info.history.front().is_some_and(|(t, _)| now - t > HISTORY_MS) {
             self.info.history.pop_front();
+        }
+        if let Some((until, last, seeks)) = self.startup {
+            if now - last < STARTUP_SETTLE_MS {
+                return None;
+            }
+            if now < until && seeks < STARTUP_SEEKS && drift_ms.abs() > STARTUP_TOLERANCE_MS {
+                // Behind by the lag the player took to get going: lead by that much more.
+                self.lead_ms = (self.lead_ms - drift_ms / clock.rate).clamp(0.0, 2000.0);
+                self.adapter.seek(expected + self.lead_ms * clock.rate);
+                self.info.seeks += 1;
+                self.startup = Some((until, now, seeks + 1));
+                return None;
+            }
+            self.startup = None;
+            self.drift.reset();
         }
         match self.drift.update(now, local, expected, clock.rate) {
             Correction::None => {}
@@ -297,6 +328,8 @@ impl Inner {
         self.set_rate(pb.clock.rate);
         self.adapter.play();
         self.drift.reset();
+        let now = self.client.server_now();
+        self.startup = Some((now + STARTUP_MS, now, 0));
     }
 
     fn set_rate(&mut self, rate: f64) {

@@ -1,7 +1,9 @@
 //! Project automation, so a fresh machine needs only cargo:
 //!
-//! - `cargo xtask serve [ARGS…]`: builds and runs the server on embedded defaults (SQLite file
-//!   in `./data`, listening on 127.0.0.1:8080); extra arguments go to `unisono serve`.
+//! - `cargo xtask serve [ARGS…]`: builds the web app into `dist/` (trunk, installed if missing),
+//!   then builds and runs the server serving it, on embedded defaults (SQLite file in `./data`,
+//!   listening on 127.0.0.1:8080); extra arguments go to `unisono serve`.
+//! - `cargo xtask web`: only builds the web app into `dist/`.
 //! - `cargo xtask test`: installs what is missing (the wasm32 target, wasm-bindgen-cli), then
 //!   runs formatting, lints, the wasm build of `core`, the whole test suite (end-to-end tests
 //!   included) and the wasm package's tests in Node.
@@ -94,9 +96,57 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-fn serve(args: &[String]) -> Result<()> {
+/// trunk builds the web app; 0.22 needs a newer rustc than ours.
+const TRUNK: &str = "0.21.14";
+
+fn ensure_trunk() -> Result<()> {
+    let have = Command::new("trunk").env("PATH", tool_path()).arg("--version").output();
+    if let Ok(o) = have
+        && String::from_utf8_lossy(&o.stdout).contains(TRUNK)
+    {
+        return Ok(());
+    }
     let mut c = cargo();
-    c.args(["run", "--release", "-p", "unisono-server", "--bin", "unisono", "--", "serve"]).args(args);
+    c.args(["install", "--locked", "trunk", "--version", TRUNK]);
+    run("install trunk (builds the web app; about 6 minutes, once)", c)
+}
+
+/// PATH with `node_modules/.bin` (wasm-opt 132 from npm binaryen: Debian's is too old) and
+/// cargo's bin folder first, so trunk runs offline with the pinned tools.
+fn tool_path() -> std::ffi::OsString {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|p| p.join("bin"));
+    let mut dirs = vec![root().join("node_modules/.bin")];
+    dirs.extend(cargo_bin);
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// Builds the Yew app into `dist/` (trunk, offline, release profile `web-release`).
+fn build_web() -> Result<()> {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen_cli()?;
+    ensure_trunk()?;
+    if !root().join("node_modules/.bin/wasm-opt").exists() {
+        let mut c = Command::new("npm");
+        c.current_dir(root()).arg("install");
+        run("npm install (wasm-opt for the web build)", c)?;
+    }
+    let mut c = Command::new("trunk");
+    c.current_dir(root()).env("PATH", tool_path()).args(["build", "--release"]);
+    run("build the web app (trunk → dist/)", c)
+}
+
+fn serve(args: &[String]) -> Result<()> {
+    build_web()?;
+    let mut c = cargo();
+    c.args(["run", "--release", "-p", "unisono-server", "--bin", "unisono", "--", "serve"]);
+    if !args.iter().any(|a| a.starts_with("--web-dir")) {
+        c.arg("--web-dir").arg(root().join("dist"));
+    }
+    c.args(args);
     run("unisono serve", c)
 }
 
@@ -114,9 +164,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("serve") => serve(&args[1..]),
+        Some("web") => build_web(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <serve [ARGS…] | test | bench [ARGS…]>");
+            eprintln!("usage: cargo xtask <serve [ARGS…] | web | test | bench [ARGS…]>");
             return ExitCode::from(2);
         }
     };
