@@ -332,11 +332,13 @@ fn sync_panel(ctx: &Ctx) -> Html {
     let now = ctx.client.server_now();
     let info = ctx.sync.as_ref().map(|s| s.info()).unwrap_or_default();
     let mode = format!("{:?}", info.mode).to_lowercase();
+    // The estimate is against performance.now(); shown against this device's wall clock.
+    let origin = web_sys::window().and_then(|w| w.performance()).map(|p| p.time_origin()).unwrap_or(0.0);
     html! {
         <section class="card sync">
             <h2>{ "Sync" }</h2>
             <dl class="stats">
-                <dt>{ "clock offset" }</dt><dd id="offset">{ ms(offset, 1) }</dd>
+                <dt>{ "clock offset" }</dt><dd id="offset">{ ms(offset.map(|o| o - origin), 1) }</dd>
                 <dt>{ "error bound" }</dt><dd>{ error_bound.map(|e| format!("± {e:.1} ms")).unwrap_or_else(|| "—".into()) }</dd>
                 <dt>{ "RTT" }</dt><dd>{ ms(rtt, 1) }{ min_rtt.map(|m| format!(" (min {m:.1})")).unwrap_or_default() }</dd>
                 <dt>{ "samples" }</dt><dd>{ format!("{samples}{}", if stable { " · stable" } else { "" }) }</dd>
