@@ -37,13 +37,13 @@ use tokio_tungstenite::{
         protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
     },
 };
-use unisono_core::protocol::{ErrorBody, ErrorCode, Push, Reply, Request as ClientRequest};
+use unisono_core::protocol::{ClientFrame, ErrorBody, ErrorCode, Push, Reply, Request as ClientRequest};
 use warp::{Reply as _, reply::Response};
 
 use crate::{
-    auth::{Principal, ROOM_ROLES},
+    auth::{Principal, ROOM_ROLES, Role as AuthRole},
     bus::{Frame, Outbox, outbox::Inbox},
-    engine::{Engine, connections::Kind},
+    engine::{Answer, Engine, connections::Kind},
     metrics::METRICS,
     time::now_ms,
 };
@@ -156,6 +156,19 @@ fn error_frame(id: Option<u64>, e: ErrorBody) -> Frame {
     Frame::text(text)
 }
 
+/// Answers a request: a reply when it has an `id`, an `error` push when it failed without one.
+fn reply(outbox: &Outbox, id: Option<u64>, result: Result<serde_json::Value, ErrorBody>) {
+    match (id, result) {
+        (Some(id), Ok(data)) => {
+            outbox.push(Frame::text(serde_json::to_string(&Reply::ok(id, data)).unwrap_or_default()));
+        }
+        (id, Err(e)) => {
+            outbox.push(error_frame(id, e));
+        }
+        (None, Ok(_)) => {}
+    }
+}
+
 /// Serves one upgraded connection until it closes.
 pub async fn serve(
     socket: WebSocket,
@@ -172,6 +185,12 @@ pub async fn serve(
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(write_loop(sink, inbox, cfg.ping_interval, last_seen.clone(), started));
     let tenant = principal.tenant.clone();
+    // An admin token also speaks the device admin protocol here (docs/socketio.md §3).
+    let admin = (principal.role == AuthRole::Admin).then(|| {
+        let id = engine.devices().next_conn();
+        engine.devices().admin_attach(&tenant, id, outbox.clone());
+        id
+    });
     let conn = Box::pin(engine.connect(resume.as_deref(), outbox.clone(), peer, principal)).await;
     let registered = engine.connections().add(&conn.session, &tenant, Kind::Browser, outbox.clone(), None);
 
@@ -238,14 +257,32 @@ pub async fn serve(
                 // Boxed: the request future is large and only lives during a request, while this
                 // task lives as long as the connection (idle connections must stay small).
                 let result = Box::pin(engine.handle(&conn.session, req, received_at)).await;
-                match (id, result) {
-                    (Some(id), Ok(data)) => {
-                        outbox.push(Frame::text(serde_json::to_string(&Reply::ok(id, data)).unwrap_or_default()));
+                reply(&outbox, id, result);
+            }
+            Err((id, e)) if e.code == ErrorCode::UnknownEvent => {
+                if limiter.check().is_err() {
+                    let msg = format!("more than {} frames per second", cfg.frames_per_sec);
+                    outbox.push(error_frame(id, ErrorBody::new(ErrorCode::RateLimited, msg)));
+                    continue;
+                }
+                match (admin, serde_json::from_str::<ClientFrame>(text)) {
+                    (Some(admin), Ok(f)) if crate::engine::admin::is_admin_event(&f.event) => {
+                        let devices = engine.devices();
+                        match crate::engine::admin::handle(devices, &tenant, admin, &outbox, &f.event, f.data) {
+                            Answer::Now(result) => reply(&outbox, f.id, result),
+                            Answer::Later(fut) => {
+                                let outbox = outbox.clone();
+                                tokio::spawn(async move { reply(&outbox, f.id, fut.await) });
+                            }
+                        }
                     }
-                    (id, Err(e)) => {
+                    (None, Ok(f)) if crate::engine::admin::is_admin_event(&f.event) => {
+                        let e = ErrorBody::new(ErrorCode::Forbidden, "device admin events need an admin token");
                         outbox.push(error_frame(id, e));
                     }
-                    (None, Ok(_)) => {}
+                    _ => {
+                        outbox.push(error_frame(id, e));
+                    }
                 }
             }
             Err((id, e)) => {
@@ -256,6 +293,9 @@ pub async fn serve(
     }
     outbox.close(1000, "bye");
     engine.connections().remove(&conn.session, registered);
+    if let Some(admin) = admin {
+        engine.devices().admin_detach(&tenant, admin);
+    }
     Box::pin(engine.disconnect(&conn)).await;
     if !writer_done {
         // The writer sends the close frame; wait for it so the peer sees the code.

@@ -146,6 +146,26 @@ await run('sio_tenants', [
     assert.equal(t.json.error.code, 'COMMAND_TIMEOUT');
     assert.equal((await api('POST', '/api/devices/acme-kiosk/commands', tok.acmeAdmin, { command: 'nope' })).status, 400);
   }],
+  ['the admin protocol also works over /ws with an admin token', async () => {
+    const nat = await connectNative(`?token=${tok.acmeAdmin}`);
+    const { devices } = await nat.request('devices:subscribe', {});
+    assert.deepEqual(devices.map((d) => d.deviceId), ['acme-kiosk']);
+    await request(acmeDev, 'player:state', { vlc: { state: 'paused' }, app: { v: 1 } });
+    const u = await nat.nextEvent('state:updated', (x) => x.deviceId === 'acme-kiosk');
+    assert.deepEqual(u.patch, { vlc: { state: 'paused' } });
+    const p = nat.request('command', { deviceId: 'acme-kiosk', command: 'vlc:play' });
+    const c = await waitCommand(acmeDev);
+    await request(acmeDev, 'player:command:response', { commandId: c.commandId, status: 'success', result: { via: 'ws' } });
+    assert.deepEqual((await p).result, { via: 'ws' });
+    assert.equal((await nat.nextEvent('command:response')).commandId, c.commandId);
+    nat.close();
+    const user = await connectNative(`?token=${tok.acmeUser}`);
+    await assert.rejects(user.request('devices:list'), (e) => e.code === 'FORBIDDEN');
+    user.close();
+    const globexNat = await connectNative(`?token=${tok.globexAdmin}`);
+    assert.deepEqual((await globexNat.request('devices:list')).devices, []);
+    globexNat.close();
+  }],
   ['staff see counts across tenants, never payloads', async () => {
     const r = await api('GET', '/api/staff/stats', tok.staff);
     assert.equal(r.status, 200);

@@ -5,6 +5,7 @@
 //! an actor ([`rooms`]); sessions ([`sessions`]) map a connection to its room; fan-out goes
 //! through the [`Bus`](crate::bus::Bus).
 
+pub mod admin;
 pub mod connections;
 pub mod devices;
 pub mod rooms;
@@ -38,6 +39,14 @@ use connections::Connections;
 use devices::{Devices, DevicesConfig};
 use rooms::RoomHandle;
 use sessions::Sessions;
+
+/// How the engine answers one request.
+pub enum Answer {
+    /// Answered in order, before the connection's next request is handled.
+    Now(Result<Value, ErrorBody>),
+    /// Long-running (a device command): answered when done, while later requests go on.
+    Later(futures_util::future::BoxFuture<'static, Result<Value, ErrorBody>>),
+}
 
 /// Engine limits and timers, from configuration.
 #[derive(Debug, Clone)]

@@ -11,19 +11,16 @@
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use socketioxide::{
     SocketIo,
     extract::{SocketRef, TryData},
     handler::ConnectHandler,
 };
-use unisono_core::protocol::{ErrorBody, ErrorCode};
 
-use super::{Answer, ConnectAuth, ConnectRefused, SioConfig};
+use super::{ConnectAuth, ConnectRefused, SioConfig};
 use crate::{
     auth::Role,
-    engine::{Engine, connections::Kind, devices::CommandRequest},
+    engine::{Engine, connections::Kind},
     metrics::METRICS,
 };
 
@@ -33,22 +30,6 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
         async move { setup(s, auth.unwrap_or_default(), engine, cfg).await }
     };
     io.ns("/admin", (async |s: SocketRef| super::start_pump(s)).with(middleware));
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Subscribe {
-    device_ids: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DeviceRef {
-    device_id: String,
-}
-
-fn payload<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
-    serde_json::from_value(data).map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
 }
 
 async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {
@@ -66,38 +47,7 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
         let (devices, tenant, outbox) = (devices.clone(), tenant.clone(), outbox.clone());
         tokio::spawn(super::serve_jobs(wiring, cfg.events_per_sec, move |event, data, _| {
             let (devices, tenant, outbox) = (devices.clone(), tenant.clone(), outbox.clone());
-            async move {
-                let not_found = || ErrorBody::new(ErrorCode::DeviceNotFound, "no such device");
-                match event.as_str() {
-                    "devices:list" => Answer::Now(Ok(json!({ "devices": devices.list(&tenant) }))),
-                    "devices:subscribe" => Answer::Now(
-                        payload::<Subscribe>(&event, data)
-                            .and_then(|sub| devices.subscribe(&tenant, conn, sub.device_ids))
-                            .map(|views| json!({ "devices": views })),
-                    ),
-                    "devices:stats" => Answer::Now(Ok(json!(devices.stats(&tenant)))),
-                    "devices:unsubscribe" => {
-                        devices.unsubscribe(&tenant, conn);
-                        Answer::Now(Ok(json!({})))
-                    }
-                    "devices:resync" => {
-                        Answer::Now(payload::<DeviceRef>(&event, data).and_then(|d| {
-                            devices.resync(&tenant, &d.device_id).map(|v| json!(v)).ok_or_else(not_found)
-                        }))
-                    }
-                    "command" => match payload::<CommandRequest>(&event, data) {
-                        Ok(req) => Answer::Later(
-                            async move { devices.command(&tenant, req, Some(&outbox)).await.map(|o| json!(o)) }.boxed(),
-                        ),
-                        Err(e) => Answer::Now(Err(e)),
-                    },
-                    other => Answer::Now(Err(ErrorBody::new(
-                        ErrorCode::UnknownEvent,
-                        format!("unknown event {:?} on /admin", other.chars().take(64).collect::<String>()),
-                    ))),
-                }
-            }
-            .boxed()
+            async move { crate::engine::admin::handle(&devices, &tenant, conn, &outbox, &event, data) }.boxed()
         }));
     }
     s.on_disconnect(async move || {

@@ -273,13 +273,7 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
     });
 }
 
-/// How a namespace answers one event.
-pub(crate) enum Answer {
-    /// Answered in order, before the next event is handled.
-    Now(Result<serde_json::Value, ErrorBody>),
-    /// Long-running (a device command): answered when done, while later events go on.
-    Later(futures_util::future::BoxFuture<'static, Result<serde_json::Value, ErrorBody>>),
-}
+pub(crate) use crate::engine::Answer;
 
 /// Socket plumbing shared by the namespaces, created in the CONNECT middleware.
 pub(crate) struct Wiring {
