@@ -6,7 +6,11 @@
 // reload is back in sync, and saves a screenshot of the room page.
 //
 // Usage: node tests/browser/sync.mjs [--bin target/debug/unisono] [--dist dist] [--seconds 20]
-//        [--out tests/browser/out] [--strict]   (--strict: exit 1 if the targets are missed)
+//        [--out tests/browser/out] [--strict]
+// Exits 1 when a behaviour check fails (pause, seek, speed, reload). The precision targets
+// (median <= 10 ms, p95 <= 20 ms) fail the run only with --strict: on a loaded 2-core CI box
+// other builds steal the CPU the pages' media pipelines need, and the figure then measures
+// the machine, not the sync.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -104,9 +108,9 @@ async function main() {
     // playwright gives every launch a fresh temporary --user-data-dir.
   });
   const results = { ok: true, checks: [] };
-  const check = (name, pass, detail) => {
-    results.checks.push({ name, pass, detail });
-    if (!pass) results.ok = false;
+  const check = (name, pass, detail, precision = false) => {
+    results.checks.push({ name, pass, detail, precision });
+    if (!pass && (!precision || STRICT)) results.ok = false;
     log(pass ? 'PASS' : 'FAIL', name, detail ?? '');
   };
   try {
@@ -162,8 +166,8 @@ async function main() {
     const churn = await guest.evaluate(() => ({ rateChanges: window.__rates, seeks: window.__seeks || 0 }));
     results.steady = { ...fig, guestRateChanges: churn.rateChanges, guestSeeks: churn.seeks, seconds: SECONDS };
     log('steady state', JSON.stringify(results.steady));
-    check('median inter-page error <= 10 ms', fig.medianMs <= 10, `${fig.medianMs} ms`);
-    check('p95 inter-page error <= 20 ms', fig.p95Ms <= 20, `${fig.p95Ms} ms`);
+    check('median inter-page error <= 10 ms', fig.medianMs <= 10, `${fig.medianMs} ms`, true);
+    check('p95 inter-page error <= 20 ms', fig.p95Ms <= 20, `${fig.p95Ms} ms`, true);
     await host.screenshot({ path: path.join(OUT, 'room.png'), fullPage: true });
     await guest.screenshot({ path: path.join(OUT, 'room-guest.png'), fullPage: true });
 
@@ -211,7 +215,7 @@ async function main() {
   }
   log(`screenshot: ${path.join(OUT, 'room.png')}`);
   console.log(JSON.stringify(results));
-  if (STRICT && !results.ok) process.exit(1);
+  if (!results.ok) process.exit(1);
 }
 
 main().catch((e) => {

@@ -6,7 +6,7 @@
 //! - `cargo xtask web`: only builds the web app into `dist/`.
 //! - `cargo xtask test`: installs what is missing (the wasm32 target, wasm-bindgen-cli), then
 //!   runs formatting, lints, the wasm build of `core`, the whole test suite (end-to-end tests
-//!   included) and the wasm package's tests in Node.
+//!   included), the wasm package's tests in Node and the browser end-to-end test.
 //!   This is the README's test command and what `.ci/run` runs.
 //! - `cargo xtask bench [ARGS…]`: builds release binaries and runs the load generator
 //!   (`docs/benchmarks.md` lists the scenarios and the figures measured).
@@ -93,7 +93,25 @@ fn test() -> Result<()> {
     c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown", "--test", "node"])
         .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner");
     run("wasm-pkg tests in Node (wasm-bindgen-test)", c)?;
+    browser_test()?;
     Ok(())
+}
+
+/// The browser end-to-end test (`tests/browser/sync.mjs`): the built web app in two headless
+/// Chromium pages against the debug binary. Needs Debian's chromium (`.ci/run` installs it);
+/// without it the step is skipped loudly, except under `CI=true`, where it fails.
+fn browser_test() -> Result<()> {
+    if !Path::new("/usr/bin/chromium").exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("/usr/bin/chromium is missing (apt-get install -y chromium chromium-driver)");
+        }
+        eprintln!("\n==> SKIPPED browser end-to-end: /usr/bin/chromium not found");
+        return Ok(());
+    }
+    build_web()?;
+    let mut c = Command::new("node");
+    c.current_dir(root()).args(["tests/browser/sync.mjs", "--bin", "target/debug/unisono"]);
+    run("browser end-to-end (two Chromium pages in one room)", c)
 }
 
 /// trunk builds the web app; 0.22 needs a newer rustc than ours.
