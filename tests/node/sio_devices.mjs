@@ -107,6 +107,17 @@ await run('sio_devices', [
   ['the same over WebSocket only', async () => {
     devB = await flow('kiosk-b', ['websocket']);
   }],
+  ['a device may answer through the ack callback (acks both ways)', async () => {
+    const t = token({ tenant: TENANT, role: 'player', sub: 'kiosk-ack' });
+    const dev = await connect('/players', { auth: { token: t }, transports: ['websocket'] });
+    dev.on('player:command', (c, ack) => ack({ status: 'success', result: { viaAck: true, command: c.command } }));
+    await request(dev, 'player:register', {});
+    const out = await request(admin, 'command', { deviceId: 'kiosk-ack', command: 'vlc:stop' });
+    assert.deepEqual(out.result, { viaAck: true, command: 'vlc:stop' });
+    assert.equal(out.attempts, 1);
+    dev.close();
+    await nextEvent(admin, 'device:offline', (d) => d.deviceId === 'kiosk-ack');
+  }],
   ['a chatty device is coalesced: few patches, final state exact', async () => {
     const before = (admin.events.get('state:updated') ?? []).length;
     for (let n = 10; n < 40; n++) devA.emit('player:state', stateOf(n));
@@ -142,7 +153,7 @@ await run('sio_devices', [
     assert.equal(code, 'COMMAND_TIMEOUT');
     assert.equal(devB.commands.length, 2, 'delivered once plus one retry');
     assert.ok(Date.now() - t0 >= 400);
-    const failed = await nextEvent(admin, 'command:response', (c) => c.command === 'vlc:stop');
+    const failed = await nextEvent(admin, 'command:response', (c) => c.command === 'vlc:stop' && c.status === 'failed');
     assert.equal(failed.error.code, 'COMMAND_TIMEOUT');
   }],
   ['invalid commands and params are refused before reaching the device', async () => {
@@ -215,12 +226,12 @@ await run('sio_devices', [
     assert.match(m.body, /unisono_device_commands_total\{outcome="offline"\} 1/);
     assert.match(m.body, /unisono_devices_online 2/);
     const stats = await request(admin, 'devices:stats');
-    assert.equal(stats.devices, 3);
+    assert.equal(stats.devices, 4);
     assert.equal(stats.online, 2);
     assert.ok(stats.states >= 35, `states counted: ${stats.states}`);
-    // 7 commands passed validation (2 vlc:play, retried pause, timed-out stop, snapshot,
-    // offline play, queued fullscreen); the timeout and the offline one failed.
-    assert.equal(stats.commands, 7, JSON.stringify(stats));
+    // 8 commands passed validation (2 vlc:play, acked stop, retried pause, timed-out stop,
+    // snapshot, offline play, queued fullscreen); the timeout and the offline one failed.
+    assert.equal(stats.commands, 8, JSON.stringify(stats));
     assert.equal(stats.commandsFailed, 2, JSON.stringify(stats));
   }],
   ['close', async () => {

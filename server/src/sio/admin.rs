@@ -29,7 +29,7 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
         let (engine, cfg) = (engine.clone(), cfg.clone());
         async move { setup(s, auth.unwrap_or_default(), engine, cfg).await }
     };
-    io.ns("/admin", (async |s: SocketRef| super::start_pump(s)).with(middleware));
+    io.ns("/admin", (async |s: SocketRef| super::start_pump(s, None)).with(middleware));
 }
 
 async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {

@@ -77,6 +77,8 @@ pub fn layer(engine: Engine, cfg: SioConfig) -> (SocketIoLayer, SocketIo) {
         .ws_max_message_size(cfg.max_device_event_bytes.max(cfg.max_event_bytes))
         .ws_max_frame_size(cfg.max_device_event_bytes.max(cfg.max_event_bytes))
         .ws_read_buffer_size(4 * 1024)
+        // Server-to-client acks answer device commands, whose timeouts go up to 120 s.
+        .ack_timeout(Duration::from_secs(125))
         .build_layer();
     let cfg = Arc::new(cfg);
     rooms::register(&io, engine.clone(), cfg.clone());
@@ -212,6 +214,14 @@ pub(crate) fn error_reply(e: &ErrorBody) -> serde_json::Value {
 /// A reply waiting for the pump, so it leaves after every push enqueued before it.
 pub(crate) type PendingAck = (AckSender, serde_json::Value);
 
+/// Server-to-client acks for one event: when the client answers `event` through its ack
+/// callback, `on_ack(emitted data, ack data)` runs.
+#[derive(Clone)]
+pub(crate) struct AckHook {
+    pub event: &'static str,
+    pub on_ack: Arc<dyn Fn(serde_json::Value, serde_json::Value) + Send + Sync>,
+}
+
 /// A push as the engine serialized it: `{"event": …, "data": …}`.
 #[derive(Deserialize)]
 struct PushRef<'a> {
@@ -225,15 +235,29 @@ struct PushRef<'a> {
 /// (same name, same payload, serialized once by the engine), and acks leave after the pushes
 /// that preceded them. Ends when the socket goes or the engine closes the session (slow
 /// consumer, replaced by a resume, shutdown): then the socket is disconnected.
-pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receiver<PendingAck>) {
+pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receiver<PendingAck>, hook: Option<AckHook>) {
     tokio::spawn(async move {
         let kill = inbox.kill.clone();
         let emit = |s: &SocketRef, frame: Frame| -> bool {
             let Frame::Text(text) = frame;
             let Ok(p) = serde_json::from_str::<PushRef>(text.as_str()) else { return true };
-            let ok = match p.data {
-                Some(d) => s.emit(&*p.event, d).is_ok(),
-                None => s.emit(&*p.event, &()).is_ok(),
+            let ok = match (p.data, &hook) {
+                // The client may answer this event through its ack callback.
+                (Some(d), Some(h)) if p.event == h.event => match s.emit_with_ack::<_, serde_json::Value>(&*p.event, d)
+                {
+                    Ok(answer) => {
+                        let (on_ack, sent) = (h.on_ack.clone(), serde_json::from_str(d.get()).unwrap_or_default());
+                        tokio::spawn(async move {
+                            if let Ok(reply) = answer.await {
+                                on_ack(sent, reply);
+                            }
+                        });
+                        true
+                    }
+                    Err(_) => false,
+                },
+                (Some(d), _) => s.emit(&*p.event, d).is_ok(),
+                (None, _) => s.emit(&*p.event, &()).is_ok(),
             };
             if ok {
                 METRICS.frames_out.inc();
@@ -303,10 +327,10 @@ pub(crate) fn wire(s: &SocketRef, queue: usize, max_event_bytes: usize) -> Wirin
 }
 
 /// Starts delivering the socket's outbox (see [`wire`]).
-pub(crate) fn start_pump(s: SocketRef) {
+pub(crate) fn start_pump(s: SocketRef, hook: Option<AckHook>) {
     let parts = s.extensions.get::<PumpParts>().and_then(|p| p.0.lock().ok().and_then(|mut g| g.take()));
     if let Some((inbox, acks)) = parts {
-        spawn_pump(s, inbox, acks);
+        spawn_pump(s, inbox, acks, hook);
     }
 }
 

@@ -4,7 +4,8 @@
 //! Events: `player:register` {deviceId?, name?, …info} → `player:registered` (event and ack);
 //! `player:state` {timestamp, system, storage, vlc, app, activePlaylist, defaultPlaylist,
 //! snapshot} → ack `{rev}` once stored; `player:command:response` {commandId, status, result |
-//! error}. The server emits `player:command` {command, params, commandId}.
+//! error}. The server emits `player:command` {command, params, commandId}; a device may answer
+//! through that event's ack callback instead (`{status, result?, error?}`): acks both ways.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +18,7 @@ use socketioxide::{
 };
 use unisono_core::protocol::{ErrorBody, ErrorCode};
 
-use super::{Answer, ConnectAuth, ConnectRefused, SioConfig};
+use super::{AckHook, Answer, ConnectAuth, ConnectRefused, SioConfig};
 use crate::{
     auth::Role,
     bus::Frame,
@@ -34,7 +35,11 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
         let (engine, cfg) = (engine.clone(), cfg.clone());
         async move { setup(s, auth.unwrap_or_default(), engine, cfg).await }
     };
-    io.ns("/players", (async |s: SocketRef| super::start_pump(s)).with(middleware));
+    let on_connect = async |s: SocketRef| {
+        let hook = s.extensions.get::<AckHook>();
+        super::start_pump(s, hook);
+    };
+    io.ns("/players", on_connect.with(middleware));
 }
 
 fn payload<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
@@ -101,6 +106,34 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
             }
             .boxed()
         }));
+    }
+    // A device may answer `player:command` through the event's ack callback instead of a
+    // `player:command:response` event: `{status, result?, error?}`.
+    {
+        let (devices, tenant, registered) = (devices.clone(), tenant.clone(), registered.clone());
+        s.extensions.insert(AckHook {
+            event: "player:command",
+            on_ack: Arc::new(move |sent: Value, reply: Value| {
+                let device = registered.lock().ok().and_then(|g| g.clone());
+                let command_id = sent.get("commandId").and_then(Value::as_str).map(str::to_owned);
+                let (Some(device), Some(command_id)) = (device, command_id) else { return };
+                let reply = match reply {
+                    // socket.io-client passes ack arguments as an array.
+                    Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
+                    other => other,
+                };
+                let resp = CommandResponse {
+                    command_id,
+                    status: reply.get("status").and_then(Value::as_str).unwrap_or("success").to_owned(),
+                    result: reply.get("result").cloned(),
+                    error: reply.get("error").cloned(),
+                };
+                let (devices, tenant) = (devices.clone(), tenant.clone());
+                tokio::spawn(async move {
+                    let _ = devices.command_response(&tenant, &device, resp).await;
+                });
+            }),
+        });
     }
     s.on_disconnect(async move || {
         outbox.close(1000, "bye");

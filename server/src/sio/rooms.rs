@@ -31,7 +31,7 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
     let on_connect = async |s: SocketRef| {
         // Seed 004's hand-shake, then the engine's pushes (`connected` first).
         let _ = s.emit("connection-status", &serde_json::json!({ "connected": true, "socketId": s.id.to_string() }));
-        super::start_pump(s);
+        super::start_pump(s, None);
     };
     io.ns("/", on_connect.with(middleware));
 }

@@ -1,0 +1,122 @@
+// The npm package's JavaScript API from plain Node, against the real binary: UnisonoClient
+// connects, syncs its clock, creates and joins a room, loads a song, follows the timing vector,
+// rejects with the server's error code, reconnects with the resume token after a drop, and a
+// PlayerSync with a custom adapter is driven onto the clock.
+//
+// Usage: node tests/browser/npm_client.mjs --pkg <wasm-bindgen --target nodejs output dir>
+//        [--bin target/debug/unisono]
+// Node 20 has no global WebSocket: the `ws` package stands in (browsers and Node >= 22 have one).
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { WebSocket } from 'ws';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+const opt = (n, d) => (args.indexOf(`--${n}`) >= 0 ? args[args.indexOf(`--${n}`) + 1] : d);
+const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
+const PKG = path.resolve(opt('pkg', 'wasm-pkg/pkg'));
+globalThis.WebSocket ??= WebSocket;
+const { UnisonoClient, PlayerSync } = createRequire(import.meta.url)(path.join(PKG, 'unisono.js'));
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let failures = 0;
+const check = (name, ok, detail = '') => {
+  console.log(`${ok ? 'PASS' : 'FAIL'} ${name} ${detail}`);
+  if (!ok) failures++;
+};
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-npm-'));
+const server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', tmp], { stdio: ['ignore', 'pipe', 'pipe'] });
+const base = await new Promise((resolve, reject) => {
+  let seen = '';
+  const on = (d) => { seen += d; const m = seen.match(/listening on http:\/\/([0-9.:]+)/); if (m) resolve(m[1]); };
+  server.stdout.on('data', on); server.stderr.on('data', on);
+  setTimeout(() => reject(new Error(`no server: ${seen}`)), 15000);
+});
+try {
+  const a = new UnisonoClient();
+  const states = [];
+  a.onConnection = (s) => states.push(s);
+  let lastPlayback = null;
+  a.onPlayback = (pb, why) => { lastPlayback = [pb, why]; };
+  await a.connect(`ws://${base}/ws`);
+  check('connects', a.connectionState === 'open' && typeof a.sessionId === 'string', a.sessionId);
+  await sleep(300);
+  const s = a.syncStats();
+  check('clock burst on connect', s.samples >= 5 && s.errorBound < 5, JSON.stringify(s));
+  check('serverNow is epoch ms', Math.abs(a.serverNow() - Date.now()) < 1000);
+
+  const { code } = await a.createRoom({ name: 'npm', memberName: 'A' });
+  check('createRoom', /^[0-9A-Z]{6}$/.test(code) && a.isHost, code);
+  await a.loadSong({ id: 'x', title: 'X', provider: 'url', url: 'http://example.invalid/x.mp3', durationMs: 60000 }, true);
+  await sleep(500);
+  const p = a.positionNow();
+  check('position advances from the vector', p > 300 && p < 1000, `${p?.toFixed(1)} ms`);
+  check('onPlayback fired', lastPlayback && lastPlayback[0].isPlaying, lastPlayback && lastPlayback[1]);
+
+  const b = new UnisonoClient();
+  await b.connect(`ws://${base}/ws`);
+  await b.joinRoom(code.toLowerCase(), 'B');
+  await sleep(300);
+  check('joiner sees the same position', Math.abs(b.positionNow() - a.positionNow()) < 20,
+    `${(b.positionNow() - a.positionNow()).toFixed(2)} ms apart`);
+  try {
+    await b.pause();
+    check('non-host pause rejects', false);
+  } catch (e) {
+    check('non-host pause rejects with the server code', e.code === 'NOT_HOST', e.code);
+  }
+  try {
+    await b.joinRoom('ZZZZZZ');
+    check('unknown room rejects', false);
+  } catch (e) {
+    check('unknown room rejects with ROOM_NOT_FOUND', e.code === 'ROOM_NOT_FOUND', e.code);
+  }
+  await b.joinRoom(code);
+
+  // A custom adapter: an ideal player that follows what PlayerSync tells it.
+  let pos = 0, playing = false, at = performance.now(), rate = 1;
+  const now = () => (playing ? pos + (performance.now() - at) * rate : pos);
+  const adapter = {
+    load: () => true, positionMs: () => now(), isPlaying: () => playing,
+    play: () => { pos = now(); at = performance.now(); playing = true; },
+    pause: () => { pos = now(); playing = false; },
+    seek: (ms) => { pos = ms; at = performance.now(); },
+    setRate: (r) => { pos = now(); at = performance.now(); rate = r; },
+  };
+  const sync = PlayerSync.custom(b, adapter, { canSetRate: true, rateStep: null, seekLatencyMs: 0, positionGranularityMs: 0 });
+  sync.start();
+  await sleep(1500);
+  const st = sync.stats();
+  check('PlayerSync keeps a custom player on the clock', playing && Math.abs(st.driftMs) < 15, JSON.stringify({ driftMs: st.driftMs, mode: st.mode }));
+  await a.pause();
+  await sleep(300);
+  check('pause reaches the synced player', !playing);
+  sync.stop();
+
+  // Drop B's socket from the server side by resuming its session elsewhere? Simpler: kill and
+  // restart is a restart test; here close the transport and watch the client resume.
+  const before = b.sessionId;
+  const states2 = [];
+  b.onConnection = (s) => states2.push(s);
+  // Force a drop: a second connection with the same resume token takes over (4001 closes b),
+  // so instead we make b reconnect by closing its socket abruptly through a huge frame (1009).
+  await b.request('report-drift', { driftMs: 1, pad: 'x'.repeat(70000) }).catch(() => {});
+  for (let i = 0; i < 40 && b.connectionState !== 'open'; i++) await sleep(50);
+  for (let i = 0; i < 40 && !(states2.includes('open')); i++) await sleep(50);
+  check('reconnects with the resume token after a drop', states2.includes('reconnecting') && b.connectionState === 'open' && b.sessionId === before, states2.join(' → '));
+  await sleep(300);
+  check('still in the room after resuming', b.room?.room?.code === code);
+  a.close();
+  b.close();
+} finally {
+  server.kill('SIGTERM');
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+console.log(failures ? `${failures} failed` : 'all passed');
+process.exit(failures ? 1 : 0);
