@@ -124,7 +124,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// The last address of `X-Forwarded-For`: the one the trusted proxy appended.
 fn forwarded_for(headers: &hyper::HeaderMap) -> Option<std::net::IpAddr> {
-    let last = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).last()?;
+    let last = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).next_back()?;
     last.rsplit(',').next()?.trim().parse().ok()
 }
 
