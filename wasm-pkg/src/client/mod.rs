@@ -84,6 +84,8 @@ struct Socket {
     _onopen: Closure<dyn FnMut()>,
     _onmessage: Closure<dyn FnMut(MessageEvent)>,
     _onclose: Closure<dyn FnMut(CloseEvent)>,
+    /// A close always follows an error; the handler exists so Node's `ws` does not throw.
+    _onerror: Closure<dyn FnMut()>,
 }
 
 impl Drop for Socket {
@@ -91,6 +93,7 @@ impl Drop for Socket {
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
+        self.ws.set_onerror(None);
         let _ = self.ws.close();
     }
 }
@@ -284,8 +287,10 @@ impl Client {
         ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+        let onerror = Closure::<dyn FnMut()>::new(|| {});
+        ws.set_onerror(Some(onerror.as_ref().unchecked_ref()));
         self.0.inner.borrow_mut().socket =
-            Some(Socket { ws, _onopen: onopen, _onmessage: onmessage, _onclose: onclose });
+            Some(Socket { ws, _onopen: onopen, _onmessage: onmessage, _onclose: onclose, _onerror: onerror });
     }
 
     fn on_open(&self, generation: u32) {
