@@ -216,3 +216,20 @@ async fn join_limits_follow_x_forwarded_for_only_behind_a_trusted_proxy() -> Res
     }
     Ok(())
 }
+
+/// With anonymous use off (production), a connection needs a token; a minted user token works.
+#[tokio::test]
+async fn anonymous_off_requires_a_token() -> Result<()> {
+    let server = Server::start(&["--anonymous", "false", "--jwt-secret", "robustness-secret"])?;
+    let refused = Client::connect(&server).await;
+    assert!(refused.is_err(), "a tokenless /ws connection must be refused");
+    let out = std::process::Command::new(unisono_e2e::binary())
+        .args(["token", "--tenant", "acme", "--role", "user", "--sub", "u1", "--jwt-secret", "robustness-secret"])
+        .output()?;
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned();
+    let mut c = Client::connect_url(&format!("{}?token={token}", server.ws_url())).await?;
+    let created = c.ok("create-room", json!({ "name": "private" })).await?;
+    assert!(created["code"].is_string());
+    Ok(())
+}
