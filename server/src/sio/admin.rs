@@ -11,11 +11,7 @@
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use socketioxide::{
-    SocketIo,
-    extract::{SocketRef, TryData},
-    handler::ConnectHandler,
-};
+use socketioxide::{SocketIo, extract::SocketRef, handler::ConnectHandler};
 
 use super::{ConnectAuth, ConnectRefused, SioConfig};
 use crate::{
@@ -25,10 +21,7 @@ use crate::{
 };
 
 pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
-    let middleware = move |s: SocketRef, TryData(auth): TryData<ConnectAuth>| {
-        let (engine, cfg) = (engine.clone(), cfg.clone());
-        async move { setup(s, auth.unwrap_or_default(), engine, cfg).await }
-    };
+    let middleware = super::middleware(engine, cfg, setup);
     io.ns("/admin", (async |s: SocketRef| super::start_pump(s, None)).with(middleware));
 }
 

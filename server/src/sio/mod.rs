@@ -96,6 +96,26 @@ pub struct ConnectAuth {
     pub resume: Option<String>,
 }
 
+/// A namespace's CONNECT middleware: decodes the `auth` object and runs the namespace's
+/// `setup` (authenticate, wire, attach) before the CONNECT is acknowledged.
+pub(crate) fn middleware<F, Fut>(
+    engine: Engine,
+    cfg: Arc<SioConfig>,
+    setup: F,
+) -> impl Fn(SocketRef, TryData<ConnectAuth>) -> futures_util::future::BoxFuture<'static, Result<(), ConnectRefused>>
++ Clone
++ Send
++ Sync
++ 'static
+where
+    F: Fn(SocketRef, ConnectAuth, Engine, Arc<SioConfig>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), ConnectRefused>> + Send + 'static,
+{
+    move |s: SocketRef, TryData(auth): TryData<ConnectAuth>| {
+        Box::pin(setup(s, auth.unwrap_or_default(), engine.clone(), cfg.clone()))
+    }
+}
+
 pub(crate) fn peer_ip(s: &Socket) -> Option<IpAddr> {
     s.req_parts().extensions.get::<PeerAddr>().map(|p| p.0)
 }

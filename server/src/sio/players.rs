@@ -11,11 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use serde_json::Value;
-use socketioxide::{
-    SocketIo,
-    extract::{SocketRef, TryData},
-    handler::ConnectHandler,
-};
+use socketioxide::{SocketIo, extract::SocketRef, handler::ConnectHandler};
 use unisono_core::protocol::{ErrorBody, ErrorCode};
 
 use super::{AckHook, Answer, ConnectAuth, ConnectRefused, SioConfig};
@@ -31,10 +27,7 @@ use crate::{
 };
 
 pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
-    let middleware = move |s: SocketRef, TryData(auth): TryData<ConnectAuth>| {
-        let (engine, cfg) = (engine.clone(), cfg.clone());
-        async move { setup(s, auth.unwrap_or_default(), engine, cfg).await }
-    };
+    let middleware = super::middleware(engine, cfg, setup);
     let on_connect = async |s: SocketRef| {
         let hook = s.extensions.get::<AckHook>();
         super::start_pump(s, hook);

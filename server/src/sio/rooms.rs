@@ -9,11 +9,7 @@
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use socketioxide::{
-    SocketIo,
-    extract::{SocketRef, TryData},
-    handler::ConnectHandler,
-};
+use socketioxide::{SocketIo, extract::SocketRef, handler::ConnectHandler};
 use unisono_core::protocol::{ErrorBody, ErrorCode, Request};
 
 use super::{Answer, ConnectAuth, ConnectRefused, SioConfig};
@@ -24,10 +20,7 @@ use crate::{
 };
 
 pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
-    let middleware = move |s: SocketRef, TryData(auth): TryData<ConnectAuth>| {
-        let (engine, cfg) = (engine.clone(), cfg.clone());
-        async move { setup(s, auth.unwrap_or_default(), engine, cfg).await }
-    };
+    let middleware = super::middleware(engine, cfg, setup);
     let on_connect = async |s: SocketRef| {
         // Seed 004's hand-shake, then the engine's pushes (`connected` first).
         let _ = s.emit("connection-status", &serde_json::json!({ "connected": true, "socketId": s.id.to_string() }));

@@ -47,6 +47,18 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (tenant, device_id, name, info,
     name = excluded.name, info = excluded.info, state = excluded.state, rev = excluded.rev, \
     last_seen = excluded.last_seen";
 
+/// The registry row upsert, bound to `d`.
+fn upsert(d: &DeviceRow) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
+    sqlx::query(UPSERT_DEVICE)
+        .bind(d.tenant.clone())
+        .bind(d.device_id.clone())
+        .bind(d.name.clone())
+        .bind(json_text(&d.info))
+        .bind(json_text(&d.state))
+        .bind(d.rev as i64)
+        .bind(d.last_seen)
+}
+
 fn json_text(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
@@ -54,16 +66,7 @@ fn json_text(v: &Value) -> String {
 impl Store {
     /// Writes a device's registry row (register, presence changes).
     pub async fn save_device(&self, d: &DeviceRow) -> Result<(), StoreError> {
-        sqlx::query(UPSERT_DEVICE)
-            .bind(d.tenant.clone())
-            .bind(d.device_id.clone())
-            .bind(d.name.clone())
-            .bind(json_text(&d.info))
-            .bind(json_text(&d.state))
-            .bind(d.rev as i64)
-            .bind(d.last_seen)
-            .execute(self.pool())
-            .await?;
+        upsert(d).execute(self.pool()).await?;
         Ok(())
     }
 
@@ -71,16 +74,7 @@ impl Store {
     /// older than `max_age_ms`, in one transaction.
     pub async fn save_device_state(&self, d: &DeviceRow, keep: usize, max_age_ms: f64) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query(UPSERT_DEVICE)
-            .bind(d.tenant.clone())
-            .bind(d.device_id.clone())
-            .bind(d.name.clone())
-            .bind(json_text(&d.info))
-            .bind(json_text(&d.state))
-            .bind(d.rev as i64)
-            .bind(d.last_seen)
-            .execute(&mut *tx)
-            .await?;
+        upsert(d).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO device_history (tenant, device_id, rev, at, state) VALUES ($1, $2, $3, $4, $5)")
             .bind(d.tenant.clone())
             .bind(d.device_id.clone())
