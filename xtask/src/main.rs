@@ -66,6 +66,24 @@ fn ensure_wasm_bindgen_cli() -> Result<()> {
     run("install wasm-bindgen-cli (test runner for wasm)", c)
 }
 
+/// Installs the root package.json's npm packages (exact versions from package-lock.json) when
+/// missing or older than the lock file.
+fn ensure_node_modules() -> Result<()> {
+    let root = root();
+    let marker = root.join("node_modules/.package-lock.json");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = match (modified(&marker), modified(&root.join("package-lock.json"))) {
+        (Some(installed), Some(lock)) => installed >= lock,
+        _ => false,
+    };
+    if fresh {
+        return Ok(());
+    }
+    let mut c = Command::new("npm");
+    c.args(["ci", "--no-audit", "--no-fund"]).current_dir(&root);
+    run("npm ci (Node test tooling)", c)
+}
+
 fn test() -> Result<()> {
     ensure_wasm_target()?;
     let mut c = cargo();
@@ -81,6 +99,8 @@ fn test() -> Result<()> {
     let mut c = cargo();
     c.args(["build", "-p", "unisono-server", "--bin", "unisono"]);
     run("build the unisono binary", c)?;
+    // The Socket.IO and browser tests drive real npm clients (socket.io-client, ws).
+    ensure_node_modules()?;
     let mut c = cargo();
     c.args(["test", "--workspace", "--no-fail-fast"]);
     run("cargo test --workspace", c)?;
