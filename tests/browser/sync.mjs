@@ -144,15 +144,18 @@ async function main() {
     await sleep(settle);
     const errors = [];
     const end = Date.now() + SECONDS * 1000;
-    const guestRateChanges = await guest.evaluate(() => {
-      window.__rates = 0; const a = document.querySelector('audio');
-      a.addEventListener('ratechange', () => window.__rates++); a.addEventListener('seeking', () => window.__seeks = (window.__seeks || 0) + 1);
-      return 0;
-    });
-    void guestRateChanges;
+    const count = () => {
+      window.__rates = 0; window.__seeks = 0; const a = document.querySelector('audio');
+      a.addEventListener('ratechange', () => window.__rates++); a.addEventListener('seeking', () => window.__seeks++);
+    };
+    await Promise.all([host.evaluate(count), guest.evaluate(count)]);
+    // Each page's own PlayerSync drift (its player against its clock), from the sync panel.
+    const ownDrift = () => parseFloat(document.querySelector('#drift')?.textContent ?? 'NaN');
+    const own = [];
     while (Date.now() < end) {
       const [a, b] = await Promise.all([host.evaluate(probe), guest.evaluate(probe)]);
       if (!a[2] && !b[2]) errors.push((a[1] - a[0]) - (b[1] - b[0]));
+      own.push(...(await Promise.all([host.evaluate(ownDrift), guest.evaluate(ownDrift)])).filter(Number.isFinite).map(Math.abs));
       await sleep(100);
     }
     const abs = errors.map(Math.abs);
@@ -163,8 +166,12 @@ async function main() {
       maxMs: +Math.max(...abs).toFixed(2),
       meanSignedMs: +(errors.reduce((s, x) => s + x, 0) / errors.length).toFixed(2),
     };
-    const churn = await guest.evaluate(() => ({ rateChanges: window.__rates, seeks: window.__seeks || 0 }));
-    results.steady = { ...fig, guestRateChanges: churn.rateChanges, guestSeeks: churn.seeks, seconds: SECONDS };
+    const churnOf = () => ({ rateChanges: window.__rates, seeks: window.__seeks });
+    const [hc, gc] = await Promise.all([host.evaluate(churnOf), guest.evaluate(churnOf)]);
+    results.steady = {
+      ...fig, seconds: SECONDS, hostChurn: hc, guestChurn: gc,
+      ownDriftP95Ms: +quantile(own, 0.95).toFixed(2), loadAvg: os.loadavg()[0],
+    };
     log('steady state', JSON.stringify(results.steady));
     check('median inter-page error <= 10 ms', fig.medianMs <= 10, `${fig.medianMs} ms`, true);
     check('p95 inter-page error <= 20 ms', fig.p95Ms <= 20, `${fig.p95Ms} ms`, true);
