@@ -61,8 +61,14 @@ async function flow(id, transports) {
   // register → player:registered, and admins see device:online
   const reg = await request(dev, 'player:register', { deviceId: id, name: `Kiosk ${id}`, os: 'linux' });
   assert.equal(reg.deviceId, id);
+  // Registering twice on one connection keeps it (seed clients re-send on reconnect logic).
+  await request(dev, 'player:register', { deviceId: id, name: `Kiosk ${id}`, os: 'linux' });
+  assert.equal(dev.connected, true);
   assert.equal((await nextEvent(dev, 'player:registered')).deviceId, id);
   assert.equal((await nextEvent(admin, 'device:online', (d) => d.deviceId === id)).name, `Kiosk ${id}`);
+  await sleep(50);
+  assert.equal(dev.connected, true, 'still connected after registering twice');
+  assert.equal((admin.events.get('device:online') ?? []).filter((d) => d.deviceId === id).length, 0, 'one device:online');
 
   // state → admin gets a merge patch that reproduces it
   const r1 = await request(dev, 'player:state', rawStateOf(1));

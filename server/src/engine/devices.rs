@@ -376,7 +376,9 @@ impl Devices {
             if came_online {
                 crate::metrics::METRICS.devices_online.inc();
             }
-            let replaced = d.link.replace(Link { conn, outbox }).map(|l| l.outbox);
+            // Registering again on the same connection is harmless; another connection of the
+            // same device replaces the old one.
+            let replaced = d.link.replace(Link { conn, outbox }).filter(|l| l.conn != conn).map(|l| l.outbox);
             if let Some(name) = reg.name {
                 d.name = name.chars().take(MAX_ID_CHARS).collect();
             }
