@@ -40,15 +40,24 @@ const JITTER = Number(opt('jitter', '0'));
 /** A TCP proxy to `target` ("host:port") delaying each chunk by DELAY ± JITTER ms, in order. */
 function delayProxy(target) {
   const [host, port] = target.split(':');
+  // One queue per direction, drained by one timer, so chunks never overtake each other.
   const pipe = (from, to) => {
-    let last = 0;
+    const queue = [];
+    let last = 0, timer = null, ended = false;
+    const drain = () => {
+      timer = null;
+      while (queue.length && queue[0][0] <= Date.now()) to.write(queue.shift()[1]);
+      if (queue.length) timer = setTimeout(drain, queue[0][0] - Date.now());
+      else if (ended) to.destroy();
+    };
     from.on('data', (chunk) => {
-      const due = Math.max(last, Date.now() + DELAY + (Math.random() * 2 - 1) * JITTER);
-      last = due;
-      setTimeout(() => to.write(chunk), due - Date.now());
+      last = Math.max(last, Date.now() + DELAY + (Math.random() * 2 - 1) * JITTER);
+      queue.push([last, chunk]);
+      if (!timer) timer = setTimeout(drain, queue[0][0] - Date.now());
     });
-    from.on('close', () => setTimeout(() => to.destroy(), Math.max(0, last - Date.now()) + 1));
+    from.on('close', () => { ended = true; if (!timer) drain(); });
     from.on('error', () => {});
+    to.on('error', () => {});
   };
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(port), host);
