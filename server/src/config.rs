@@ -109,6 +109,9 @@ pub struct Config {
     /// Most devices per tenant.
     #[arg(long, env = "UNISONO_MAX_DEVICES_PER_TENANT", default_value_t = 100_000)]
     pub max_devices_per_tenant: usize,
+    /// Most device commands of one tenant waiting for their devices at once.
+    #[arg(long, env = "UNISONO_MAX_PENDING_COMMANDS", default_value_t = 10_000)]
+    pub max_pending_commands: usize,
 
     /// Take the client address from the last `X-Forwarded-For` entry (set this only behind a
     /// reverse proxy that appends it): per-address limits then apply to real clients, not to
@@ -157,6 +160,7 @@ impl Config {
             default_timeout_ms: self.command_timeout_ms.max(1),
             default_retries: self.command_retries,
             max_devices_per_tenant: self.max_devices_per_tenant,
+            max_pending_per_tenant: self.max_pending_commands.max(1),
             commands,
             ..DevicesConfig::default()
         })

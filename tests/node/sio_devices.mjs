@@ -240,6 +240,17 @@ await run('sio_devices', [
     assert.equal(stats.commands, 8, JSON.stringify(stats));
     assert.equal(stats.commandsFailed, 2, JSON.stringify(stats));
   }],
+  ['commands in flight are bounded per tenant (--max-pending-commands 3)', async () => {
+    const slow = [1, 2, 3].map(() => errorCode(admin, 'command', { deviceId: 'kiosk-b', command: 'vlc:stop', timeoutMs: 400, retries: 0 }));
+    await sleep(50);
+    assert.equal(await errorCode(admin, 'command', { deviceId: 'kiosk-b', command: 'vlc:stop' }), 'RATE_LIMITED');
+    assert.deepEqual(await Promise.all(slow), ['COMMAND_TIMEOUT', 'COMMAND_TIMEOUT', 'COMMAND_TIMEOUT']);
+    devB.commands.length = 0;
+    const again = request(admin, 'command', { deviceId: 'kiosk-b', command: 'vlc:stop' });
+    const c = await within(3000, (async () => { while (!devB.commands.length) await sleep(5); return devB.commands.shift(); })(), 'command after the limit cleared');
+    await request(devB, 'player:command:response', { commandId: c.commandId, status: 'success' });
+    assert.equal((await again).status, 'success');
+  }],
   ['close', async () => {
     devA.close(); devB.close(); admin.close();
     assert.ok(bin);

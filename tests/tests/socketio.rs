@@ -19,7 +19,7 @@ fn rooms_over_socketio_and_native_in_one_room() {
 
 #[test]
 fn devices_register_report_state_and_take_commands() {
-    let s = server(&["--ping-secs", "1"]);
+    let s = server(&["--ping-secs", "1", "--max-pending-commands", "3"]);
     run_node("sio_devices.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET), ("PING_SECS", "1")]).expect("sio_devices.mjs");
 }
 

@@ -66,6 +66,8 @@ pub struct DevicesConfig {
     pub max_devices_per_tenant: usize,
     /// Largest snapshot image accepted (bytes, decoded).
     pub max_snapshot_bytes: usize,
+    /// Commands in flight (waiting for a device) per tenant.
+    pub max_pending_per_tenant: usize,
     pub commands: CommandCatalog,
 }
 
@@ -82,6 +84,7 @@ impl Default for DevicesConfig {
             max_queue_ttl_ms: 3_600_000,
             max_devices_per_tenant: 100_000,
             max_snapshot_bytes: 8 * 1024 * 1024,
+            max_pending_per_tenant: 10_000,
             commands: CommandCatalog::builtin(),
         }
     }
@@ -259,11 +262,18 @@ struct Pending {
     tx: mpsc::Sender<CommandResponse>,
 }
 
+/// Commands waiting for their device, by `commandId`, with a count per tenant (for the limit).
+#[derive(Default)]
+struct PendingTable {
+    by_id: HashMap<String, Pending>,
+    per_tenant: HashMap<String, usize>,
+}
+
 struct Inner {
     cfg: DevicesConfig,
     store: Store,
     tenants: Mutex<HashMap<String, Tenant>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Mutex<PendingTable>,
     next_conn: AtomicU64,
 }
 
@@ -318,7 +328,7 @@ impl Devices {
                 cfg,
                 store,
                 tenants: Mutex::new(tenants),
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(PendingTable::default()),
                 next_conn: AtomicU64::new(1),
             }),
         })
@@ -519,7 +529,7 @@ impl Devices {
     ) -> Result<(), ErrorBody> {
         let tx = {
             let pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-            match pending.get(&resp.command_id) {
+            match pending.by_id.get(&resp.command_id) {
                 Some(p) if p.tenant == tenant && p.device_id == device_id => p.tx.clone(),
                 // Late (after a timeout) or not this device's: nothing waits for it.
                 _ => return Err(err(ErrorCode::InvalidPayload, "no command with this commandId is waiting")),
@@ -643,11 +653,19 @@ impl Devices {
             d.online.clone()
         };
         let (tx, mut rx) = mpsc::channel(4);
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(command_id.clone(), Pending { tenant: tenant.to_owned(), device_id: req.device_id.clone(), tx });
+        {
+            let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let in_flight = pending.per_tenant.entry(tenant.to_owned()).or_default();
+            if *in_flight >= cfg.max_pending_per_tenant {
+                return Err(err(
+                    ErrorCode::RateLimited,
+                    format!("{in_flight} commands of this tenant are already waiting for devices"),
+                ));
+            }
+            *in_flight += 1;
+            let p = Pending { tenant: tenant.to_owned(), device_id: req.device_id.clone(), tx };
+            pending.by_id.insert(command_id.clone(), p);
+        }
         let _cleanup = PendingGuard { devices: self.clone(), command_id: command_id.clone() };
         let frame =
             push("player:command", json!({ "command": req.command, "params": params, "commandId": command_id }));
@@ -831,6 +849,14 @@ struct PendingGuard {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.devices.inner.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.command_id);
+        let mut pending = self.devices.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pending.by_id.remove(&self.command_id)
+            && let Some(n) = pending.per_tenant.get_mut(&p.tenant)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                pending.per_tenant.remove(&p.tenant);
+            }
+        }
     }
 }
