@@ -255,54 +255,72 @@ pub struct GetMembers {
 /// Largest page of `get-members`.
 pub const MAX_MEMBERS_PAGE: usize = 1000;
 
-/// A client request, parsed from a [`ClientFrame`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    TimeSync(TimeSync),
-    CreateRoom(CreateRoom),
-    JoinRoom(JoinRoom),
-    LeaveRoom,
-    LoadSong(LoadSong),
-    PausePlayback,
-    ResumePlayback,
-    SeekPlayback(SeekPlayback),
-    SetRate(SetRate),
-    UpdatePlayback(UpdatePlayback),
-    GetPlaybackState,
-    QueueAdd(QueueAdd),
-    QueueRemove(QueueRemove),
-    QueueMove(QueueMove),
-    PlayNext,
-    TransferHost(TransferHost),
-    SetReady(SetReady),
-    UpdateSettings(UpdateSettings),
-    ReportDrift(ReportDrift),
-    GetMembers(GetMembers),
+/// Declares the requests once: each variant, its payload type (if any) and its wire name give
+/// the enum, [`REQUEST_EVENTS`], [`Request::parse`], [`Request::event`] and [`Request::data`].
+macro_rules! requests {
+    ($( $variant:ident $( ($payload:ty) )? = $name:literal, )*) => {
+        /// A client request, parsed from a [`ClientFrame`].
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Request {
+            $( $variant $( ($payload) )?, )*
+        }
+
+        /// Every request event name, in protocol order.
+        pub const REQUEST_EVENTS: &[&str] = &[ $( $name, )* ];
+
+        impl Request {
+            /// Interprets `data` according to `event`.
+            pub fn parse(event: &str, data: Value) -> Result<Request, ErrorBody> {
+                Ok(match event {
+                    $( $name => Request::$variant $( (payload::<$payload>(event, data)?) )?, )*
+                    other => {
+                        let shown: String = other.chars().take(64).collect();
+                        return Err(ErrorBody::new(ErrorCode::UnknownEvent, format!("unknown event {shown:?}")));
+                    }
+                })
+            }
+
+            /// The wire name of this request.
+            pub fn event(&self) -> &'static str {
+                match self {
+                    $( Request::$variant { .. } => $name, )*
+                }
+            }
+
+            /// The payload as JSON (`null` for requests without one).
+            pub fn data(&self) -> Value {
+                match self {
+                    $( $( Request::$variant(d) => to_value::<$payload>(d), )? )*
+                    #[allow(unreachable_patterns)]
+                    _ => Value::Null,
+                }
+            }
+        }
+    };
 }
 
-/// Every request event name, in protocol order.
-pub const REQUEST_EVENTS: &[&str] = &[
-    "time-sync",
-    "create-room",
-    "join-room",
-    "leave-room",
-    "load-song",
-    "pause-playback",
-    "resume-playback",
-    "seek-playback",
-    "set-rate",
-    "update-playback",
-    "get-playback-state",
-    "queue-add",
-    "queue-remove",
-    "queue-move",
-    "play-next",
-    "transfer-host",
-    "set-ready",
-    "update-settings",
-    "report-drift",
-    "get-members",
-];
+requests! {
+    TimeSync(TimeSync) = "time-sync",
+    CreateRoom(CreateRoom) = "create-room",
+    JoinRoom(JoinRoom) = "join-room",
+    LeaveRoom = "leave-room",
+    LoadSong(LoadSong) = "load-song",
+    PausePlayback = "pause-playback",
+    ResumePlayback = "resume-playback",
+    SeekPlayback(SeekPlayback) = "seek-playback",
+    SetRate(SetRate) = "set-rate",
+    UpdatePlayback(UpdatePlayback) = "update-playback",
+    GetPlaybackState = "get-playback-state",
+    QueueAdd(QueueAdd) = "queue-add",
+    QueueRemove(QueueRemove) = "queue-remove",
+    QueueMove(QueueMove) = "queue-move",
+    PlayNext = "play-next",
+    TransferHost(TransferHost) = "transfer-host",
+    SetReady(SetReady) = "set-ready",
+    UpdateSettings(UpdateSettings) = "update-settings",
+    ReportDrift(ReportDrift) = "report-drift",
+    GetMembers(GetMembers) = "get-members",
+}
 
 fn payload<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
     // A missing `data` is the same as `{}`, so optional-only payloads may be omitted.
@@ -316,36 +334,6 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 }
 
 impl Request {
-    /// Interprets `data` according to `event`.
-    pub fn parse(event: &str, data: Value) -> Result<Request, ErrorBody> {
-        Ok(match event {
-            "time-sync" => Request::TimeSync(payload(event, data)?),
-            "create-room" => Request::CreateRoom(payload(event, data)?),
-            "join-room" => Request::JoinRoom(payload(event, data)?),
-            "leave-room" => Request::LeaveRoom,
-            "load-song" => Request::LoadSong(payload(event, data)?),
-            "pause-playback" => Request::PausePlayback,
-            "resume-playback" => Request::ResumePlayback,
-            "seek-playback" => Request::SeekPlayback(payload(event, data)?),
-            "set-rate" => Request::SetRate(payload(event, data)?),
-            "update-playback" => Request::UpdatePlayback(payload(event, data)?),
-            "get-playback-state" => Request::GetPlaybackState,
-            "queue-add" => Request::QueueAdd(payload(event, data)?),
-            "queue-remove" => Request::QueueRemove(payload(event, data)?),
-            "queue-move" => Request::QueueMove(payload(event, data)?),
-            "play-next" => Request::PlayNext,
-            "transfer-host" => Request::TransferHost(payload(event, data)?),
-            "set-ready" => Request::SetReady(payload(event, data)?),
-            "update-settings" => Request::UpdateSettings(payload(event, data)?),
-            "report-drift" => Request::ReportDrift(payload(event, data)?),
-            "get-members" => Request::GetMembers(payload(event, data)?),
-            other => {
-                let shown: String = other.chars().take(64).collect();
-                return Err(ErrorBody::new(ErrorCode::UnknownEvent, format!("unknown event {shown:?}")));
-            }
-        })
-    }
-
     /// Parses a whole text frame. On failure returns the frame's `id` (if it could be read) with
     /// the error, so the caller can reply instead of pushing.
     pub fn parse_frame(text: &str) -> Result<(Option<u64>, Request), (Option<u64>, ErrorBody)> {
@@ -355,58 +343,6 @@ impl Request {
         let frame: ClientFrame = serde_json::from_value(value)
             .map_err(|e| (id, ErrorBody::new(ErrorCode::BadFrame, format!("expected {{event, data?, id?}}: {e}"))))?;
         Request::parse(&frame.event, frame.data).map(|r| (frame.id, r)).map_err(|e| (frame.id, e))
-    }
-
-    /// The wire name of this request.
-    pub fn event(&self) -> &'static str {
-        match self {
-            Request::TimeSync(_) => "time-sync",
-            Request::CreateRoom(_) => "create-room",
-            Request::JoinRoom(_) => "join-room",
-            Request::LeaveRoom => "leave-room",
-            Request::LoadSong(_) => "load-song",
-            Request::PausePlayback => "pause-playback",
-            Request::ResumePlayback => "resume-playback",
-            Request::SeekPlayback(_) => "seek-playback",
-            Request::SetRate(_) => "set-rate",
-            Request::UpdatePlayback(_) => "update-playback",
-            Request::GetPlaybackState => "get-playback-state",
-            Request::QueueAdd(_) => "queue-add",
-            Request::QueueRemove(_) => "queue-remove",
-            Request::QueueMove(_) => "queue-move",
-            Request::PlayNext => "play-next",
-            Request::TransferHost(_) => "transfer-host",
-            Request::SetReady(_) => "set-ready",
-            Request::UpdateSettings(_) => "update-settings",
-            Request::ReportDrift(_) => "report-drift",
-            Request::GetMembers(_) => "get-members",
-        }
-    }
-
-    /// The payload as JSON (`null` for requests without one).
-    pub fn data(&self) -> Value {
-        match self {
-            Request::TimeSync(d) => to_value(d),
-            Request::CreateRoom(d) => to_value(d),
-            Request::JoinRoom(d) => to_value(d),
-            Request::LoadSong(d) => to_value(d),
-            Request::SeekPlayback(d) => to_value(d),
-            Request::SetRate(d) => to_value(d),
-            Request::UpdatePlayback(d) => to_value(d),
-            Request::QueueAdd(d) => to_value(d),
-            Request::QueueRemove(d) => to_value(d),
-            Request::QueueMove(d) => to_value(d),
-            Request::TransferHost(d) => to_value(d),
-            Request::SetReady(d) => to_value(d),
-            Request::UpdateSettings(d) => to_value(d),
-            Request::ReportDrift(d) => to_value(d),
-            Request::GetMembers(d) => to_value(d),
-            Request::LeaveRoom
-            | Request::PausePlayback
-            | Request::ResumePlayback
-            | Request::GetPlaybackState
-            | Request::PlayNext => Value::Null,
-        }
     }
 
     /// Encodes this request as a client frame.
