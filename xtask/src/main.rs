@@ -117,17 +117,40 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// The browser end-to-end test (`tests/browser/sync.mjs`): the built web app in two headless
-/// Chromium pages against the debug binary. Needs Debian's chromium (`.ci/run` installs it);
-/// without it the step is skipped loudly, except under `CI=true`, where it fails.
+/// The JavaScript-facing tests: the npm client's API from plain Node
+/// (`tests/browser/npm_client.mjs`), the wasm-pkg tests (test vectors) in headless Chromium, and
+/// the browser end-to-end test (`tests/browser/sync.mjs`: the built web app in two Chromium
+/// pages) against the debug binary. Chromium needs Debian's `chromium` and `chromium-driver`
+/// (`.ci/run` installs them); without them those steps are skipped loudly, except under
+/// `CI=true`, where they fail.
 fn browser_test() -> Result<()> {
-    if !Path::new("/usr/bin/chromium").exists() {
+    let mut c = cargo();
+    c.args(["build", "-p", "unisono", "--target", "wasm32-unknown-unknown"]);
+    run("build the npm package's wasm", c)?;
+    let pkg = root().join("target/npm-node");
+    let mut c = Command::new("wasm-bindgen");
+    c.env("PATH", tool_path())
+        .args(["--target", "nodejs", "--out-dir"])
+        .arg(&pkg)
+        .arg(root().join("target/wasm32-unknown-unknown/debug/unisono.wasm"));
+    run("wasm-bindgen --target nodejs (the npm package for Node)", c)?;
+    let mut c = Command::new("node");
+    c.current_dir(root()).arg("tests/browser/npm_client.mjs").arg("--pkg").arg(&pkg);
+    run("npm client API from plain Node against the binary", c)?;
+    if !Path::new("/usr/bin/chromium").exists() || !Path::new("/usr/bin/chromedriver").exists() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("/usr/bin/chromium is missing (apt-get install -y chromium chromium-driver)");
+            bail!("chromium or chromedriver is missing (apt-get install -y chromium chromium-driver)");
         }
-        eprintln!("\n==> SKIPPED browser end-to-end: /usr/bin/chromium not found");
+        eprintln!("\n==> SKIPPED Chromium tests: /usr/bin/chromium or /usr/bin/chromedriver not found");
         return Ok(());
     }
+    let mut c = cargo();
+    c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown", "--test", "node"])
+        .env("PATH", tool_path())
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
+        .env("WASM_BINDGEN_USE_BROWSER", "1")
+        .env("CHROMEDRIVER", "/usr/bin/chromedriver");
+    run("wasm-pkg tests (test vectors) in headless Chromium", c)?;
     build_web()?;
     let mut c = Command::new("node");
     c.current_dir(root()).args(["tests/browser/sync.mjs", "--bin", "target/debug/unisono"]);
