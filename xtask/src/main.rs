@@ -10,6 +10,8 @@
 //!   This is the README's test command and what `.ci/run` runs.
 //! - `cargo xtask bench [ARGS…]`: builds release binaries and runs the load generator
 //!   (`docs/benchmarks.md` lists the scenarios and the figures measured).
+//! - `cargo xtask bench sio-devices [ARGS…]`: builds the server and runs the Socket.IO device
+//!   benchmark in Node (`benches/sio/run.mjs`: Unisono and/or a plain Node socket.io relay).
 
 use std::{
     path::{Path, PathBuf},
@@ -220,12 +222,29 @@ fn bench(args: &[String]) -> Result<()> {
     run("unisono-bench", c)
 }
 
+/// The Socket.IO device benchmark: a Node load generator (`benches/sio/`), since the devices
+/// must be real `socket.io-client`s. `run.mjs` starts the server(s) itself.
+fn bench_sio_devices(args: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "unisono-server", "--bin", "unisono"]);
+    run("build the release server", c)?;
+    if !root().join("node_modules/socket.io-client").is_dir() {
+        let mut c = Command::new("npm");
+        c.current_dir(root()).args(["ci", "--no-audit", "--no-fund"]);
+        run("npm ci (socket.io, socket.io-client)", c)?;
+    }
+    let mut c = Command::new("node");
+    c.current_dir(root()).arg("benches/sio/run.mjs").args(args);
+    run("benches/sio/run.mjs", c)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("serve") => serve(&args[1..]),
         Some("web") => build_web(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("sio-devices") => bench_sio_devices(&args[2..]),
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <serve [ARGS…] | web | test | bench [ARGS…]>");
