@@ -9,6 +9,12 @@ use unisono_core::{
     room::{QueueItem, RoomSettings},
 };
 
+/// A new offset estimate within this of the applied one is slewed towards, not jumped to, so
+/// the jitter of single samples does not make the expected position (and the player) jump.
+const SLEW_MAX_MS: f64 = 25.0;
+/// Time constant of the slew: the applied offset covers 63% of a change in this long.
+const SLEW_TAU_MS: f64 = 3000.0;
+
 /// The room as this client sees it, replaced by every `room-joined` and patched by pushes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomView {
@@ -120,6 +126,8 @@ pub struct State {
     /// `serverTime − local` from the `connected` push: a rough offset until time-sync answers.
     rough_offset: Option<f64>,
     last_rtt: Option<f64>,
+    /// `(applied offset, local time)` when the estimate last changed: the slew's start.
+    slew: Option<(f64, f64)>,
     pub room: Option<RoomView>,
     next_id: u64,
 }
@@ -132,6 +140,7 @@ impl Default for State {
             estimator: ClockOffsetEstimator::new(EstimatorConfig::default()),
             rough_offset: None,
             last_rtt: None,
+            slew: None,
             room: None,
             next_id: 1,
         }
@@ -146,14 +155,33 @@ impl State {
         id
     }
 
-    /// Server time for local time `local`: the estimate, else the rough offset, else `local`.
-    pub fn server_time(&self, local: f64) -> f64 {
-        self.estimator.to_server(local).unwrap_or(local + self.rough_offset.unwrap_or(0.0))
+    /// The offset applied at local time `local`: the estimate, approached exponentially from
+    /// the previously applied value when the change is small (see [`SLEW_MAX_MS`]).
+    fn applied_offset(&self, local: f64) -> Option<f64> {
+        let target = self.estimator.offset()?;
+        Some(match self.slew {
+            Some((from, at)) if (target - from).abs() <= SLEW_MAX_MS => {
+                let k = (-(local - at).max(0.0) / SLEW_TAU_MS).exp();
+                target + (from - target) * k
+            }
+            _ => target,
+        })
     }
 
-    /// Local time for server time `server` (inverse of [`State::server_time`]).
+    fn offset_at(&self, local: f64) -> f64 {
+        self.applied_offset(local).or(self.rough_offset).unwrap_or(0.0)
+    }
+
+    /// Server time for local time `local`: the (slewed) estimate, else the rough offset.
+    pub fn server_time(&self, local: f64) -> f64 {
+        local + self.offset_at(local)
+    }
+
+    /// Local time for server time `server` (inverse of [`State::server_time`], to well below a
+    /// millisecond: the slew moves slowly).
     pub fn local_time(&self, server: f64) -> f64 {
-        self.estimator.to_local(server).unwrap_or(server - self.rough_offset.unwrap_or(0.0))
+        let guess = server - self.offset_at(server - self.offset_at(0.0));
+        server - self.offset_at(guess)
     }
 
     /// The room's position at local time `local`, if in a room.
@@ -177,9 +205,11 @@ impl State {
     pub fn on_time_sync(&mut self, t0: f64, data: &Value, t3: f64) -> bool {
         let get = |k: &str| data.get(k).and_then(Value::as_f64);
         let (Some(t1), Some(t2)) = (get("t1"), get("t2")) else { return false };
+        let applied = self.applied_offset(t3);
         match self.estimator.add_sample(t0, t1, t2, t3) {
             Ok(s) => {
                 self.last_rtt = Some(s.delay);
+                self.slew = applied.map(|a| (a, t3));
                 true
             }
             Err(_) => false,
@@ -360,6 +390,35 @@ mod tests {
         assert_eq!(s.server_time(500.0), 1500.0);
         assert_eq!(s.position_at_local(500.0), Some(500.0));
         assert_eq!(s.sync_stats().rtt, Some(20.0));
+    }
+
+    #[test]
+    fn small_offset_changes_are_slewed_large_ones_jump() {
+        let mut s = State::default();
+        let sync = |s: &mut State, t0: f64, offset: f64| {
+            // 10 ms each way, no processing time.
+            let data = serde_json::json!({"t0": t0, "t1": t0 + 10.0 + offset, "t2": t0 + 10.0 + offset});
+            assert!(s.on_time_sync(t0, &data, t0 + 20.0));
+        };
+        sync(&mut s, 0.0, 1000.0);
+        assert_eq!(s.server_time(20.0), 1020.0);
+        // A better sample (5 ms each way) moves the estimate by 4 ms: applied gradually.
+        let data = serde_json::json!({"t0": 100.0, "t1": 1109.0, "t2": 1109.0});
+        assert!(s.on_time_sync(100.0, &data, 110.0));
+        let est = s.sync_stats().offset.expect("estimate");
+        assert!((est - 1000.0).abs() > 1.0, "the estimate moved: {est}");
+        assert_eq!(s.server_time(110.0) - 110.0, 1000.0);
+        let later = s.server_time(110.0 + 3.0 * SLEW_TAU_MS) - (110.0 + 3.0 * SLEW_TAU_MS);
+        assert!((later - est).abs() < 0.3, "converged: {later} vs {est}");
+        assert!((s.local_time(s.server_time(5000.0)) - 5000.0).abs() < 1e-6);
+        // A jump of 100 ms (e.g. the server's clock stepped) applies at once.
+        let mut j = State::default();
+        sync(&mut j, 0.0, 1000.0);
+        for i in 1..20 {
+            sync(&mut j, f64::from(i) * 100.0, 1100.0);
+        }
+        let off = j.server_time(2000.0) - 2000.0;
+        assert!(off > 1050.0, "large changes are not slewed: {off}");
     }
 
     #[test]
