@@ -21,6 +21,7 @@ const o = parseArgs(process.argv.slice(2), {
   serverBin: join(ROOT, 'target/release/unisono'),
   dataRoot: existsSync('/dev/shm') ? '/dev/shm' : '/tmp',
   pingSecs: 20,
+  sessionQueue: 8192, // Unisono's --session-queue (its default is 256)
 });
 delete o.url;
 const secret = randomBytes(24).toString('hex');
@@ -38,7 +39,7 @@ function start(target) {
       '--data-dir', dir, '--web-dir', join(dir, 'no-web'),
       '--jwt-secret', secret,
       // Out of the benchmark's way: 100 commands/s per admin, 2,000 pushes/s per admin.
-      '--frames-per-sec', '100000', '--session-queue', '8192',
+      '--frames-per-sec', '100000', '--session-queue', String(o.sessionQueue),
       '--ping-secs', String(o.pingSecs),
     ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UNISONO_LOG: process.env.UNISONO_LOG ?? 'warn', NO_COLOR: '1' } });
   } else {
