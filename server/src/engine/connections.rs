@@ -83,6 +83,13 @@ impl Connections {
         }
     }
 
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        for e in self.lock().values() {
+            e.outbox.close(code, reason);
+        }
+    }
+
     /// Sends a frame to every connection of `tenant` of the given kinds; returns how many.
     pub fn to_tenant(&self, tenant: &str, kinds: &[Kind], frame: &Frame) -> usize {
         let map = self.lock();

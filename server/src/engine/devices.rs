@@ -168,8 +168,10 @@ struct Device {
     name: String,
     info: Value,
     state: Value,
-    /// Increments on every stored state.
+    /// The rev of the latest committed state (what admins and REST see).
     rev: u64,
+    /// The rev given to the latest accepted state (may still be waiting for its commit).
+    accepted_rev: u64,
     last_seen: Millis,
     link: Option<Link>,
     /// Wakes commands queued for this device when it (re)registers.
@@ -314,6 +316,7 @@ impl Devices {
                     sent_state: r.state.clone(),
                     state: r.state,
                     rev: r.rev,
+                    accepted_rev: r.rev,
                     sent_rev: r.rev,
                     last_seen: r.last_seen,
                     link: None,
@@ -374,6 +377,7 @@ impl Devices {
                 info: Value::Object(Default::default()),
                 state: Value::Object(Default::default()),
                 rev: 0,
+                accepted_rev: 0,
                 last_seen: now,
                 link: None,
                 online: Arc::new(Notify::new()),
@@ -440,9 +444,17 @@ impl Devices {
         }
     }
 
-    /// `player:state`: stores the state (acknowledged after the commit) and schedules the
-    /// coalesced patch to admins. Returns the new rev.
-    pub async fn state(&self, tenant: &str, device_id: &str, conn: u64, state: Value) -> Result<Value, ErrorBody> {
+    /// `player:state`: queues the state for the store (in the order received) and returns a
+    /// future that resolves, with the new rev, once it is committed; then the state becomes
+    /// visible and the coalesced patch goes to admins. The caller need not hold up the device's
+    /// next events while the commit is pending.
+    pub async fn state(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        conn: u64,
+        state: Value,
+    ) -> Result<impl std::future::Future<Output = Result<Value, ErrorBody>> + Send + 'static, ErrorBody> {
         if !state.is_object() {
             return Err(err(ErrorCode::InvalidPayload, "player:state takes the state object"));
         }
@@ -456,21 +468,39 @@ impl Devices {
                 .get_mut(device_id)
                 .filter(|d| d.link.as_ref().map(|l| l.conn) == Some(conn))
                 .ok_or_else(|| err(ErrorCode::NotRegistered, "send player:register first"))?;
+            d.accepted_rev += 1;
+            d.last_seen = now_ms();
             // Null members cannot travel in a merge patch: store the state without them, so the
             // full state and every patched copy agree.
-            d.state = merge_patch::strip_nulls(&state);
-            d.rev += 1;
-            d.last_seen = now_ms();
-            d.row(tenant, device_id)
+            DeviceRow { state: merge_patch::strip_nulls(&state), rev: d.accepted_rev, ..d.row(tenant, device_id) }
         };
         let cfg = &self.inner.cfg;
-        self.inner
+        let committed = self
+            .inner
             .store
-            .save_device_state(&row, cfg.history_len, cfg.history_age_ms)
+            .submit_device_state(&row, cfg.history_len, cfg.history_age_ms)
             .await
             .map_err(|e| err(ErrorCode::StorageUnavailable, format!("could not store the state: {e}")))?;
-        self.publish_state(tenant, device_id);
-        Ok(json!({ "rev": row.rev }))
+        let me = self.clone();
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        Ok(async move {
+            committed
+                .wait()
+                .await
+                .map_err(|e| err(ErrorCode::StorageUnavailable, format!("could not store the state: {e}")))?;
+            // Only now is the state visible (admins, REST): nothing is shown before it is stored.
+            {
+                let mut tenants = me.tenants();
+                if let Some(d) = tenants.get_mut(&tenant).and_then(|t| t.devices.get_mut(&device_id))
+                    && row.rev > d.rev
+                {
+                    d.state = row.state;
+                    d.rev = row.rev;
+                }
+            }
+            me.publish_state(&tenant, &device_id);
+            Ok(json!({ "rev": row.rev }))
+        })
     }
 
     /// Sends the latest state to subscribed admins now, or schedules it for when the device's
@@ -824,6 +854,36 @@ impl Devices {
             online: t.devices.values().filter(|d| d.link.is_some()).count(),
             ..t.stats.clone()
         }
+    }
+
+    /// Graceful shutdown: marks every connected device offline now and stores their last-seen
+    /// times in one batch, before the store closes (their disconnects then find nothing to do).
+    pub async fn shutdown(&self) {
+        let now = now_ms();
+        let rows: Vec<DeviceRow> = {
+            let mut tenants = self.tenants();
+            let mut rows = Vec::new();
+            for (tenant, t) in tenants.iter_mut() {
+                for (id, d) in t.devices.iter_mut().filter(|(_, d)| d.link.is_some()) {
+                    d.link = None;
+                    d.last_seen = now;
+                    rows.push(d.row(tenant, id));
+                }
+            }
+            rows
+        };
+        crate::metrics::METRICS.devices_online.set(0);
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match self.inner.store.submit_device_info(row).await {
+                Ok(c) => pending.push(c),
+                Err(e) => tracing::warn!(error = %e, "storing device presence at shutdown failed"),
+            }
+        }
+        for c in pending {
+            let _ = c.wait().await;
+        }
+        tracing::info!(devices = rows.len(), "devices marked offline");
     }
 
     /// Devices and admins connected, per tenant (for staff: counts, never payloads).

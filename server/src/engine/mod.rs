@@ -404,9 +404,13 @@ impl Engine {
 
     /// Closes every connection (1001) and flushes the store: graceful shutdown.
     pub async fn shutdown(&self) {
+        // Devices first, while the store is open: their last-seen times are kept.
+        self.inner.devices.shutdown().await;
         for o in self.inner.sessions.all_outboxes() {
             o.close(1001, "server shutting down");
         }
+        // Socket.IO devices and admins too (room sessions are in both lists; closing twice is a no-op).
+        self.inner.connections.close_all(1001, "server shutting down");
         self.inner.store.close().await;
     }
 }

@@ -82,8 +82,13 @@ async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConf
                         }
                         Err(e) => Err(e),
                     },
+                    // Queued in order, acknowledged when committed, without holding up this
+                    // device's next events (a command answer must not wait behind a commit).
                     "player:state" => match device {
-                        Some(d) => devices.state(&tenant, &d, conn, data).await,
+                        Some(d) => match devices.state(&tenant, &d, conn, data).await {
+                            Ok(committed) => return Answer::Later(committed.boxed()),
+                            Err(e) => Err(e),
+                        },
                         None => Err(not_registered()),
                     },
                     "player:command:response" => match (device, payload::<CommandResponse>(&event, data)) {

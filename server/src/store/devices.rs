@@ -1,14 +1,14 @@
 //! Durable devices: registry rows, the latest state, a bounded state history and snapshots.
 //!
-//! A `player:state` is acknowledged only after [`Store::save_device_state`] committed it (the
-//! row and its history entry in one transaction), and history older than the configured length
-//! or age is trimmed in that same transaction.
+//! Device writes go through the same group-committing writer as rooms: a `player:state` is
+//! acknowledged only after its row and history entry are committed, and history beyond the
+//! configured length or age is trimmed every few states in the same transactions.
 
 use serde_json::Value;
 use sqlx::Row;
 use unisono_core::Millis;
 
-use super::{Store, StoreError};
+use super::{Committed, Store, StoreError, Write};
 
 /// A device row as stored.
 #[derive(Debug, Clone)]
@@ -47,8 +47,14 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (tenant, device_id, name, info,
     name = excluded.name, info = excluded.info, state = excluded.state, rev = excluded.rev, \
     last_seen = excluded.last_seen";
 
+const UPSERT_DEVICE_INFO: &str = "INSERT INTO devices (tenant, device_id, name, info, state, rev, last_seen) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, device_id) DO UPDATE SET \
+    name = excluded.name, info = excluded.info, last_seen = excluded.last_seen";
+
+type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>;
+
 /// The registry row upsert, bound to `d`.
-fn upsert(d: &DeviceRow) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
+pub(super) fn upsert(d: &DeviceRow) -> Query {
     sqlx::query(UPSERT_DEVICE)
         .bind(d.tenant.clone())
         .bind(d.device_id.clone())
@@ -59,39 +65,63 @@ fn upsert(d: &DeviceRow) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::An
         .bind(d.last_seen)
 }
 
+/// The registry fields upsert (state and rev only for a new row).
+pub(super) fn upsert_info(d: &DeviceRow) -> Query {
+    sqlx::query(UPSERT_DEVICE_INFO)
+        .bind(d.tenant.clone())
+        .bind(d.device_id.clone())
+        .bind(d.name.clone())
+        .bind(json_text(&d.info))
+        .bind(json_text(&d.state))
+        .bind(d.rev as i64)
+        .bind(d.last_seen)
+}
+
+/// The history entry of `d`'s current state.
+pub(super) fn insert_history(d: &DeviceRow) -> Query {
+    sqlx::query("INSERT INTO device_history (tenant, device_id, rev, at, state) VALUES ($1, $2, $3, $4, $5)")
+        .bind(d.tenant.clone())
+        .bind(d.device_id.clone())
+        .bind(d.rev as i64)
+        .bind(d.last_seen)
+        .bind(json_text(&d.state))
+}
+
+/// Drops `d`'s history beyond `keep` entries or older than `max_age_ms`.
+pub(super) fn trim_history(d: &DeviceRow, keep: usize, max_age_ms: f64) -> Query {
+    sqlx::query("DELETE FROM device_history WHERE tenant = $1 AND device_id = $2 AND (rev <= $3 OR at < $4)")
+        .bind(d.tenant.clone())
+        .bind(d.device_id.clone())
+        .bind(d.rev as i64 - keep as i64)
+        .bind(d.last_seen - max_age_ms)
+}
+
 fn json_text(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
 impl Store {
-    /// Writes a device's registry row (register, presence changes).
+    /// Writes a device's registry fields (register, presence changes; a new device's row is
+    /// created with the state and rev given); returns once committed.
     pub async fn save_device(&self, d: &DeviceRow) -> Result<(), StoreError> {
-        upsert(d).execute(self.pool()).await?;
-        Ok(())
+        self.submit(Write::DeviceInfo { row: d.clone() }).await?.wait().await
     }
 
-    /// Writes a new state with its history entry, and trims history beyond `keep` entries or
-    /// older than `max_age_ms`, in one transaction.
-    pub async fn save_device_state(&self, d: &DeviceRow, keep: usize, max_age_ms: f64) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        upsert(d).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO device_history (tenant, device_id, rev, at, state) VALUES ($1, $2, $3, $4, $5)")
-            .bind(d.tenant.clone())
-            .bind(d.device_id.clone())
-            .bind(d.rev as i64)
-            .bind(d.last_seen)
-            .bind(json_text(&d.state))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM device_history WHERE tenant = $1 AND device_id = $2 AND (rev <= $3 OR at < $4)")
-            .bind(d.tenant.clone())
-            .bind(d.device_id.clone())
-            .bind(d.rev as i64 - keep as i64)
-            .bind(d.last_seen - max_age_ms)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+    /// Queues a registry write (see [`Store::save_device`]) without waiting for it.
+    pub async fn submit_device_info(&self, d: &DeviceRow) -> Result<Committed, StoreError> {
+        self.submit(Write::DeviceInfo { row: d.clone() }).await
+    }
+
+    /// Queues a new state with its history entry (history beyond `keep` entries or older than
+    /// `max_age_ms` is trimmed as it goes). Group-committed with other writes, in submission
+    /// order; await the returned [`Committed`] before acknowledging.
+    pub async fn submit_device_state(
+        &self,
+        d: &DeviceRow,
+        keep: usize,
+        max_age_ms: f64,
+    ) -> Result<Committed, StoreError> {
+        self.submit(Write::DeviceState { row: d.clone(), keep, max_age_ms }).await
     }
 
     /// Every device of every tenant (start-up).

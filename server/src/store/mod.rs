@@ -13,7 +13,7 @@ mod sqlite;
 
 pub use devices::{DeviceRow, HistoryEntry, Snapshot};
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use sqlx::{AnyPool, Row, any::AnyRow};
 use tokio::sync::{mpsc, oneshot};
@@ -43,10 +43,42 @@ const MAX_BATCH: usize = 512;
 /// Below this many waiting changes, the writer waits the commit delay for more.
 const SMALL_BATCH: usize = 16;
 
+/// One durable write, committed by the writer task together with whatever else is waiting.
+pub(crate) enum Write {
+    Room {
+        record: RoomRecord,
+        now: Millis,
+    },
+    /// A device's registry fields (name, info, last seen); never its state or rev, which only
+    /// state writes change, so a presence write queued after a state cannot undo it.
+    DeviceInfo {
+        row: DeviceRow,
+    },
+    /// A device's new state and rev, with a history entry (entries beyond `keep` or older than
+    /// `max_age_ms` are trimmed now and then).
+    DeviceState {
+        row: DeviceRow,
+        keep: usize,
+        max_age_ms: f64,
+    },
+}
+
 struct WriteJob {
-    record: RoomRecord,
-    now: Millis,
+    write: Write,
     done: oneshot::Sender<Result<(), String>>,
+}
+
+/// A submitted write; [`Committed::wait`] resolves once it is committed.
+pub struct Committed(oneshot::Receiver<Result<(), String>>);
+
+impl Committed {
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(StoreError::Db(sqlx::Error::Protocol(msg))),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
 }
 
 /// Handle to the database; cheap to clone.
@@ -84,15 +116,17 @@ impl Store {
         self.backend
     }
 
+    /// Queues a write for the writer task (waiting only while its queue is full). Writes are
+    /// committed in the order submitted.
+    pub(crate) async fn submit(&self, write: Write) -> Result<Committed, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writer.send(WriteJob { write, done }).await.map_err(|_| StoreError::Closed)?;
+        Ok(Committed(wait))
+    }
+
     /// Durably writes a room; returns once it is committed.
     pub async fn save(&self, record: RoomRecord, now: Millis) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.writer.send(WriteJob { record, now, done }).await.map_err(|_| StoreError::Closed)?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(StoreError::Db(sqlx::Error::Protocol(msg))),
-            Err(_) => Err(StoreError::Closed),
-        }
+        self.submit(Write::Room { record, now }).await?.wait().await
     }
 
     /// All rooms whose state is `open`.
@@ -138,33 +172,74 @@ const UPSERT: &str = "INSERT INTO rooms (code, name, host, current_song_id, curr
     state = excluded.state, queue = excluded.queue, next_item = excluded.next_item, \
     settings = excluded.settings, created_at = excluded.created_at, updated_at = excluded.updated_at";
 
+/// History is trimmed on every this-many-th state of a device (so a device keeps at most
+/// `keep + TRIM_EVERY - 1` entries), which keeps the common write to two statements.
+const TRIM_EVERY: u64 = 8;
+
 async fn write_batch(pool: &AnyPool, jobs: &[WriteJob]) -> Result<(), sqlx::Error> {
+    // Only the last write of a room or device in a batch needs its row written (each carries
+    // the whole row); every device state still gets its own history entry.
+    let mut last_room: HashMap<&str, usize> = HashMap::new();
+    let mut last_device: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match &job.write {
+            Write::Room { record, .. } => {
+                last_room.insert(&record.code, i);
+            }
+            Write::DeviceState { row, .. } => {
+                last_device.insert((&row.tenant, &row.device_id), i);
+            }
+            Write::DeviceInfo { .. } => {}
+        }
+    }
     let mut tx = pool.begin().await?;
-    for job in jobs {
-        let r = &job.record;
-        let song_json = r.clock.song.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default());
-        sqlx::query(UPSERT)
-            .bind(r.code.clone())
-            .bind(r.name.clone())
-            .bind(r.host.clone())
-            .bind(r.clock.song.as_ref().map(|s| s.id.clone()))
-            .bind(song_json)
-            .bind(r.clock.position_ms)
-            .bind(r.clock.server_time)
-            .bind(r.clock.is_playing)
-            .bind(r.clock.rate)
-            .bind(r.clock.rev as i64)
-            .bind(if r.closed { "closed" } else { "open" })
-            .bind(serde_json::to_string(&r.queue).unwrap_or_else(|_| "[]".into()))
-            .bind(r.next_item as i64)
-            .bind(serde_json::to_string(&r.settings).unwrap_or_else(|_| "{}".into()))
-            .bind(r.created_at)
-            .bind(job.now)
-            .bind(r.tenant.clone())
-            .execute(&mut *tx)
-            .await?;
+    for (i, job) in jobs.iter().enumerate() {
+        match &job.write {
+            Write::Room { record, now } => {
+                if last_room.get(record.code.as_str()) == Some(&i) {
+                    upsert_room(record, *now).execute(&mut *tx).await?;
+                }
+            }
+            Write::DeviceInfo { row } => {
+                devices::upsert_info(row).execute(&mut *tx).await?;
+            }
+            Write::DeviceState { row, keep, max_age_ms } => {
+                if last_device.get(&(row.tenant.as_str(), row.device_id.as_str())) == Some(&i) {
+                    devices::upsert(row).execute(&mut *tx).await?;
+                }
+                devices::insert_history(row).execute(&mut *tx).await?;
+                if row.rev % TRIM_EVERY == 0 {
+                    devices::trim_history(row, *keep, *max_age_ms).execute(&mut *tx).await?;
+                }
+            }
+        }
     }
     tx.commit().await
+}
+
+fn upsert_room(
+    r: &RoomRecord,
+    now: Millis,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
+    let song_json = r.clock.song.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default());
+    sqlx::query(UPSERT)
+        .bind(r.code.clone())
+        .bind(r.name.clone())
+        .bind(r.host.clone())
+        .bind(r.clock.song.as_ref().map(|s| s.id.clone()))
+        .bind(song_json)
+        .bind(r.clock.position_ms)
+        .bind(r.clock.server_time)
+        .bind(r.clock.is_playing)
+        .bind(r.clock.rate)
+        .bind(r.clock.rev as i64)
+        .bind(if r.closed { "closed" } else { "open" })
+        .bind(serde_json::to_string(&r.queue).unwrap_or_else(|_| "[]".into()))
+        .bind(r.next_item as i64)
+        .bind(serde_json::to_string(&r.settings).unwrap_or_else(|_| "{}".into()))
+        .bind(r.created_at)
+        .bind(now)
+        .bind(r.tenant.clone())
 }
 
 async fn writer_loop(pool: AnyPool, mut rx: mpsc::Receiver<WriteJob>, commit_delay: Duration) {
@@ -191,7 +266,7 @@ async fn writer_loop(pool: AnyPool, mut rx: mpsc::Receiver<WriteJob>, commit_del
         crate::metrics::METRICS.store_write_seconds.observe(started.elapsed().as_secs_f64());
         crate::metrics::METRICS.store_batch_size.observe(batch.len() as f64);
         if let Err(e) = &result {
-            tracing::error!(error = %e, rooms = batch.len(), "room write failed");
+            tracing::error!(error = %e, writes = batch.len(), "store write failed");
         }
         for job in batch.drain(..) {
             let _ = job.done.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
