@@ -322,7 +322,9 @@ requests! {
     GetMembers(GetMembers) = "get-members",
 }
 
-fn payload<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
+/// Decodes the payload of `event` (a missing one reads as `{}`), or `INVALID_PAYLOAD` naming the
+/// event. Every edge's event decoding goes through this, rooms' and devices' alike.
+pub fn payload<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
     // A missing `data` is the same as `{}`, so optional-only payloads may be omitted.
     let data = if data.is_null() { Value::Object(Default::default()) } else { data };
     serde_json::from_value(data).map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))

@@ -143,10 +143,6 @@ impl Auth {
         }
     }
 
-    pub fn anonymous_allowed(&self) -> bool {
-        self.anonymous
-    }
-
     /// Signs a token valid for `ttl`.
     pub fn mint(
         &self,

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use unisono_core::protocol::{ErrorBody, ErrorCode};
+use unisono_core::protocol::{ErrorBody, ErrorCode, payload};
 
 use super::{
     Answer,
@@ -30,10 +30,6 @@ struct Subscribe {
 #[serde(rename_all = "camelCase")]
 struct DeviceRef {
     device_id: String,
-}
-
-fn payload<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
-    serde_json::from_value(data).map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
 }
 
 /// Handles one admin event of connection `conn` (attached with [`Devices::admin_attach`]);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 use serde_json::Value;
 use socketioxide::{SocketIo, extract::SocketRef, handler::ConnectHandler};
-use unisono_core::protocol::{ErrorBody, ErrorCode};
+use unisono_core::protocol::{ErrorBody, ErrorCode, payload};
 
 use super::{AckHook, Answer, ConnectAuth, ConnectRefused, SioConfig};
 use crate::{
@@ -33,10 +33,6 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
         super::start_pump(s, hook);
     };
     io.ns("/players", on_connect.with(middleware));
-}
-
-fn payload<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
-    serde_json::from_value(data).map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
 }
 
 async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {

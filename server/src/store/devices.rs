@@ -55,19 +55,17 @@ type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'sta
 
 /// The registry row upsert, bound to `d`.
 pub(super) fn upsert(d: &DeviceRow) -> Query {
-    sqlx::query(UPSERT_DEVICE)
-        .bind(d.tenant.clone())
-        .bind(d.device_id.clone())
-        .bind(d.name.clone())
-        .bind(json_text(&d.info))
-        .bind(json_text(&d.state))
-        .bind(d.rev as i64)
-        .bind(d.last_seen)
+    bind_row(UPSERT_DEVICE, d)
 }
 
 /// The registry fields upsert (state and rev only for a new row).
 pub(super) fn upsert_info(d: &DeviceRow) -> Query {
-    sqlx::query(UPSERT_DEVICE_INFO)
+    bind_row(UPSERT_DEVICE_INFO, d)
+}
+
+/// `sql` (one of the device upserts) with the row's seven columns bound in table order.
+fn bind_row(sql: &'static str, d: &DeviceRow) -> Query {
+    sqlx::query(sql)
         .bind(d.tenant.clone())
         .bind(d.device_id.clone())
         .bind(d.name.clone())
