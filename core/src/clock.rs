@@ -193,6 +193,8 @@ pub fn valid_position(pos: Millis) -> bool {
 mod tests {
     use super::*;
     use crate::song::Provider;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn song(d: Millis) -> Song {
         Song { id: "s".into(), title: "t".into(), provider: Provider::Url, url: String::new(), duration_ms: d }

@@ -38,6 +38,8 @@ pub fn normalize(input: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn generated_codes_normalize_to_themselves() {

@@ -150,6 +150,8 @@ impl CommandCatalog {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
 

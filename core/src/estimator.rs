@@ -274,6 +274,8 @@ impl Default for ClockOffsetEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     /// Timestamps of an exchange with true offset `offset`, sent at client time `t0`, with the
     /// given one-way delays and server processing time.

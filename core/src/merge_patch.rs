@@ -78,6 +78,8 @@ pub fn strip_nulls(v: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
 

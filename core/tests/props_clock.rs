@@ -18,6 +18,9 @@
 //! previous playback push's, the room's clock stays within bounds, rejected commands change
 //! nothing, and `Persist` leads every effect list that changed the durable record.
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use proptest::prelude::*;
 use unisono_core::{
     Millis,

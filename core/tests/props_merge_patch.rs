@@ -1,6 +1,9 @@
 //! Property: for documents whose objects hold no `null` members (what device states are),
 //! applying `diff(a, b)` to `a` gives exactly `b`, and equal documents give no patch.
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use unisono_core::merge_patch::{apply, diff};

@@ -2,6 +2,9 @@
 //! bound under arbitrary network asymmetry, and the drift controller closing the loop on a
 //! simulated player (convergence, bounded seeking, no oscillation).
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use proptest::prelude::*;
 use unisono_core::drift::{Correction, DriftConfig, DriftController, PlayerCapabilities};
 use unisono_core::estimator::{ClockOffsetEstimator, EstimatorConfig, SampleRejected};

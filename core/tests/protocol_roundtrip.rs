@@ -10,6 +10,9 @@
 //!   which `id` is reported back;
 //! - camelCase wire field names, and `ErrorCode::as_str` agreeing with its serde form.
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use serde_json::{Value, json};
 use unisono_core::{
     clock::PlaybackClock,

@@ -11,6 +11,9 @@
 //! Every successful command goes through [`ok`], which also checks that whenever the durable
 //! record changed, `Effect::Persist` is the first effect (and never appears anywhere else).
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use serde_json::json;
 use unisono_core::{
     Millis,

@@ -5,9 +5,15 @@
 //! After an intended change to the math, regenerate with
 //! `UNISONO_BLESS=1 cargo test -p unisono-core --test vectors` and commit the file.
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use unisono_core::vectors::{Case, check, generate};
 
+#[cfg(not(target_arch = "wasm32"))]
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/core-v1.jsonl");
+/// The committed file, embedded: the wasm builds of this test have no filesystem.
+const COMMITTED: &str = include_str!("vectors/core-v1.jsonl");
 const SEED: u64 = 0x5EED_2026_1123;
 const PER_KIND: usize = 400;
 
@@ -18,17 +24,17 @@ fn generated_text() -> String {
 #[test]
 fn generator_reproduces_the_committed_file() {
     let text = generated_text();
+    #[cfg(not(target_arch = "wasm32"))]
     if std::env::var("UNISONO_BLESS").is_ok_and(|v| v == "1") {
         std::fs::write(FILE, &text).expect("write vectors");
+        return;
     }
-    let committed = std::fs::read_to_string(FILE).expect("vectors file (bless it once)");
-    assert!(committed == text, "the core's math changed: review, then regenerate (see the file header)");
+    assert!(COMMITTED == text, "the core's math changed: review, then regenerate (see the file header)");
 }
 
 #[test]
 fn every_committed_vector_recomputes_bit_for_bit() {
-    let committed = std::fs::read_to_string(FILE).expect("vectors file");
-    let cases: Vec<Case> = committed.lines().map(|l| serde_json::from_str(l).expect("a case per line")).collect();
+    let cases: Vec<Case> = COMMITTED.lines().map(|l| serde_json::from_str(l).expect("a case per line")).collect();
     assert_eq!(cases.len(), 3 * PER_KIND);
     let probes: usize = cases
         .iter()
