@@ -107,6 +107,28 @@ impl Default for DriftConfig {
     }
 }
 
+/// Dead band for players that report exact positions and take any rate (an HTML5 media
+/// element): tight enough that two such players stay well within 10 ms of each other.
+pub const PRECISE_DEAD_BAND_MS: Millis = 3.0;
+/// Exit band paired with [`PRECISE_DEAD_BAND_MS`].
+pub const PRECISE_EXIT_BAND_MS: Millis = 1.0;
+
+impl DriftConfig {
+    /// The defaults, tightened for players that can afford it. A player with exact positions
+    /// and a continuous rate gets a [`PRECISE_DEAD_BAND_MS`] dead band: with the default 10 ms,
+    /// each of two players may rest anywhere within ±10 ms of the clock, so two of them can sit
+    /// 20 ms apart without either correcting. Coarse or rate-less players keep the defaults
+    /// (their noise floor or seek cost would make a tight band flap).
+    pub fn for_player(caps: &PlayerCapabilities) -> Self {
+        let precise = caps.can_set_rate && caps.rate_step.is_none() && caps.position_granularity_ms <= 0.0;
+        if precise {
+            Self { dead_band_ms: PRECISE_DEAD_BAND_MS, exit_band_ms: PRECISE_EXIT_BAND_MS, ..Self::default() }
+        } else {
+            Self::default()
+        }
+    }
+}
+
 /// What the player should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
@@ -458,6 +480,8 @@ fn quantise(wanted: f64, step: f64, cap: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn html5() -> PlayerCapabilities {
         PlayerCapabilities { can_set_rate: true, rate_step: None, seek_latency_ms: 200.0, position_granularity_ms: 0.0 }
@@ -619,6 +643,47 @@ mod tests {
         assert_eq!(rate(step(&mut c, 50.0, 31.0)), 0.985);
         assert_eq!(rate(step(&mut c, 100.0, 16.0)), 0.99, "exit band is 15");
         assert_eq!(step(&mut c, 150.0, 14.0), Correction::Rate { rate: 1.0 });
+    }
+
+    #[test]
+    fn precise_players_get_a_tight_band() {
+        let config = DriftConfig::for_player(&html5());
+        assert_eq!(config.dead_band_ms, PRECISE_DEAD_BAND_MS);
+        let mut c = DriftController::new(config, html5());
+        assert_eq!(step(&mut c, 0.0, 2.5), Correction::None);
+        assert_eq!(rate(step(&mut c, 100.0, 6.0)), 0.995, "6 ms ahead: the smallest nudge");
+        assert_eq!(step(&mut c, 200.0, 1.5), Correction::None, "still outside the exit band");
+        assert_eq!(step(&mut c, 300.0, 0.5), Correction::Rate { rate: 1.0 });
+        // Coarse or rate-less players keep the defaults.
+        let coarse = PlayerCapabilities { position_granularity_ms: 50.0, ..html5() };
+        assert_eq!(DriftConfig::for_player(&coarse), DriftConfig::default());
+        assert_eq!(DriftConfig::for_player(&spotify()), DriftConfig::default());
+    }
+
+    /// Two precise players started 9 ms apart (inside the default 10 ms band) end up within
+    /// 2 × the exit band of each other, with a handful of rate changes and no seek.
+    #[test]
+    fn precise_players_converge_together() {
+        let mut players = [(-4.5, 1.0, 0u32), (4.5, 1.0, 0u32)];
+        for (error, rate, changes) in players.iter_mut() {
+            let mut c = DriftController::new(DriftConfig::for_player(&html5()), html5());
+            let mut now = 0.0;
+            while now < 20_000.0 {
+                match c.update(now, 1000.0 + now + *error, 1000.0 + now, 1.0) {
+                    Correction::Rate { rate: r } => {
+                        *rate = r;
+                        *changes += 1;
+                    }
+                    Correction::Seek { .. } => panic!("no seek for a few ms"),
+                    Correction::None => {}
+                }
+                now += 100.0;
+                *error += (*rate - 1.0) * 100.0;
+            }
+        }
+        let apart = (players[0].0 - players[1].0).abs();
+        assert!(apart <= 2.0 * PRECISE_EXIT_BAND_MS + 0.5, "players {apart} ms apart");
+        assert!(players.iter().all(|p| p.2 <= 4), "rate changes {:?}", players.map(|p| p.2));
     }
 
     #[test]

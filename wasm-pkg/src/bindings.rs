@@ -83,12 +83,13 @@ pub struct Drift(DriftController);
 #[wasm_bindgen]
 impl Drift {
     /// `capabilities`: `{canSetRate, rateStep, seekLatencyMs, positionGranularityMs}`;
-    /// `config` (optional) overrides the defaults.
+    /// `config` (optional) overrides the defaults, which depend on the capabilities (a tighter
+    /// dead band for exact, continuous-rate players: `DriftConfig::for_player`).
     #[wasm_bindgen(constructor)]
     pub fn new(capabilities: JsValue, config: JsValue) -> Result<Drift, JsError> {
         let caps: PlayerCapabilities = serde_wasm_bindgen::from_value(capabilities).map_err(js_err)?;
         let config: DriftConfig = if config.is_undefined() || config.is_null() {
-            DriftConfig::default()
+            DriftConfig::for_player(&caps)
         } else {
             serde_wasm_bindgen::from_value(config).map_err(js_err)?
         };

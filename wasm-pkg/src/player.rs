@@ -110,7 +110,7 @@ impl PlayerSync {
     pub fn new(client: &Client, adapter: Box<dyn MediaAdapter>) -> Self {
         let caps = adapter.capabilities();
         let lead_ms = caps.seek_latency_ms;
-        let drift = DriftController::new(DriftConfig::default(), caps);
+        let drift = DriftController::new(DriftConfig::for_player(&caps), caps);
         PlayerSync(Rc::new(RefCell::new(Inner {
             client: client.clone(),
             adapter,
