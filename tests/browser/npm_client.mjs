@@ -3,8 +3,12 @@
 // rejects with the server's error code, reconnects with the resume token after a drop, and a
 // PlayerSync with a custom adapter is driven onto the clock.
 //
-// Usage: node tests/browser/npm_client.mjs --pkg <wasm-bindgen --target nodejs output dir>
-//        [--bin target/debug/unisono]
+// `runSession(unisono, { bin })` takes the package's exports, so a consumer project can load
+// `unisono` by package name (`require` or `import`) and hand it over: `tests/npm/run.mjs` does
+// that with the packed tarball installed into a temp project. Run directly, it loads a
+// `wasm-bindgen --target nodejs` output dir (handy while working on the bindings):
+//
+// Usage: node tests/browser/npm_client.mjs --pkg <nodejs build dir> [--bin target/debug/unisono]
 // Node 20 has no global WebSocket: the `ws` package stands in (browsers and Node >= 22 have one).
 
 import { spawn } from 'node:child_process';
@@ -12,117 +16,125 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { WebSocket } from 'ws';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const args = process.argv.slice(2);
-const opt = (n, d) => (args.indexOf(`--${n}`) >= 0 ? args[args.indexOf(`--${n}`) + 1] : d);
-const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
-const PKG = path.resolve(opt('pkg', 'wasm-pkg/pkg'));
 globalThis.WebSocket ??= WebSocket;
-const { UnisonoClient, PlayerSync } = createRequire(import.meta.url)(path.join(PKG, 'unisono.js'));
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-let failures = 0;
-const check = (name, ok, detail = '') => {
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${name} ${detail}`);
-  if (!ok) failures++;
-};
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-npm-'));
-function startServer(extra) {
-  const child = spawn(BIN, ['serve', '--data-dir', tmp, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.ready = new Promise((resolve, reject) => {
-    let seen = '';
-    const on = (d) => { seen += d; const m = seen.match(/listening on http:\/\/([0-9.:]+)/); if (m) resolve(m[1]); };
-    child.stdout.on('data', on); child.stderr.on('data', on);
-    setTimeout(() => reject(new Error(`no server: ${seen}`)), 15000);
-  });
-  return child;
-}
-let server = startServer(['--listen', '127.0.0.1:0']);
-const base = await server.ready;
-try {
-  const a = new UnisonoClient();
-  const states = [];
-  a.onConnection = (s) => states.push(s);
-  let lastPlayback = null;
-  a.onPlayback = (pb, why) => { lastPlayback = [pb, why]; };
-  await a.connect(`ws://${base}/ws`);
-  check('connects', a.connectionState === 'open' && typeof a.sessionId === 'string', a.sessionId);
-  await sleep(300);
-  const s = a.syncStats();
-  check('clock burst on connect', s.samples >= 5 && s.errorBound < 5, JSON.stringify(s));
-  check('serverNow is epoch ms', Math.abs(a.serverNow() - Date.now()) < 1000);
-
-  const { code } = await a.createRoom({ name: 'npm', memberName: 'A' });
-  check('createRoom', /^[0-9A-Z]{6}$/.test(code) && a.isHost, code);
-  await a.loadSong({ id: 'x', title: 'X', provider: 'url', url: 'http://example.invalid/x.mp3', durationMs: 60000 }, true);
-  await sleep(500);
-  const p = a.positionNow();
-  check('position advances from the vector', p > 300 && p < 1000, `${p?.toFixed(1)} ms`);
-  check('onPlayback fired', lastPlayback && lastPlayback[0].isPlaying, lastPlayback && lastPlayback[1]);
-
-  const b = new UnisonoClient();
-  await b.connect(`ws://${base}/ws`);
-  await b.joinRoom(code.toLowerCase(), 'B');
-  await sleep(300);
-  check('joiner sees the same position', Math.abs(b.positionNow() - a.positionNow()) < 20,
-    `${(b.positionNow() - a.positionNow()).toFixed(2)} ms apart`);
-  try {
-    await b.pause();
-    check('non-host pause rejects', false);
-  } catch (e) {
-    check('non-host pause rejects with the server code', e.code === 'NOT_HOST', e.code);
-  }
-  try {
-    await b.joinRoom('ZZZZZZ');
-    check('unknown room rejects', false);
-  } catch (e) {
-    check('unknown room rejects with ROOM_NOT_FOUND', e.code === 'ROOM_NOT_FOUND', e.code);
-  }
-  await b.joinRoom(code);
-
-  // A custom adapter: an ideal player that follows what PlayerSync tells it.
-  let pos = 0, playing = false, at = performance.now(), rate = 1;
-  const now = () => (playing ? pos + (performance.now() - at) * rate : pos);
-  const adapter = {
-    load: () => true, positionMs: () => now(), isPlaying: () => playing,
-    play: () => { pos = now(); at = performance.now(); playing = true; },
-    pause: () => { pos = now(); playing = false; },
-    seek: (ms) => { pos = ms; at = performance.now(); },
-    setRate: (r) => { pos = now(); at = performance.now(); rate = r; },
+/** Runs the whole session with the package's exports; resolves to the number of failed checks. */
+export async function runSession({ UnisonoClient, PlayerSync }, { bin = 'target/debug/unisono', label = '' } = {}) {
+  let failures = 0;
+  const check = (name, ok, detail = '') => {
+    console.log(`${ok ? 'PASS' : 'FAIL'}${label && ` [${label}]`} ${name} ${detail}`);
+    if (!ok) failures++;
   };
-  const sync = PlayerSync.custom(b, adapter, { canSetRate: true, rateStep: null, seekLatencyMs: 0, positionGranularityMs: 0 });
-  sync.start();
-  await sleep(1500);
-  const st = sync.stats();
-  check('PlayerSync keeps a custom player on the clock', playing && Math.abs(st.driftMs) < 15, JSON.stringify({ driftMs: st.driftMs, mode: st.mode }));
-  await a.pause();
-  await sleep(300);
-  check('pause reaches the synced player', !playing);
-  sync.stop();
 
-  // Restart the server on the same port: sessions are gone, rooms survive. The client must
-  // reconnect with backoff, get a new session and re-join its room by code on its own.
-  const before = b.sessionId;
-  const states2 = [];
-  b.onConnection = (st2) => states2.push(st2);
-  server.kill('SIGTERM');
-  await new Promise((r) => server.once('exit', r));
-  server = startServer(['--listen', base]);
-  await server.ready;
-  let t = Date.now();
-  while (Date.now() - t < 5000 && !(b.connectionState === 'open' && b.room?.room?.code === code)) await sleep(20);
-  check('after a server restart: reconnects, new session, back in the room by code',
-    b.connectionState === 'open' && b.sessionId !== before && b.room?.room?.code === code,
-    `${states2.join(' → ')} in ${Date.now() - t} ms`);
-  a.close();
-  b.close();
-} finally {
-  server.kill('SIGTERM');
-  fs.rmSync(tmp, { recursive: true, force: true });
+  const BIN = path.resolve(root, bin);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-npm-'));
+  function startServer(extra) {
+    const child = spawn(BIN, ['serve', '--data-dir', tmp, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.ready = new Promise((resolve, reject) => {
+      let seen = '';
+      const on = (d) => { seen += d; const m = seen.match(/listening on http:\/\/([0-9.:]+)/); if (m) resolve(m[1]); };
+      child.stdout.on('data', on); child.stderr.on('data', on);
+      setTimeout(() => reject(new Error(`no server: ${seen}`)), 15000);
+    });
+    return child;
+  }
+  let server = startServer(['--listen', '127.0.0.1:0']);
+  const base = await server.ready;
+  try {
+    const a = new UnisonoClient();
+    const states = [];
+    a.onConnection = (s) => states.push(s);
+    let lastPlayback = null;
+    a.onPlayback = (pb, why) => { lastPlayback = [pb, why]; };
+    await a.connect(`ws://${base}/ws`);
+    check('connects', a.connectionState === 'open' && typeof a.sessionId === 'string', a.sessionId);
+    await sleep(300);
+    const s = a.syncStats();
+    check('clock burst on connect', s.samples >= 5 && s.errorBound < 5, JSON.stringify(s));
+    check('serverNow is epoch ms', Math.abs(a.serverNow() - Date.now()) < 1000);
+
+    const { code } = await a.createRoom({ name: 'npm', memberName: 'A' });
+    check('createRoom', /^[0-9A-Z]{6}$/.test(code) && a.isHost, code);
+    await a.loadSong({ id: 'x', title: 'X', provider: 'url', url: 'http://example.invalid/x.mp3', durationMs: 60000 }, true);
+    await sleep(500);
+    const p = a.positionNow();
+    check('position advances from the vector', p > 300 && p < 1000, `${p?.toFixed(1)} ms`);
+    check('onPlayback fired', lastPlayback && lastPlayback[0].isPlaying, lastPlayback && lastPlayback[1]);
+
+    const b = new UnisonoClient();
+    await b.connect(`ws://${base}/ws`);
+    await b.joinRoom(code.toLowerCase(), 'B');
+    await sleep(300);
+    check('joiner sees the same position', Math.abs(b.positionNow() - a.positionNow()) < 20,
+      `${(b.positionNow() - a.positionNow()).toFixed(2)} ms apart`);
+    try {
+      await b.pause();
+      check('non-host pause rejects', false);
+    } catch (e) {
+      check('non-host pause rejects with the server code', e.code === 'NOT_HOST', e.code);
+    }
+    try {
+      await b.joinRoom('ZZZZZZ');
+      check('unknown room rejects', false);
+    } catch (e) {
+      check('unknown room rejects with ROOM_NOT_FOUND', e.code === 'ROOM_NOT_FOUND', e.code);
+    }
+    await b.joinRoom(code);
+
+    // A custom adapter: an ideal player that follows what PlayerSync tells it.
+    let pos = 0, playing = false, at = performance.now(), rate = 1;
+    const now = () => (playing ? pos + (performance.now() - at) * rate : pos);
+    const adapter = {
+      load: () => true, positionMs: () => now(), isPlaying: () => playing,
+      play: () => { pos = now(); at = performance.now(); playing = true; },
+      pause: () => { pos = now(); playing = false; },
+      seek: (ms) => { pos = ms; at = performance.now(); },
+      setRate: (r) => { pos = now(); at = performance.now(); rate = r; },
+    };
+    const sync = PlayerSync.custom(b, adapter, { canSetRate: true, rateStep: null, seekLatencyMs: 0, positionGranularityMs: 0 });
+    sync.start();
+    await sleep(1500);
+    const st = sync.stats();
+    check('PlayerSync keeps a custom player on the clock', playing && Math.abs(st.driftMs) < 15, JSON.stringify({ driftMs: st.driftMs, mode: st.mode }));
+    await a.pause();
+    await sleep(300);
+    check('pause reaches the synced player', !playing);
+    sync.stop();
+
+    // Restart the server on the same port: sessions are gone, rooms survive. The client must
+    // reconnect with backoff, get a new session and re-join its room by code on its own.
+    const before = b.sessionId;
+    const states2 = [];
+    b.onConnection = (st2) => states2.push(st2);
+    server.kill('SIGTERM');
+    await new Promise((r) => server.once('exit', r));
+    server = startServer(['--listen', base]);
+    await server.ready;
+    let t = Date.now();
+    while (Date.now() - t < 5000 && !(b.connectionState === 'open' && b.room?.room?.code === code)) await sleep(20);
+    check('after a server restart: reconnects, new session, back in the room by code',
+      b.connectionState === 'open' && b.sessionId !== before && b.room?.room?.code === code,
+      `${states2.join(' → ')} in ${Date.now() - t} ms`);
+    a.close();
+    b.close();
+  } finally {
+    server.kill('SIGTERM');
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  return failures;
 }
-console.log(failures ? `${failures} failed` : 'all passed');
-process.exit(failures ? 1 : 0);
+
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  const args = process.argv.slice(2);
+  const opt = (n, d) => (args.indexOf(`--${n}`) >= 0 ? args[args.indexOf(`--${n}`) + 1] : d);
+  const pkg = createRequire(import.meta.url)(path.join(path.resolve(opt('pkg', 'wasm-pkg/pkg')), 'unisono.js'));
+  const failures = await runSession(pkg, { bin: opt('bin', 'target/debug/unisono') });
+  console.log(failures ? `${failures} failed` : 'all passed');
+  process.exit(failures ? 1 : 0);
+}

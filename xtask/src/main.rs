@@ -4,10 +4,14 @@
 //!   then builds and runs the server serving it, on embedded defaults (SQLite file in `./data`,
 //!   listening on 127.0.0.1:8080); extra arguments go to `unisono serve`.
 //! - `cargo xtask web`: only builds the web app into `dist/`.
-//! - `cargo xtask test`: installs what is missing (the wasm32 target, wasm-bindgen-cli), then
-//!   runs formatting, lints, the wasm build of `core`, the whole test suite (end-to-end tests
-//!   included), the wasm package's tests in Node and the browser end-to-end test.
+//! - `cargo xtask test`: installs what is missing (the wasm32 target, wasm-bindgen-cli,
+//!   wasm-pack), then runs formatting, lints, the wasm build of `core`, the whole test suite
+//!   (end-to-end tests included), the wasm package's tests in Node, the packed npm tarball in a
+//!   temp project (Node and webpack) and the browser end-to-end test.
 //!   This is the README's test command and what `.ci/run` runs.
+//! - `cargo xtask npm-pack`: builds the `unisono` npm package (wasm-pack, targets bundler, nodejs
+//!   and web, in one package) and packs it into `target/npm/unisono-VERSION.tgz` (`npm.rs`);
+//!   prints the tarball's path and the `.wasm` sizes.
 //! - `cargo xtask bench [ARGS…]`: builds release binaries and runs the load generator
 //!   (`docs/benchmarks.md` lists the scenarios and the figures measured).
 //! - `cargo xtask bench sio-devices [ARGS…]`: builds the server and runs the Socket.IO device
@@ -19,6 +23,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+
+mod npm;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
@@ -119,26 +125,25 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// The JavaScript-facing tests: the npm client's API from plain Node
-/// (`tests/browser/npm_client.mjs`), the wasm-pkg tests (test vectors) in headless Chromium, and
-/// the browser end-to-end test (`tests/browser/sync.mjs`: the built web app in two Chromium
-/// pages) against the debug binary. Chromium needs Debian's `chromium` and `chromium-driver`
-/// (`.ci/run` installs them); without them those steps are skipped loudly, except under
-/// `CI=true`, where they fail.
+/// The JavaScript-facing tests: the packed npm tarball installed into a temp project and used
+/// from plain Node (`require` and `import`: a full room session against the binary, every test
+/// vector) and through webpack (`tests/npm/run.mjs`), the wasm-pkg tests (test vectors) in
+/// headless Chromium, and the browser end-to-end test (`tests/browser/sync.mjs`: the built web
+/// app in two Chromium pages) against the debug binary. Chromium needs Debian's `chromium` and
+/// `chromium-driver` (`.ci/run` installs them); without them those steps are skipped loudly,
+/// except under `CI=true`, where they fail.
 fn browser_test() -> Result<()> {
-    let mut c = cargo();
-    c.args(["build", "-p", "unisono", "--target", "wasm32-unknown-unknown"]);
-    run("build the npm package's wasm", c)?;
-    let pkg = root().join("target/npm-node");
-    let mut c = Command::new("wasm-bindgen");
-    c.env("PATH", tool_path())
-        .args(["--target", "nodejs", "--out-dir"])
-        .arg(&pkg)
-        .arg(root().join("target/wasm32-unknown-unknown/debug/unisono.wasm"));
-    run("wasm-bindgen --target nodejs (the npm package for Node)", c)?;
+    let packed = npm::pack()?;
+    for (dir, raw, gz) in &packed.wasm_sizes {
+        eprintln!("npm package {dir}/unisono_bg.wasm: {raw} bytes raw, {gz} bytes gzip -9");
+    }
     let mut c = Command::new("node");
-    c.current_dir(root()).arg("tests/browser/npm_client.mjs").arg("--pkg").arg(&pkg);
-    run("npm client API from plain Node against the binary", c)?;
+    c.current_dir(root())
+        .arg("tests/npm/run.mjs")
+        .arg("--tarball")
+        .arg(&packed.tarball)
+        .args(["--bin", "target/debug/unisono"]);
+    run("the packed npm tarball in a temp project: Node (require, import) and webpack", c)?;
     if !Path::new("/usr/bin/chromium").exists() || !Path::new("/usr/bin/chromedriver").exists() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             bail!("chromium or chromedriver is missing (apt-get install -y chromium chromium-driver)");
@@ -244,10 +249,11 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("serve") => serve(&args[1..]),
         Some("web") => build_web(),
+        Some("npm-pack") => npm::npm_pack(),
         Some("bench") if args.get(1).map(String::as_str) == Some("sio-devices") => bench_sio_devices(&args[2..]),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <serve [ARGS…] | web | test | bench [ARGS…]>");
+            eprintln!("usage: cargo xtask <serve [ARGS…] | web | npm-pack | test | bench [ARGS…]>");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,199 @@
+// The packed npm tarball, used the way a consumer uses it. A fresh temp project (the files of
+// tests/npm/consumer/ plus the test vectors) gets `npm install --offline <tarball>` (the package
+// has no dependencies: no registry is asked), and then:
+//
+// 1. Node, `require('unisono')` (consumer/require.cjs) and `import {…} from 'unisono'`
+//    (consumer/import.mjs): the package's Node build, every test vector bit for bit, and a
+//    full room session against the real binary (tests/browser/npm_client.mjs);
+// 2. the generated TypeScript declarations are in the package;
+// 3. webpack 5 (consumer/webpack.config.cjs) bundles consumer/app.mjs twice: for Node, run
+//    here, and for the web, loaded in headless Chromium from the real server (`--web-dir`);
+//    both check every test vector, a position, and connect to the server (room, song, clock);
+// 4. a page without a bundler imports the package's `web` build (`unisono/web`) in Chromium.
+//
+// Chromium is Debian's /usr/bin/chromium driven by playwright-core; without it step 3's browser
+// half and step 4 are skipped loudly (a failure under CI=true).
+//
+// Usage: node tests/npm/run.mjs --tarball target/npm/unisono-0.1.0.tgz
+//        [--bin target/debug/unisono] [--keep]   (--keep: leave the temp project for a look)
+
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { WebSocket } from 'ws';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const require = createRequire(import.meta.url);
+const args = process.argv.slice(2);
+const opt = (n, d) => (args.indexOf(`--${n}`) >= 0 ? args[args.indexOf(`--${n}`) + 1] : d);
+const TARBALL = opt('tarball') && path.resolve(opt('tarball'));
+const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
+if (!TARBALL || !fs.existsSync(TARBALL)) {
+  console.error('usage: node tests/npm/run.mjs --tarball <unisono-VERSION.tgz> (cargo xtask npm-pack makes it)');
+  process.exit(2);
+}
+const CHROMIUM = '/usr/bin/chromium';
+
+let failures = 0;
+const check = (name, ok, detail = '') => {
+  console.log(`${ok ? 'PASS' : 'FAIL'} ${name} ${detail}`);
+  if (!ok) failures++;
+};
+
+// -- the consumer project ------------------------------------------------------------------------
+const project = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-consumer-'));
+fs.cpSync(path.join(here, 'consumer'), project, { recursive: true });
+fs.copyFileSync(path.join(here, 'vectors.mjs'), path.join(project, 'vectors.mjs'));
+fs.copyFileSync(path.join(root, 'core/tests/vectors/core-v1.jsonl'), path.join(project, 'core-v1.jsonl'));
+fs.writeFileSync(path.join(project, 'package.json'),
+  `${JSON.stringify({ name: 'unisono-consumer', version: '1.0.0', private: true }, null, 2)}\n`);
+console.log(`consumer project: ${project}`);
+execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', TARBALL], { cwd: project, stdio: 'inherit' });
+const installed = path.join(project, 'node_modules/unisono');
+const manifest = JSON.parse(fs.readFileSync(path.join(installed, 'package.json'), 'utf8'));
+const deps = JSON.parse(fs.readFileSync(path.join(project, 'package.json'), 'utf8')).dependencies ?? {};
+check('npm install --offline of the tarball', manifest.name === 'unisono' && /^file:/.test(deps.unisono ?? ''),
+  `unisono@${manifest.version} ← ${deps.unisono}`);
+
+const server = { bin: BIN, proc: null };
+try {
+  // -- 1. Node: require and import -----------------------------------------------------------------
+  for (const entry of ['require.cjs', 'import.mjs']) {
+    const code = await new Promise((resolve) => {
+      const child = spawn(process.execPath, [entry], {
+        cwd: project,
+        stdio: 'inherit',
+        env: { ...process.env, UNISONO_BIN: BIN, UNISONO_NODE_CHECKS: pathToFileURL(path.join(here, 'node_checks.mjs')).href },
+      });
+      child.on('exit', resolve);
+    });
+    check(`Node consumer ${entry} (vectors and a room session against the binary)`, code === 0, `exit ${code}`);
+  }
+
+  // -- 2. TypeScript declarations ------------------------------------------------------------------
+  for (const dts of ['bundler/unisono.d.ts', 'node/unisono.d.ts', 'web/unisono.d.ts']) {
+    const text = fs.existsSync(path.join(installed, dts)) ? fs.readFileSync(path.join(installed, dts), 'utf8') : '';
+    const want = ['export class UnisonoClient', 'export class PlayerSync', 'export function positionAt(', 'export class Estimator'];
+    check(`types: ${dts}`, want.every((w) => text.includes(w)), want.filter((w) => !text.includes(w)).join(', '));
+  }
+
+  // -- 3. webpack ------------------------------------------------------------------------------------
+  const webpack = require('webpack');
+  const config = require(path.join(project, 'webpack.config.cjs'));
+  const bundle = (env) => new Promise((resolve) => {
+    webpack(config(env), (err, stats) => {
+      const errors = err ? [String(err)] : stats.toJson({ all: false, errors: true }).errors.map((e) => e.message);
+      resolve(errors);
+    });
+  });
+  const nodeErrors = await bundle({ target: 'node', out: 'dist-node' });
+  check('webpack bundles the app for Node', nodeErrors.length === 0, nodeErrors.join('\n'));
+  const webErrors = await bundle({ target: 'web', out: 'site' });
+  check('webpack bundles the app for the web', webErrors.length === 0, webErrors.join('\n'));
+
+  // The site the server serves: the web bundle, its page, and the no-bundler page with the
+  // package's `web` build next to it.
+  const site = path.join(project, 'site');
+  for (const f of ['index.html', 'web.html', 'checks.mjs', 'vectors.mjs', 'core-v1.jsonl']) {
+    fs.copyFileSync(path.join(project, f), path.join(site, f));
+  }
+  fs.cpSync(path.join(installed, 'web'), path.join(site, 'unisono/web'), { recursive: true });
+  const base = await startServer(server, site);
+  const wasmAssets = fs.readdirSync(site).filter((f) => f.endsWith('.wasm'));
+  check('the web bundle emits the package .wasm as an asset', wasmAssets.length === 1, wasmAssets.join(', '));
+
+  globalThis.WebSocket ??= WebSocket;
+  globalThis.UNISONO_SERVER = `ws://${base}/ws`;
+  require(path.join(project, 'dist-node/main.js'));
+  // The entry is an async module (it waits for the .wasm), so its result appears a bit later.
+  for (let t = Date.now(); !globalThis.unisonoResult && Date.now() - t < 20000;) await new Promise((r) => setTimeout(r, 20));
+  assertApp('webpack bundle in Node', await withTimeout(globalThis.unisonoResult ?? Promise.resolve(), 20000));
+
+  // -- 4. Chromium: the webpack bundle, and unisono/web without a bundler ---------------------------
+  if (!fs.existsSync(CHROMIUM)) {
+    if (process.env.CI === 'true') check(`${CHROMIUM} exists (CI=true)`, false);
+    else console.log(`SKIPPED the Chromium half: ${CHROMIUM} not found`);
+  } else {
+    const { chromium } = require('playwright-core');
+    const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-npm-chromium-'));
+    const browser = await chromium.launchPersistentContext(userDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      for (const [name, page] of [['webpack bundle in Chromium', 'index.html'], ['unisono/web (no bundler) in Chromium', 'web.html']]) {
+        const p = await browser.newPage();
+        const errors = [];
+        p.on('pageerror', (e) => errors.push(String(e)));
+        p.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+        await p.goto(`http://${base}/${page}`);
+        let result;
+        try {
+          await p.waitForFunction(() => window.unisonoResult, null, { timeout: 20000 });
+          result = await withTimeout(p.evaluate(() => window.unisonoResult), 20000);
+        } catch (e) {
+          result = { error: `${e.message}; page errors: ${errors.join(' | ')}` };
+        }
+        assertApp(name, result);
+        await p.close();
+      }
+    } finally {
+      await browser.close();
+      fs.rmSync(userDir, { recursive: true, force: true });
+    }
+  }
+} catch (e) {
+  check('no exception in the driver', false, e?.stack ?? String(e));
+} finally {
+  server.proc?.kill('SIGTERM');
+  if (args.includes('--keep')) console.log(`kept: ${project}`);
+  else fs.rmSync(project, { recursive: true, force: true });
+}
+
+console.log(failures ? `${failures} failed` : 'all passed');
+process.exit(failures ? 1 : 0);
+
+/** The checks consumer/checks.mjs reports, for one way of running the app. */
+function assertApp(name, r) {
+  if (!r || r.error) {
+    check(`${name}: runs`, false, r?.error ?? 'no result');
+    return;
+  }
+  check(`${name}: every test vector, bit for bit`, r.vectors.cases === 1200 && r.vectors.failed === 0,
+    `${r.vectors.cases} cases ${JSON.stringify(r.vectors.byKind)}; ${r.vectors.failed} failures ${r.vectors.first.join(' | ')}`);
+  check(`${name}: positionAt`, r.position === 2000, `${r.position}`);
+  const s = r.session;
+  check(`${name}: connects, creates a room, follows its clock`,
+    s && s.state === 'open' && s.isHost && /^[0-9A-Z]{6}$/.test(s.code) && s.positionMs > 300 && s.positionMs < 1500
+      && s.samples >= 5 && s.errorBound < 5,
+    JSON.stringify(s));
+}
+
+function withTimeout(promise, ms) {
+  return Promise.race([promise, new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms))]);
+}
+
+/** Starts the binary serving `webDir` on a free port; resolves to `host:port`. */
+function startServer(s, webDir) {
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-npm-data-'));
+  s.proc = spawn(s.bin, ['serve', '--data-dir', data, '--listen', '127.0.0.1:0', '--web-dir', webDir],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  s.proc.on('exit', () => fs.rmSync(data, { recursive: true, force: true }));
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const on = (d) => {
+      seen += d;
+      const m = seen.match(/listening on http:\/\/([0-9.:]+)/);
+      if (m) resolve(m[1]);
+    };
+    s.proc.stdout.on('data', on);
+    s.proc.stderr.on('data', on);
+    setTimeout(() => reject(new Error(`no server: ${seen}`)), 15000);
+  });
+}
