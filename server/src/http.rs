@@ -43,8 +43,10 @@ pub fn routes(
     let index = web_dir.join("index.html");
     let has_web = index.is_file();
     let static_files = warp::fs::dir(web_dir);
-    // Deep links such as `/r/CODE` load the app, which routes on the client.
-    let spa = warp::get().and(warp::path("r")).and(warp::fs::file(index));
+    // Deep links such as `/r/CODE`, and the admin dashboard `/admin`, load the app, which
+    // routes on the client.
+    let admin = warp::path("admin").and(warp::path::end()).and(warp::fs::file(index.clone()));
+    let spa = warp::get().and(warp::path("r")).and(warp::fs::file(index)).or(admin);
     let placeholder = warp::get().and(warp::path::end()).map(|| warp::reply::html(PLACEHOLDER));
 
     let app = warp::get()

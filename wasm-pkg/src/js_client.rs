@@ -105,6 +105,8 @@ impl UnisonoClient {
                 }
                 ClientEvent::Changed(Change::Sync) => (&cbs.sync, vec![]),
                 ClientEvent::Changed(Change::Error(err)) => (&cbs.error, vec![js_error(err)]),
+                // Not part of the JS API yet: JavaScript admin tools use Socket.IO `/admin`.
+                ClientEvent::Push(_) => return,
             };
             if let Some(f) = f {
                 let arr: js_sys::Array = args.iter().collect();

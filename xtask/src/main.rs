@@ -161,7 +161,11 @@ fn browser_test() -> Result<()> {
     build_web()?;
     let mut c = Command::new("node");
     c.current_dir(root()).args(["tests/browser/sync.mjs", "--bin", "target/debug/unisono"]);
-    run("browser end-to-end (two Chromium pages in one room)", c)
+    run("browser end-to-end (two Chromium pages in one room)", c)?;
+    // The admin dashboard against a fake Socket.IO device (`tests/browser/admin.mjs`).
+    let mut c = Command::new("node");
+    c.current_dir(root()).args(["tests/browser/admin.mjs", "--bin", "target/debug/unisono"]);
+    run("browser end-to-end (admin dashboard, fake device)", c)
 }
 
 /// trunk builds the web app; 0.22 needs a newer rustc than ours.

@@ -5,6 +5,11 @@
 //! - [`state`]: the sans-IO half (session, clock estimate, room view; how frames change them).
 //! - [`Client`]: the driver: socket, timers, pending requests, listeners.
 //!
+//! Besides the room protocol it carries any request/push protocol the server speaks on `/ws`
+//! (the device admin protocol, docs/socketio.md §3): [`Client::request_event`] sends an event by
+//! name and awaits its reply, and pushes the core does not model reach listeners as
+//! [`ClientEvent::Push`].
+//!
 //! Local time is `performance.now()` only. Positions are computed from the timing vector when
 //! asked, never advanced by timers, so a throttled background tab is right as soon as it looks.
 
@@ -19,13 +24,13 @@ use std::{
 use futures_channel::oneshot;
 use serde_json::Value;
 use unisono_core::{
-    protocol::{CreateRoom, JoinRoom, Push, Request, TimeSync},
+    protocol::{ClientFrame, CreateRoom, JoinRoom, Push, Request, TimeSync},
     song::Song,
 };
 use wasm_bindgen::{JsCast, prelude::*};
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-pub use state::{Change, ClientError, RoomView, SyncStats};
+pub use state::{Change, ClientError, RawPush, RoomView, SyncStats};
 
 use crate::sys;
 
@@ -68,6 +73,9 @@ impl ConnectionState {
 pub enum ClientEvent {
     Connection(ConnectionState),
     Changed(Change),
+    /// A push outside the room protocol (e.g. `device:online`, `state:updated` on an admin
+    /// connection), as it came; the client keeps no state for it.
+    Push(RawPush),
 }
 
 type Listener = Rc<dyn Fn(&ClientEvent)>;
@@ -361,7 +369,7 @@ impl Client {
         match state::decode(text) {
             Ok(state::Frame::Reply(r)) => self.on_reply(generation, r, t3),
             Ok(state::Frame::Push(p)) => self.on_push(generation, *p, t3),
-            Ok(state::Frame::Unknown) => {}
+            Ok(state::Frame::Other(p)) => self.emit(vec![ClientEvent::Push(p)]),
             Err(e) => self.emit(vec![ClientEvent::Changed(Change::Error(ClientError::new("BAD_FRAME", e)))]),
         }
     }
@@ -500,11 +508,34 @@ impl Client {
 
     /// Sends a request; resolves with the reply's `data`, or fails with the server's error code.
     pub fn request(&self, req: Request) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        let id = self.0.inner.borrow_mut().state.next_id();
+        self.send_request(id, req.to_frame(Some(id)), REQUEST_TIMEOUT_MS)
+    }
+
+    /// Sends any event by name (no client-side validation: for protocols the core does not
+    /// model, such as the device admin protocol's `devices:subscribe` or `command`) and awaits
+    /// its reply's `data`, or fails with the server's code, or `TIMEOUT` after `timeout_ms`.
+    pub fn request_event(
+        &self,
+        event: &str,
+        data: Value,
+        timeout_ms: f64,
+    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+        let id = self.0.inner.borrow_mut().state.next_id();
+        self.send_request(id, ClientFrame { event: event.to_owned(), data, id: Some(id) }, timeout_ms)
+    }
+
+    /// Sends `frame` (request `id`), or queues it until the socket opens; resolves with its reply.
+    fn send_request(
+        &self,
+        id: u64,
+        frame: ClientFrame,
+        timeout_ms: f64,
+    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
         let (tx, rx) = oneshot::channel();
-        let id = {
+        {
             let mut inner = self.0.inner.borrow_mut();
-            let id = inner.state.next_id();
-            match serde_json::to_string(&req.to_frame(Some(id))) {
+            match serde_json::to_string(&frame) {
                 Ok(text) => {
                     inner.pending.insert(id, Pending::Request(tx));
                     let open = inner.conn == ConnectionState::Open
@@ -525,15 +556,15 @@ impl Client {
                     let _ = tx.send(Err(ClientError::new("INVALID_PAYLOAD", e.to_string())));
                 }
             }
-            id
-        };
+        }
         let weak = Rc::downgrade(&self.0);
-        sys::set_timeout(REQUEST_TIMEOUT_MS, move || {
+        sys::set_timeout(timeout_ms, move || {
             if let Some(c) = upgrade(&weak) {
                 let mut inner = c.0.inner.borrow_mut();
                 inner.outbox.retain(|(i, _)| *i != id);
                 if let Some(Pending::Request(tx)) = inner.pending.remove(&id) {
-                    let _ = tx.send(Err(ClientError::new("TIMEOUT", "no reply within 10 s")));
+                    let msg = format!("no reply within {:.0} s", timeout_ms / 1000.0);
+                    let _ = tx.send(Err(ClientError::new("TIMEOUT", msg)));
                 }
             }
         });

@@ -60,8 +60,17 @@ pub enum Change {
 pub enum Frame {
     Reply(Reply),
     Push(Box<Push>),
-    /// A push this client does not know (a newer server): ignored.
-    Unknown,
+    /// A push the room protocol does not model (the device admin protocol's `device:online`,
+    /// `state:updated`…, or a newer server's): passed on to listeners as it came.
+    Other(RawPush),
+}
+
+/// A push by name with its JSON payload, for protocols the client carries but does not
+/// interpret (docs/socketio.md §3: the device admin protocol on `/ws`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPush {
+    pub event: String,
+    pub data: Value,
 }
 
 /// A failed request or an error push: the server's stable `code` (e.g. `NOT_HOST`) or one of the
@@ -95,10 +104,18 @@ impl std::error::Error for ClientError {}
 /// Decodes one text frame: a reply has no `event` key, a push always has one.
 pub fn decode(text: &str) -> Result<Frame, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON from server: {e}"))?;
-    if v.get("event").is_some() {
-        Ok(serde_json::from_value::<Push>(v).map(|p| Frame::Push(Box::new(p))).unwrap_or(Frame::Unknown))
-    } else {
-        serde_json::from_value::<Reply>(v).map(Frame::Reply).map_err(|e| format!("malformed reply: {e}"))
+    if v.get("event").is_none() {
+        return serde_json::from_value::<Reply>(v).map(Frame::Reply).map_err(|e| format!("malformed reply: {e}"));
+    }
+    match serde_json::from_value::<Push>(v) {
+        Ok(p) => Ok(Frame::Push(Box::new(p))),
+        // Not a room push: parsed again (rare, and cheaper in code size than a second,
+        // borrowing deserializer for every push type).
+        Err(_) => {
+            let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            let event = v.get("event").and_then(Value::as_str).ok_or("push without an event name")?.to_owned();
+            Ok(Frame::Other(RawPush { event, data: v.get_mut("data").map(Value::take).unwrap_or(Value::Null) }))
+        }
     }
 }
 
@@ -431,8 +448,15 @@ mod tests {
     }
 
     #[test]
-    fn unknown_pushes_are_ignored_and_replies_decoded() {
-        assert!(matches!(decode(r#"{"event":"from-the-future","data":{}}"#), Ok(Frame::Unknown)));
+    fn unmodelled_pushes_pass_through_and_replies_decode() {
+        let other = decode(r#"{"event":"state:updated","data":{"deviceId":"k","rev":2,"baseRev":1,"patch":{}}}"#);
+        match other {
+            Ok(Frame::Other(RawPush { event, data })) => {
+                assert_eq!((event.as_str(), data.get("rev").and_then(Value::as_u64)), ("state:updated", Some(2)));
+            }
+            other => panic!("expected a raw push: {other:?}"),
+        }
+        assert!(decode(r#"{"event":7}"#).is_err());
         let r = decode(r#"{"id":7,"ok":false,"error":{"code":"NOT_HOST","message":"no"}}"#);
         assert!(matches!(r, Ok(Frame::Reply(Reply { id: 7, ok: false, .. }))));
     }
