@@ -115,12 +115,25 @@ impl AuthError {
 
 /// Token verification and the per-address failure limit.
 pub struct Auth {
+    /// Key of the session resume tokens, derived from the same secret (`resume_key`).
+    resume_key: [u8; 32],
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
     anonymous: bool,
     failures_per_min: u32,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// A purpose-bound key from the server secret (HMAC-SHA256 of the purpose), so that no two
+/// uses of the secret share a key.
+fn derive_key(secret: &[u8], purpose: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        unreachable!("HMAC accepts keys of any length")
+    };
+    mac.update(purpose);
+    mac.finalize().into_bytes().into()
 }
 
 /// Addresses remembered by the failure limiter before stale ones are swept.
@@ -134,6 +147,7 @@ impl Auth {
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Auth {
+            resume_key: derive_key(secret, b"unisono/resume-tokens/v1"),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
@@ -141,6 +155,12 @@ impl Auth {
             failures_per_min: failures_per_min.max(1),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The key that signs session resume tokens: stable across restarts with the secret, so a
+    /// client resumes its session after one (engine/sessions.rs).
+    pub fn resume_key(&self) -> [u8; 32] {
+        self.resume_key
     }
 
     /// Signs a token valid for `ttl`.

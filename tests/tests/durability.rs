@@ -66,6 +66,44 @@ async fn sqlite_rooms_survive_kill_9() -> Result<()> {
     survives_kill_9(Server::start(&[])?).await
 }
 
+/// Sessions survive a restart: the host's resume token (signed with the server secret in the
+/// data dir, not stored) gives it the same session id on the restarted server, so re-joining
+/// its restored room keeps the host role — also after a member got back first.
+#[tokio::test]
+async fn the_host_keeps_its_session_and_role_across_kill_9() -> Result<()> {
+    let mut server = Server::start(&[])?;
+    let mut host = Client::connect(&server).await?;
+    let code = host.ok("create-room", json!({ "name": "restart" })).await?["code"].as_str().context("code")?.to_owned();
+    host.ok("load-song", json!({ "song": song("s", 200_000.0), "autoplay": true })).await?;
+    let mut member = Client::connect(&server).await?;
+    member.ok("join-room", json!({ "code": code })).await?;
+    let (host_id, host_token) = (host.session_id.clone(), host.resume_token.clone());
+    let member_token = member.resume_token.clone();
+
+    server.kill9();
+    server.restart()?;
+
+    // The member is back first; then the host.
+    let mut member = Client::resume(&server, &member_token).await?;
+    member.ok("join-room", json!({ "code": code })).await?;
+    let mut host = Client::resume(&server, &host_token).await?;
+    assert_eq!(host.session_id, host_id, "same session after the restart");
+    assert_eq!(host.connected["resumed"], json!(false), "nothing to resume in memory: the client re-joins");
+    assert_ne!(host.resume_token, host_token, "a fresh token on every attach");
+    host.ok("join-room", json!({ "code": code })).await?;
+    let joined = host.expect_push("room-joined").await?;
+    assert_eq!(joined["host"], json!(host_id), "still the host");
+    host.ok("pause-playback", json!({})).await?;
+    assert_eq!(member.expect_push("playback-paused").await?["isPlaying"], json!(false));
+    assert_eq!(member.err_code("resume-playback", json!({})).await?, "NOT_HOST");
+
+    // A token from another server secret is just a new session.
+    let other = Server::start(&[])?;
+    let stranger = Client::resume(&other, &host.resume_token).await?;
+    assert_ne!(stranger.session_id, host_id);
+    Ok(())
+}
+
 /// Runs one SQL statement on the local PostgreSQL's `postgres` database.
 fn psql(sql: &str) -> Result<()> {
     let out = Command::new("psql")

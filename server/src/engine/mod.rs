@@ -102,7 +102,7 @@ impl Engine {
         let per_min = NonZeroU32::new(config.joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN);
         let engine = Engine {
             inner: Arc::new(Inner {
-                sessions: Sessions::new(),
+                sessions: Sessions::new(auth.resume_key()),
                 config,
                 auth,
                 devices,

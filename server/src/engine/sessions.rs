@@ -1,12 +1,22 @@
-//! Sessions: identity that outlives a connection.
+//! Sessions: identity that outlives a connection, and a restart.
 //!
-//! A session is created on connect and gets a secret resume token. When its connection drops it
-//! stays for a grace period; `/ws?resume=TOKEN` within that period attaches a new connection to
-//! the same session, with its room and host role.
+//! A session is created on connect and gets a resume token. When its connection drops it stays
+//! for a grace period; `/ws?resume=TOKEN` within that period attaches a new connection to the
+//! same session, with its room and host role.
+//!
+//! Resume tokens are signed, not stored: `ID.ISSUED.MAC`, the session id, the issue time and an
+//! HMAC-SHA256 over both and the principal, under a key derived from the server secret (which
+//! lives in the data dir or the config, like the JWT secret). A token therefore still proves
+//! its session after a restart or after the grace period: the connection gets the same session
+//! id back (without room, which the client re-joins), so a host who re-joins its restored room
+//! is still its host. Tokens older than [`RESUME_TOKEN_MAX_AGE_MS`] are refused (a fresh
+//! session), and every attach issues a new one.
 
 use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
+use hmac::{Hmac, Mac};
 use rand::Rng;
+use sha2::Sha256;
 
 use crate::{
     auth::Principal,
@@ -29,16 +39,52 @@ pub struct Session {
     pub principal: Principal,
 }
 
+/// A resume token older than this starts a new session (one day).
+pub const RESUME_TOKEN_MAX_AGE_MS: u64 = 24 * 3600 * 1000;
+
 /// All sessions of this server.
-#[derive(Default)]
 pub struct Sessions {
     inner: Mutex<Inner>,
+    key: [u8; 32],
 }
 
 #[derive(Default)]
 struct Inner {
     by_id: HashMap<String, Session>,
-    by_token: HashMap<String, String>,
+}
+
+fn mac(key: &[u8; 32], id: &str, issued: &str, p: &Principal) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { unreachable!("HMAC accepts keys of any length") };
+    for part in [id, issued, &p.tenant, &p.sub, p.role.as_str()] {
+        mac.update(part.as_bytes());
+        mac.update(&[0]);
+    }
+    mac.finalize().into_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Signs a resume token for session `id` of `principal`, issued at `now_ms`.
+fn sign(key: &[u8; 32], id: &str, principal: &Principal, now_ms: u64) -> String {
+    let issued = format!("{now_ms:x}");
+    let mac = mac(key, id, &issued, principal);
+    format!("{id}.{issued}.{mac}")
+}
+
+/// The session id of a genuine, unexpired token of `principal`.
+fn verify<'t>(key: &[u8; 32], token: &'t str, principal: &Principal, now_ms: u64) -> Option<&'t str> {
+    let mut parts = token.split('.');
+    let (id, issued, given) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || id.is_empty() || id.len() > 64 {
+        return None;
+    }
+    let at = u64::from_str_radix(issued, 16).ok()?;
+    if now_ms.saturating_sub(at) > RESUME_TOKEN_MAX_AGE_MS {
+        return None;
+    }
+    let expected = mac(key, id, issued, principal);
+    // Constant-time comparison: the MAC is the secret part.
+    let same =
+        expected.len() == given.len() && expected.bytes().zip(given.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+    same.then_some(id)
 }
 
 fn random_id(len: usize) -> String {
@@ -59,8 +105,9 @@ pub struct Attached {
 }
 
 impl Sessions {
-    pub fn new() -> Sessions {
-        Sessions::default()
+    /// `key` signs the resume tokens ([`crate::auth::Auth::resume_key`]).
+    pub fn new(key: [u8; 32]) -> Sessions {
+        Sessions { inner: Mutex::default(), key }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -68,20 +115,23 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Attaches a connection: resumes the session of `resume` if it exists and belongs to the
-    /// same principal, else creates one.
+    /// Attaches a connection: resumes the session of `resume` if the token is genuine and
+    /// belongs to the same principal (with its room if the session is still here, with its id
+    /// only after a restart or its grace period), else creates one.
     pub fn attach(&self, resume: Option<&str>, outbox: Outbox, ip: Option<IpAddr>, principal: Principal) -> Attached {
+        let now = crate::time::now_ms().max(0.0) as u64;
         let mut inner = self.lock();
-        if let Some(token) = resume
-            && let Some(id) = inner.by_token.get(token).cloned()
-            && let Some(s) = inner.by_id.get_mut(&id)
+        let claimed = resume.and_then(|t| verify(&self.key, t, &principal, now)).map(str::to_owned);
+        if let Some(id) = &claimed
+            && let Some(s) = inner.by_id.get_mut(id)
             && s.principal == principal
         {
             let replaced = s.outbox.replace(outbox);
             s.conn += 1;
             s.ip = ip;
+            s.resume_token = sign(&self.key, id, &principal, now);
             return Attached {
-                id,
+                id: id.clone(),
                 resume_token: s.resume_token.clone(),
                 conn: s.conn,
                 resumed: true,
@@ -89,9 +139,12 @@ impl Sessions {
                 replaced,
             };
         }
-        let id = random_id(12);
-        let resume_token = random_id(32);
-        inner.by_token.insert(resume_token.clone(), id.clone());
+        // A genuine token whose session is gone (restart, grace over) keeps its id.
+        let id = match claimed {
+            Some(id) if !inner.by_id.contains_key(&id) => id,
+            _ => random_id(12),
+        };
+        let resume_token = sign(&self.key, &id, &principal, now);
         inner.by_id.insert(
             id.clone(),
             Session {
@@ -127,7 +180,6 @@ impl Sessions {
             return None;
         }
         let s = inner.by_id.remove(id)?;
-        inner.by_token.remove(&s.resume_token);
         crate::metrics::METRICS.sessions.set(inner.by_id.len() as i64);
         Some(s.room)
     }
@@ -183,5 +235,48 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn alice() -> Principal {
+        Principal { sub: "alice".into(), tenant: "acme".into(), role: Role::User }
+    }
+
+    #[test]
+    fn tokens_verify_for_their_principal_only() {
+        let key = [7; 32];
+        let t = sign(&key, "abc123", &alice(), 1_000);
+        assert_eq!(verify(&key, &t, &alice(), 2_000), Some("abc123"));
+        let bob = Principal { sub: "bob".into(), ..alice() };
+        assert_eq!(verify(&key, &t, &bob, 2_000), None, "another principal");
+        assert_eq!(verify(&[8; 32], &t, &alice(), 2_000), None, "another key");
+        assert_eq!(verify(&key, &t, &alice(), 1_000 + RESUME_TOKEN_MAX_AGE_MS + 1), None, "too old");
+        let forged = t.replacen("abc123", "abc124", 1);
+        assert_eq!(verify(&key, &forged, &alice(), 2_000), None, "another id");
+        for bad in ["", "x", "a.b", "a.b.c.d", "abc123.zz.00", ".3e8.00"] {
+            assert_eq!(verify(&key, bad, &alice(), 2_000), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_genuine_token_keeps_its_id_after_a_restart() {
+        let (out, _inbox) = Outbox::new(4);
+        let before = Sessions::new([1; 32]);
+        let a = before.attach(None, out.clone(), None, alice());
+        // A new server with the same secret: no session in memory.
+        let after = Sessions::new([1; 32]);
+        let b = after.attach(Some(&a.resume_token), out.clone(), None, alice());
+        assert_eq!((b.id.as_str(), b.resumed), (a.id.as_str(), false));
+        // Same server: a resume of a live session is a resume.
+        let c = after.attach(Some(&b.resume_token), out.clone(), None, alice());
+        assert_eq!((c.id.as_str(), c.resumed, c.conn), (a.id.as_str(), true, 2));
+        // Another secret: a new session.
+        let other = Sessions::new([2; 32]);
+        assert_ne!(other.attach(Some(&a.resume_token), out, None, alice()).id, a.id);
     }
 }
