@@ -14,13 +14,13 @@
 // other builds steal the CPU the pages' media pipelines need, and the figure then measures
 // the machine, not the sync.
 
-import { spawn } from 'node:child_process';
 import net from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, log, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -67,60 +67,11 @@ function delayProxy(target) {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${server.address().port}` })));
 }
 
-const log = (...a) => console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** A mono 16-bit WAV: a quiet sine with a click every second (so drift would be audible). */
-function wav(seconds, rate = 22050) {
-  const n = seconds * rate;
-  const buf = Buffer.alloc(44 + n * 2);
-  buf.write('RIFF', 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write('WAVE', 8);
-  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
-  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
-  buf.write('data', 36); buf.writeUInt32LE(n * 2, 40);
-  for (let i = 0; i < n; i++) {
-    const click = i % rate < 40 ? 0.6 : 0;
-    const v = 0.2 * Math.sin((2 * Math.PI * 440 * i) / rate) + click;
-    buf.writeInt16LE(Math.round(Math.max(-1, Math.min(1, v)) * 32767), 44 + i * 2);
-  }
-  return buf;
-}
-
-function quantile(xs, q) {
-  const s = [...xs].sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))];
-}
-
-async function startServer(webDir, dataDir) {
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', webDir], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'warn' },
-  });
-  const url = await new Promise((resolve, reject) => {
-    let seen = '';
-    const onData = (d) => {
-      seen += d.toString();
-      const m = seen.match(/listening on (http:\/\/[0-9.:]+)/);
-      if (m) resolve(m[1]);
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (c) => reject(new Error(`server exited (${c}): ${seen}`)));
-    setTimeout(() => reject(new Error(`server did not start: ${seen}`)), 15000);
-  });
-  return { child, url };
-}
-
 /** One sample of a page: [wall clock ms, audio position ms, paused, playbackRate]. */
 const probe = () => {
   const a = document.querySelector('audio');
   return [performance.timeOrigin + performance.now(), a ? a.currentTime * 1000 : NaN, a ? a.paused : true, a ? a.playbackRate : 0];
 };
-
-async function waitFor(page, fn, arg, timeout = 10000) {
-  return page.waitForFunction(fn, arg, { timeout, polling: 50 });
-}
 
 async function main() {
   if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error(`no built app in ${DIST} (trunk build --release)`);
@@ -133,7 +84,7 @@ async function main() {
   fs.writeFileSync(path.join(webDir, 'media', 'tone.wav'), wav(SONG_S));
   fs.mkdirSync(OUT, { recursive: true });
 
-  const { child, url } = await startServer(webDir, path.join(tmp, 'data'));
+  const { child, url } = await startServer(BIN, webDir, path.join(tmp, 'data'));
   log('server', url);
   const proxy = DELAY > 0 ? await delayProxy(url.replace('http://', '')) : null;
   const guestUrl = proxy ? proxy.url : url;
@@ -141,8 +92,7 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+    args: CHROMIUM_ARGS,
     // playwright gives every launch a fresh temporary --user-data-dir.
   });
   const results = { ok: true, checks: [] };

@@ -1,5 +1,6 @@
 //! The app's one stateful component. It owns the shared [`Client`] (connect, reconnect, room
-//! state), a [`PlayerSync`] bound to the page's `<audio>` element, the route (`/` or
+//! state), a [`PlayerSync`] bound to the page's `<audio>` element (or to a YouTube player for
+//! YouTube songs, `youtube.rs`), the route (`/` or
 //! `/r/CODE`, kept in the address bar) and the form inputs; it re-renders on every client event
 //! and five times a second for the live figures. Rendering is in `views.rs`.
 
@@ -8,14 +9,20 @@ use std::{cell::RefCell, future::Future, rc::Rc};
 use serde_json::Value;
 use unisono::{
     client::{Client, ClientError, ConnectionState},
-    player::{HtmlMediaAdapter, PlayerSync},
+    player::{HtmlMediaAdapter, MediaAdapter, PlayerSync, YouTubeAdapter},
 };
+use unisono_core::song::Provider;
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
 use wasm_bindgen_futures::spawn_local;
 use web_sys::HtmlMediaElement;
 use yew::prelude::*;
 
-use crate::views;
+use crate::{views, youtube};
+
+fn notify_handle(notice: &UseStateHandle<Option<String>>) -> Callback<String> {
+    let notice = notice.clone();
+    Callback::from(move |m: String| notice.set(Some(m)))
+}
 
 /// Where the app is.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,20 +135,50 @@ pub fn app() -> Html {
         });
     }
 
-    // Drive the <audio> element from the room's clock.
+    // Drive a player from the room's clock: the <audio> element, or a YouTube player in the
+    // video box while the song is a YouTube one. A new provider gets a new PlayerSync (its
+    // drift controller is tuned to the player's capabilities).
+    let youtube = client.with_room(|r| {
+        r.and_then(|r| r.playback.clock.song.as_ref().map(|s| s.provider == Provider::Youtube)).unwrap_or(false)
+    });
     {
         let client = (*client).clone();
         let audio = audio.clone();
         let sync = sync.clone();
-        use_effect_with((), move |_| {
-            let started = audio.cast::<HtmlMediaElement>().map(|el| {
-                let s = PlayerSync::new(&client, Box::new(HtmlMediaAdapter::new(el)));
-                s.start();
-                sync.set(Some(s.clone()));
-                s
-            });
+        let notify = notify_handle(&notice);
+        use_effect_with(youtube, move |&youtube| {
+            let current: Rc<RefCell<Option<PlayerSync>>> = Rc::default();
+            let cancelled = Rc::new(std::cell::Cell::new(false));
+            let bind = {
+                let (current, sync, client) = (current.clone(), sync.clone(), client.clone());
+                move |adapter: Box<dyn MediaAdapter>| {
+                    let s = PlayerSync::new(&client, adapter);
+                    s.start();
+                    *current.borrow_mut() = Some(s.clone());
+                    sync.set(Some(s));
+                }
+            };
+            if youtube {
+                if let Some(el) = audio.cast::<HtmlMediaElement>() {
+                    let _ = el.pause();
+                }
+                let cancelled = cancelled.clone();
+                spawn_local(async move {
+                    match youtube::create().await {
+                        Ok(player) if !cancelled.get() => bind(Box::new(YouTubeAdapter::new(player))),
+                        Ok(_) => {}
+                        Err(e) => notify.emit(format!("YouTube: {e}")),
+                    }
+                });
+            } else {
+                youtube::clear();
+                if let Some(el) = audio.cast::<HtmlMediaElement>() {
+                    bind(Box::new(HtmlMediaAdapter::new(el)));
+                }
+            }
             move || {
-                if let Some(s) = started {
+                cancelled.set(true);
+                if let Some(s) = current.borrow_mut().take() {
                     s.stop();
                 }
             }
@@ -157,10 +194,7 @@ pub fn app() -> Html {
             route.set(r);
         })
     };
-    let notify = {
-        let notice = notice.clone();
-        Callback::from(move |m: String| notice.set(Some(m)))
-    };
+    let notify = notify_handle(&notice);
 
     // On `/r/CODE`, join that room once connected (deep links, reloads, new sessions).
     let open = client.connection() == ConnectionState::Open;
@@ -220,6 +254,7 @@ pub fn app() -> Html {
                 }
             }
             <audio ref={audio} preload="auto" />
+            <div id={youtube::BOX_ID} class={classes!("video", (!youtube).then_some("hidden"))}></div>
         </main>
     }
 }

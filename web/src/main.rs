@@ -7,12 +7,14 @@
 //! - `admin/`: the device dashboard at `/admin` (its own page and connection, admin token).
 //! - `chart.rs`: time-series charts (inline SVG): drift, usage.
 //! - `links.rs`: pasted links → songs.
+//! - `youtube.rs`: the YouTube IFrame player for YouTube songs.
 
 mod admin;
 mod app;
 mod chart;
 mod links;
 mod views;
+mod youtube;
 
 fn main() {
     // The dashboard is a separate page with its own (admin) connection, chosen at load.

@@ -185,8 +185,8 @@ fn now_playing(ctx: &Ctx, room: &RoomView) -> Html {
                 }
                 <span id="status" class={classes!("status", playing.then_some("on"))}>{ status }</span>
             </div>
-            if song.is_some_and(|s| s.provider != Provider::Url) {
-                <p class="muted small">{ "This app plays URL songs; YouTube and Spotify play through the npm package's adapters. Position shown below." }</p>
+            if song.is_some_and(|s| s.provider == Provider::Spotify) {
+                <p class="muted small">{ "Spotify plays through the npm package's SpotifyAdapter (the Web Playback SDK needs a Premium account token); this page shows the position." }</p>
             }
             <div class="progress"><div class="fill" style={format!("width:{pct:.2}%")}></div></div>
             <div class="times"><span id="position">{ clock(shown) }</span><span>{ dur.map(clock).unwrap_or_else(|| "live".into()) }</span></div>

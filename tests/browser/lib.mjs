@@ -1,0 +1,59 @@
+// Shared by the browser end-to-end scripts (sync.mjs, youtube.mjs): a generated WAV file, the
+// real `unisono` binary serving a copy of the built web app, quantiles, logging and waiting.
+
+import { spawn } from 'node:child_process';
+
+export const log = (...a) => console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A mono 16-bit WAV: a quiet sine with a click every second (so drift would be audible). */
+export function wav(seconds, rate = 22050) {
+  const n = seconds * rate;
+  const buf = Buffer.alloc(44 + n * 2);
+  buf.write('RIFF', 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write('WAVE', 8);
+  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
+  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
+  buf.write('data', 36); buf.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) {
+    const click = i % rate < 40 ? 0.6 : 0;
+    const v = 0.2 * Math.sin((2 * Math.PI * 440 * i) / rate) + click;
+    buf.writeInt16LE(Math.round(Math.max(-1, Math.min(1, v)) * 32767), 44 + i * 2);
+  }
+  return buf;
+}
+
+export function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))];
+}
+
+/** Starts `bin serve` on an ephemeral port serving `webDir`; resolves `{child, url}`. */
+export async function startServer(bin, webDir, dataDir) {
+  const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', webDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'warn' },
+  });
+  const url = await new Promise((resolve, reject) => {
+    let seen = '';
+    const onData = (d) => {
+      seen += d.toString();
+      const m = seen.match(/listening on (http:\/\/[0-9.:]+)/);
+      if (m) resolve(m[1]);
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (c) => reject(new Error(`server exited (${c}): ${seen}`)));
+    setTimeout(() => reject(new Error(`server did not start: ${seen}`)), 15000);
+  });
+  return { child, url };
+}
+
+/** Headless Debian chromium (never a downloaded browser) with the flags these machines need. */
+export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--autoplay-policy=no-user-gesture-required'];
+
+export async function waitFor(page, fn, arg, timeout = 10000) {
+  return page.waitForFunction(fn, arg, { timeout, polling: 50 });
+}

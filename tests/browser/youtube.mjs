@@ -1,0 +1,165 @@
+// Browser end-to-end for YouTube songs in the web app: two Chromium pages in one room, the host
+// adds a YouTube link and plays; both pages must create a YouTube player through the IFrame
+// Player API, cue that video, play it in step, follow a pause, and give the room back to the
+// <audio> element when the next song is a plain URL.
+//
+// These machines have no internet, so `https://www.youtube.com/iframe_api` is answered by the
+// test (playwright's page.route) with a stand-in that implements the documented `YT.Player`
+// surface the app uses (constructor with events.onReady, cueVideoById, getVideoData,
+// playVideo, pauseVideo, seekTo, getCurrentTime, getPlayerState, getAvailablePlaybackRates,
+// setPlaybackRate) over an <audio> element playing a generated WAV. It records every call, so
+// the checks are on what the app asked YouTube's player to do.
+//
+// Usage: node tests/browser/youtube.mjs [--bin target/debug/unisono] [--dist dist] [--out tests/browser/out]
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, log, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+const opt = (name, dflt) => (args.indexOf(`--${name}`) >= 0 ? args[args.indexOf(`--${name}`) + 1] : dflt);
+const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
+const DIST = path.resolve(root, opt('dist', 'dist'));
+const OUT = path.resolve(root, opt('out', 'tests/browser/out'));
+const VIDEO = 'dQw4w9WgXcQ';
+/** The YouTube tier: rates in 0.25 steps make it seek-only, with a 150 ms threshold. */
+const YT_TOLERANCE_MS = 200;
+
+/** The stand-in for YouTube's loader script; `media` is what its players play. */
+const standIn = (media) => `
+window.__ytCalls = [];
+window.YT = { loaded: 1, PlayerState: { UNSTARTED: -1, ENDED: 0, PLAYING: 1, PAUSED: 2, BUFFERING: 3, CUED: 5 },
+  Player: class {
+    constructor(el, opts) {
+      const host = typeof el === 'string' ? document.getElementById(el) : el;
+      this.audio = document.createElement('audio');
+      this.audio.className = 'yt-stand-in';
+      this.audio.preload = 'auto';
+      this.audio.src = ${JSON.stringify(media)};
+      host.appendChild(this.audio);
+      this.videoId = null;
+      window.__yt = this;
+      setTimeout(() => opts && opts.events && opts.events.onReady && opts.events.onReady({ target: this }), 20);
+    }
+    log(...c) { window.__ytCalls.push(c); }
+    cueVideoById(id) { this.log('cueVideoById', id); this.videoId = id; }
+    getVideoData() { return { video_id: this.videoId }; }
+    playVideo() { this.log('playVideo'); this.audio.play().catch(() => {}); }
+    pauseVideo() { this.log('pauseVideo'); this.audio.pause(); }
+    seekTo(s) { this.log('seekTo', s); this.audio.currentTime = s; }
+    getCurrentTime() { return this.audio.currentTime; }
+    getPlayerState() { return this.videoId === null ? -1 : this.audio.paused ? 2 : 1; }
+    getAvailablePlaybackRates() { return [0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]; }
+    setPlaybackRate(r) { this.log('setPlaybackRate', r); this.audio.playbackRate = r; }
+  } };
+`;
+
+/** [wall clock ms, YouTube player position ms, paused]. */
+const probe = () => {
+  const p = window.__yt;
+  return [performance.timeOrigin + performance.now(), p ? p.getCurrentTime() * 1000 : NaN, p ? p.audio.paused : true];
+};
+
+async function main() {
+  if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error(`no built app in ${DIST} (cargo xtask web)`);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-youtube-'));
+  const webDir = path.join(tmp, 'web');
+  fs.cpSync(DIST, webDir, { recursive: true });
+  fs.mkdirSync(path.join(webDir, 'media'));
+  fs.writeFileSync(path.join(webDir, 'media', 'video.wav'), wav(120));
+  fs.writeFileSync(path.join(webDir, 'media', 'tone.wav'), wav(60));
+  fs.mkdirSync(OUT, { recursive: true });
+  const { child, url } = await startServer(BIN, webDir, path.join(tmp, 'data'));
+  log('server', url);
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+  let ok = true;
+  const check = (name, pass, detail = '') => {
+    if (!pass) ok = false;
+    log(pass ? 'PASS' : 'FAIL', name, detail);
+  };
+  try {
+    const pages = [];
+    for (const name of ['host', 'guest']) {
+      const ctx = await browser.newContext({ viewport: { width: 1000, height: 1100 } });
+      await ctx.route('https://www.youtube.com/iframe_api', (r) =>
+        r.fulfill({ contentType: 'text/javascript', body: standIn(`${url}/media/video.wav`) }));
+      const page = await ctx.newPage();
+      page.on('pageerror', (e) => log(`${name} page error:`, e.message));
+      pages.push(page);
+    }
+    const [host, guest] = pages;
+    await host.goto(url);
+    await host.fill('#name', 'Host');
+    await host.click('#create');
+    await host.waitForSelector('#room-code');
+    const code = (await host.textContent('#room-code')).trim();
+    await guest.goto(`${url}/r/${code}`);
+    await guest.waitForSelector('#room-code');
+
+    await host.fill('#link', `https://www.youtube.com/watch?v=${VIDEO}&t=3`);
+    await host.click('#add');
+    await waitFor(host, () => document.querySelectorAll('#queue li').length === 1);
+    await host.click('#play');
+    const playing = () => window.__yt && !window.__yt.audio.paused && window.__yt.getCurrentTime() > 0.3;
+    await Promise.all([waitFor(host, playing), waitFor(guest, playing)]).then(
+      () => check('both pages play the video through YT.Player', true),
+      (e) => check('both pages play the video through YT.Player', false, e.message));
+    for (const [n, p] of [['host', host], ['guest', guest]]) {
+      const calls = await p.evaluate(() => window.__ytCalls);
+      check(`${n} cued the linked video`, calls.some((c) => c[0] === 'cueVideoById' && c[1] === 'dQw4w9WgXcQ'),
+        JSON.stringify(calls.slice(0, 4)));
+      const shown = await p.evaluate(() => !document.querySelector('#video').classList.contains('hidden'));
+      check(`${n} shows the video box`, shown);
+    }
+    check('the <audio> element stays silent', await guest.evaluate(() => document.querySelector('main > audio').paused));
+
+    // In step: both players against one clock, for 6 s after 3 s to settle.
+    await sleep(3000);
+    const errors = [];
+    const end = Date.now() + 6000;
+    while (Date.now() < end) {
+      const [a, b] = await Promise.all([host.evaluate(probe), guest.evaluate(probe)]);
+      if (!a[2] && !b[2]) errors.push(Math.abs((a[1] - a[0]) - (b[1] - b[0])));
+      await sleep(100);
+    }
+    const p95 = quantile(errors, 0.95);
+    check(`YouTube players within ${YT_TOLERANCE_MS} ms of each other (p95)`, errors.length > 20 && p95 <= YT_TOLERANCE_MS,
+      `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
+    await host.screenshot({ path: path.join(OUT, 'youtube.png'), fullPage: true });
+
+    await host.click('#play');
+    await waitFor(guest, () => window.__yt.audio.paused, undefined, 3000).then(
+      () => check('pause reaches the guest\'s YouTube player', true),
+      () => check('pause reaches the guest\'s YouTube player', false));
+
+    // The next song is a plain URL: the <audio> element takes over, the video box goes away.
+    const queued = await host.evaluate(() => document.querySelectorAll('#queue li').length);
+    await host.fill('#link', `${url}/media/tone.wav`);
+    await host.click('#add');
+    await waitFor(host, (n) => document.querySelectorAll('#queue li').length === n + 1, queued);
+    await host.click('#next');
+    await sleep(300);
+    if (await host.evaluate(() => document.querySelector('main > audio').paused)) await host.click('#play');
+    const audioPlays = () => { const a = document.querySelector('main > audio'); return !a.paused && a.currentTime > 0.2; };
+    await Promise.all([waitFor(host, audioPlays), waitFor(guest, audioPlays)]).then(
+      () => check('a URL song after it plays in <audio> again', true),
+      (e) => check('a URL song after it plays in <audio> again', false, e.message));
+    const hidden = await guest.evaluate(() => document.querySelector('#video').classList.contains('hidden')
+      && !document.querySelector('#video').children.length);
+    check('the video box is hidden and emptied', hidden);
+  } finally {
+    await browser.close().catch(() => {});
+    child.kill('SIGTERM');
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  process.exit(ok ? 0 : 1);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

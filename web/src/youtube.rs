@@ -1,0 +1,111 @@
+//! YouTube songs in the room page: loads YouTube's IFrame Player API once, creates a `YT.Player`
+//! inside the page's video box and resolves when the player is ready, for the npm package's
+//! `YouTubeAdapter` (the same adapter npm users get). Nothing YouTube-specific lives anywhere
+//! else in the app: `app.rs` picks this player when the room's song is a YouTube one.
+
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use wasm_bindgen::{JsCast, JsValue, closure::Closure};
+use wasm_bindgen_futures::JsFuture;
+
+/// YouTube's loader script; it defines `window.YT` and then `YT.Player`.
+pub const API_URL: &str = "https://www.youtube.com/iframe_api";
+/// The page element the players go in (rendered by `app.rs`).
+pub const BOX_ID: &str = "video";
+/// How long the API script and a new player may take before we give up.
+const READY_TIMEOUT_MS: i32 = 15_000;
+const POLL_MS: i32 = 50;
+
+fn window() -> Result<web_sys::Window, String> {
+    web_sys::window().ok_or_else(|| "no window".to_string())
+}
+
+fn get(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+async fn sleep(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+/// `YT.Player`, once the API has loaded (adds the script tag the first time).
+async fn player_constructor() -> Result<Function, String> {
+    let window = window()?;
+    let document = window.document().ok_or("no document")?;
+    if document.get_element_by_id("yt-api").is_none() {
+        let script = document.create_element("script").map_err(|_| "cannot create a script tag")?;
+        script.set_id("yt-api");
+        let _ = script.set_attribute("src", API_URL);
+        let _ = script.set_attribute("async", "");
+        document.body().ok_or("no body")?.append_child(&script).map_err(|_| "cannot add the API script")?;
+    }
+    let mut waited = 0;
+    loop {
+        let ctor = get(&get(&window, "YT"), "Player");
+        if let Some(f) = ctor.dyn_ref::<Function>() {
+            return Ok(f.clone());
+        }
+        if waited >= READY_TIMEOUT_MS {
+            return Err("the YouTube player API did not load".into());
+        }
+        sleep(POLL_MS).await;
+        waited += POLL_MS;
+    }
+}
+
+/// A ready `YT.Player` in a fresh element inside the video box (the box itself stays Yew's).
+pub async fn create() -> Result<JsValue, String> {
+    let ctor = player_constructor().await?;
+    let document = window()?.document().ok_or("no document")?;
+    let video_box = document.get_element_by_id(BOX_ID).ok_or("no video box on the page")?;
+    let host = document.create_element("div").map_err(|_| "cannot create the player element")?;
+    video_box.append_child(&host).map_err(|_| "cannot add the player element")?;
+
+    let ready = Promise::new(&mut |resolve, _| {
+        let on_ready = Closure::once_into_js(move |_event: JsValue| {
+            let _ = resolve.call0(&JsValue::NULL);
+        });
+        let events = Object::new();
+        let _ = Reflect::set(&events, &"onReady".into(), &on_ready);
+        let vars = Object::new();
+        for (k, v) in [("playsinline", 1), ("controls", 0), ("disablekb", 1), ("rel", 0)] {
+            let _ = Reflect::set(&vars, &k.into(), &v.into());
+        }
+        let opts = Object::new();
+        let _ = Reflect::set(&opts, &"width".into(), &"100%".into());
+        let _ = Reflect::set(&opts, &"height".into(), &"100%".into());
+        let _ = Reflect::set(&opts, &"playerVars".into(), &vars);
+        let _ = Reflect::set(&opts, &"events".into(), &events);
+        if let Ok(player) = Reflect::construct(&ctor, &Array::of2(&host, &opts)) {
+            let _ = Reflect::set(&JsValue::from(&host), &"__ytPlayer".into(), &player);
+        }
+    });
+    let player = get(&host, "__ytPlayer");
+    if player.is_undefined() {
+        host.remove();
+        return Err("YT.Player could not be created".into());
+    }
+    let timeout = Promise::new(&mut |_, reject| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&reject, READY_TIMEOUT_MS);
+        }
+    });
+    match JsFuture::from(Promise::race(&Array::of2(&ready, &timeout))).await {
+        Ok(_) => Ok(player),
+        Err(_) => {
+            host.remove();
+            Err("the YouTube player did not get ready".into())
+        }
+    }
+}
+
+/// Removes every player from the video box (when the room moves on to a non-YouTube song).
+pub fn clear() {
+    if let Some(b) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id(BOX_ID)) {
+        b.set_inner_html("");
+    }
+}
