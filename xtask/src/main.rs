@@ -100,9 +100,6 @@ fn test() -> Result<()> {
     let mut c = cargo();
     c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
     run("cargo clippy", c)?;
-    let mut c = cargo();
-    c.args(["build", "-p", "unisono-core", "--target", "wasm32-unknown-unknown"]);
-    run("core builds for wasm32-unknown-unknown", c)?;
     // The end-to-end tests run this binary.
     let mut c = cargo();
     c.args(["build", "-p", "unisono-server", "--bin", "unisono"]);
@@ -117,6 +114,10 @@ fn test() -> Result<()> {
     if Command::new("node").arg("--version").output().is_err() {
         bail!("node is needed to run the wasm tests (apt-get install nodejs)");
     }
+    let mut c = cargo();
+    c.args(["test", "-p", "unisono-core", "--target", "wasm32-unknown-unknown"])
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner");
+    run("core's whole suite compiled to wasm, in Node (wasm-bindgen-test)", c)?;
     let mut c = cargo();
     c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown", "--test", "node"])
         .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner");
@@ -152,6 +153,13 @@ fn browser_test() -> Result<()> {
         return Ok(());
     }
     let mut c = cargo();
+    c.args(["test", "-p", "unisono-core", "--target", "wasm32-unknown-unknown"])
+        .env("PATH", tool_path())
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
+        .env("WASM_BINDGEN_USE_BROWSER", "1")
+        .env("CHROMEDRIVER", "/usr/bin/chromedriver");
+    run("core's whole suite compiled to wasm, in headless Chromium", c)?;
+    let mut c = cargo();
     c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown", "--test", "node"])
         .env("PATH", tool_path())
         .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
@@ -159,13 +167,31 @@ fn browser_test() -> Result<()> {
         .env("CHROMEDRIVER", "/usr/bin/chromedriver");
     run("wasm-pkg tests (test vectors) in headless Chromium", c)?;
     build_web()?;
+    sync_test("browser end-to-end (two Chromium pages in one room)", &[])?;
+    sync_test("browser end-to-end behind a 50 ± 20 ms proxy", &["--delay", "50", "--jitter", "20"])?;
+    // YouTube songs through the IFrame Player API (answered by a stand-in: no internet here).
     let mut c = Command::new("node");
-    c.current_dir(root()).args(["tests/browser/sync.mjs", "--bin", "target/debug/unisono"]);
-    run("browser end-to-end (two Chromium pages in one room)", c)?;
+    c.current_dir(root()).args(["tests/browser/youtube.mjs", "--bin", "target/debug/unisono"]);
+    run("browser end-to-end (a YouTube song in two pages)", c)?;
     // The admin dashboard against a fake Socket.IO device (`tests/browser/admin.mjs`).
     let mut c = Command::new("node");
     c.current_dir(root()).args(["tests/browser/admin.mjs", "--bin", "target/debug/unisono"]);
     run("browser end-to-end (admin dashboard, fake device)", c)
+}
+
+/// Runs `tests/browser/sync.mjs` with its precision targets enforced (`--strict`). A run that
+/// fails is run once more and both results stay in the log: on this 2-core machine a single
+/// run can lose its CPU to a neighbour, and the figure then measures the machine, not the sync.
+fn sync_test(what: &str, extra: &[&str]) -> Result<()> {
+    let attempt = || {
+        let mut c = Command::new("node");
+        c.current_dir(root()).args(["tests/browser/sync.mjs", "--bin", "target/debug/unisono", "--strict"]).args(extra);
+        run(what, c)
+    };
+    attempt().or_else(|e| {
+        eprintln!("\n==> {what} failed ({e:#}); running it once more");
+        attempt()
+    })
 }
 
 /// trunk builds the web app; 0.22 needs a newer rustc than ours.
