@@ -107,8 +107,9 @@ export async function runSession({ UnisonoClient, PlayerSync }, { bin = 'target/
     check('pause reaches the synced player', !playing);
     sync.stop();
 
-    // Restart the server on the same port: sessions are gone, rooms survive. The client must
-    // reconnect with backoff, get a new session and re-join its room by code on its own.
+    // Restart the server on the same port: rooms survive, and so does the session identity (its
+    // resume token is signed with the server secret in the data dir). The client must reconnect
+    // with backoff, get its session id back and re-join its room by code on its own.
     const before = b.sessionId;
     const states2 = [];
     b.onConnection = (st2) => states2.push(st2);
@@ -118,8 +119,8 @@ export async function runSession({ UnisonoClient, PlayerSync }, { bin = 'target/
     await server.ready;
     let t = Date.now();
     while (Date.now() - t < 5000 && !(b.connectionState === 'open' && b.room?.room?.code === code)) await sleep(20);
-    check('after a server restart: reconnects, new session, back in the room by code',
-      b.connectionState === 'open' && b.sessionId !== before && b.room?.room?.code === code,
+    check('after a server restart: reconnects, same session id, back in the room by code',
+      b.connectionState === 'open' && b.sessionId === before && b.room?.room?.code === code,
       `${states2.join(' → ')} in ${Date.now() - t} ms`);
     a.close();
     b.close();

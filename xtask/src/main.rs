@@ -76,7 +76,7 @@ fn ensure_wasm_bindgen_cli() -> Result<()> {
 
 /// Installs the root package.json's npm packages (exact versions from package-lock.json) when
 /// missing or older than the lock file.
-fn ensure_node_modules() -> Result<()> {
+pub(crate) fn ensure_node_modules() -> Result<()> {
     let root = root();
     let marker = root.join("node_modules/.package-lock.json");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();

@@ -58,6 +58,8 @@ pub fn pack() -> Result<Packed> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen_cli()?;
     ensure_wasm_pack()?;
+    // wasm-opt (wasm-pack runs it, see wasm-pkg/Cargo.toml) comes from npm's binaryen.
+    crate::ensure_node_modules()?;
     let out = root().join("target/npm");
     let pkg = out.join("unisono");
     if pkg.exists() {
@@ -67,6 +69,12 @@ pub fn pack() -> Result<Packed> {
         let mut c = Command::new("wasm-pack");
         c.current_dir(root())
             .env("PATH", tool_path())
+            // Size over speed for the package's wasm, as for the web app (`web-release`). Only
+            // this wasm32 build sees these; the server's native release build keeps its own.
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+            .env("CARGO_PROFILE_RELEASE_LTO", "true")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
             .args(["build", "wasm-pkg", "--mode", "no-install", "--release", "--target", target])
             .args(["--out-name", "unisono", "--out-dir"])
             .arg(pkg.join(dir));
