@@ -73,6 +73,26 @@ const probe = () => {
   return [performance.timeOrigin + performance.now(), a ? a.currentTime * 1000 : NaN, a ? a.paused : true, a ? a.playbackRate : 0];
 };
 
+/**
+ * Milliseconds from `since` until the two pages stay within `within` ms of each other for
+ * `hold` consecutive samples (50 ms apart), or null after `timeout` ms.
+ */
+async function converge(host, guest, since, within = 10, hold = 5, timeout = 10000) {
+  let run = 0, first = null;
+  while (Date.now() - since < timeout) {
+    const [a, b] = await Promise.all([host.evaluate(probe), guest.evaluate(probe)]);
+    const ok = !a[2] && !b[2] && Number.isFinite(a[1]) && Number.isFinite(b[1]) && Math.abs((a[1] - a[0]) - (b[1] - b[0])) <= within;
+    if (ok) {
+      if (run++ === 0) first = Date.now();
+      if (run >= hold) return first - since;
+    } else {
+      run = 0;
+    }
+    await sleep(50);
+  }
+  return null;
+}
+
 async function main() {
   if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error(`no built app in ${DIST} (trunk build --release)`);
   if (!fs.existsSync(BIN)) throw new Error(`no server binary at ${BIN}`);
@@ -121,11 +141,13 @@ async function main() {
     await host.fill('#link', `${url}/media/tone.wav`);
     await host.click('#add');
     await waitFor(host, () => document.querySelectorAll('#queue li').length === 1);
+    const t0 = Date.now();
     await host.click('#play');
     const playing = () => { const a = document.querySelector('audio'); return a && !a.paused && a.currentTime > 0.3; };
-    const t0 = Date.now();
     await Promise.all([waitFor(host, playing), waitFor(guest, playing)]);
     log(`both playing after ${Date.now() - t0} ms`);
+    // Time from Play until the pages are within 10 ms of each other (and stay, 5 samples).
+    results.convergeMs = { start: await converge(host, guest, t0) };
 
     // Steady state: sample both pages together, 10 per second.
     const settle = 3000;
@@ -156,8 +178,9 @@ async function main() {
     };
     const churnOf = () => ({ rateChanges: window.__rates, seeks: window.__seeks });
     const [hc, gc] = await Promise.all([host.evaluate(churnOf), guest.evaluate(churnOf)]);
+    const perMin = (c) => ({ rateChangesPerMin: +(c.rateChanges * 60 / SECONDS).toFixed(1), seeksPerMin: +(c.seeks * 60 / SECONDS).toFixed(1) });
     results.steady = {
-      ...fig, seconds: SECONDS, hostChurn: hc, guestChurn: gc,
+      ...fig, seconds: SECONDS, hostChurn: { ...hc, ...perMin(hc) }, guestChurn: { ...gc, ...perMin(gc) },
       ownDriftP95Ms: +quantile(own, 0.95).toFixed(2), loadAvg: os.loadavg()[0],
     };
     log('steady state', JSON.stringify(results.steady));
@@ -188,6 +211,18 @@ async function main() {
       () => check('speed reaches the guest', true), () => check('speed reaches the guest', false));
     await host.selectOption('#rate', '1');
     await sleep(2000);
+    // A seek while playing: time until the pages are within 10 ms again.
+    const ts = Date.now();
+    await host.evaluate(() => {
+      const s = document.querySelector('#seek');
+      const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+      set.call(s, '30000'); s.dispatchEvent(new Event('input', { bubbles: true })); s.dispatchEvent(new Event('change', { bubbles: true }));
+    });
+    await waitFor(guest, () => document.querySelector('audio').currentTime < 40, undefined, 3000).catch(() => {});
+    results.convergeMs.seek = await converge(host, guest, ts);
+    check('converges within 10 ms after a seek while playing', results.convergeMs.seek !== null,
+      results.convergeMs.seek === null ? 'never' : `${results.convergeMs.seek} ms`);
+    await sleep(1000);
 
     // Reload the guest: back within 25 ms in under 3 s.
     const tr = Date.now();
@@ -203,6 +238,8 @@ async function main() {
       await sleep(50);
     }
     results.reloadBackMs = back;
+    results.convergeMs.rejoin = back === null ? null : await converge(host, guest, tr);
+    log("converged within 10 ms (ms after the action)", JSON.stringify(results.convergeMs));
     check('reload is back within 25 ms in under 3 s', back !== null && back < 3000, back === null ? 'never' : `${back} ms`);
   } finally {
     await browser.close().catch(() => {});

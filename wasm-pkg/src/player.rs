@@ -38,7 +38,7 @@ const HOLD_TOLERANCE_MS: f64 = 40.0;
 const REPORT_EVERY_MS: f64 = 2000.0;
 /// Length of the drift history kept for charts.
 const HISTORY_MS: f64 = 60_000.0;
-/// After a start, the player's real start-up lag is measured and corrected by seeking (at most
+/// After a start or a big correction seek, the player's real start-up lag is measured and corrected by seeking (at most
 /// `STARTUP_SEEKS` times, `STARTUP_SETTLE_MS` apart, within `STARTUP_MS`); the lag learnt
 /// becomes the lead of the next seek. Rate nudges alone would take seconds for a 300 ms lag.
 const STARTUP_MS: f64 = 4000.0;
@@ -299,9 +299,12 @@ impl Inner {
         match self.drift.update(now, local, expected, clock.rate) {
             Correction::None => {}
             Correction::Rate { rate } => self.set_rate(rate),
-            Correction::Seek { to_ms } => {
+            Correction::Seek { .. } => {
+                // Land like a start: lead by the player's measured lag, then measure what is
+                // left and seek it out (rate nudges alone take seconds for a few hundred ms).
                 self.info.seeks += 1;
-                self.adapter.seek(to_ms);
+                self.adapter.seek(expected + self.lead_ms * clock.rate);
+                self.startup = Some((now + STARTUP_MS, now, 0));
             }
         }
         self.info.mode = self.drift.mode();
