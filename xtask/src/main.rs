@@ -61,17 +61,27 @@ fn ensure_wasm_target() -> Result<()> {
 /// The wasm-bindgen version pinned in `wasm-pkg/Cargo.toml`; the CLI must match it exactly.
 const WASM_BINDGEN: &str = "0.2.130";
 
-fn ensure_wasm_bindgen_cli() -> Result<()> {
-    let have = Command::new("wasm-bindgen").arg("--version").output();
+/// Installs `krate` at exactly `version` with `cargo install` unless `bin --version` already
+/// reports that version. `locked`: use the crate's lock file (see TOOLCHAIN.md for which can).
+pub(crate) fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, locked: bool, why: &str) -> Result<()> {
+    let have = Command::new(bin).env("PATH", tool_path()).arg("--version").output();
     if let Ok(o) = have
-        && String::from_utf8_lossy(&o.stdout).contains(WASM_BINDGEN)
+        && String::from_utf8_lossy(&o.stdout).contains(version)
     {
         return Ok(());
     }
-    // Without --locked: a locked dependency of this version is missing from the registry.
     let mut c = cargo();
-    c.args(["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN]);
-    run("install wasm-bindgen-cli (test runner for wasm)", c)
+    c.arg("install");
+    if locked {
+        c.arg("--locked");
+    }
+    c.args([krate, "--version", version]);
+    run(&format!("install {krate} {version} ({why})"), c)
+}
+
+fn ensure_wasm_bindgen_cli() -> Result<()> {
+    // Not --locked: a locked dependency of this version is missing from the registry.
+    ensure_cargo_tool("wasm-bindgen", "wasm-bindgen-cli", WASM_BINDGEN, false, "test runner for wasm")
 }
 
 /// Installs the root package.json's npm packages (exact versions from package-lock.json) when
@@ -198,15 +208,7 @@ fn sync_test(what: &str, extra: &[&str]) -> Result<()> {
 const TRUNK: &str = "0.21.14";
 
 fn ensure_trunk() -> Result<()> {
-    let have = Command::new("trunk").env("PATH", tool_path()).arg("--version").output();
-    if let Ok(o) = have
-        && String::from_utf8_lossy(&o.stdout).contains(TRUNK)
-    {
-        return Ok(());
-    }
-    let mut c = cargo();
-    c.args(["install", "--locked", "trunk", "--version", TRUNK]);
-    run("install trunk (builds the web app; about 6 minutes, once)", c)
+    ensure_cargo_tool("trunk", "trunk", TRUNK, true, "builds the web app; about 6 minutes, once")
 }
 
 /// PATH with `node_modules/.bin` (wasm-opt 132 from npm binaryen: Debian's is too old) and

@@ -25,7 +25,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{cargo, ensure_wasm_bindgen_cli, ensure_wasm_target, root, run, tool_path};
+use crate::{ensure_wasm_bindgen_cli, ensure_wasm_target, root, run, tool_path};
 
 /// The wasm-pack that was tested with wasm-bindgen 0.2.130 (`--mode no-install`: never downloads).
 const WASM_PACK: &str = "0.15.1";
@@ -42,15 +42,7 @@ pub struct Packed {
 }
 
 fn ensure_wasm_pack() -> Result<()> {
-    let have = Command::new("wasm-pack").env("PATH", tool_path()).arg("--version").output();
-    if let Ok(o) = have
-        && String::from_utf8_lossy(&o.stdout).contains(WASM_PACK)
-    {
-        return Ok(());
-    }
-    let mut c = cargo();
-    c.args(["install", "--locked", "wasm-pack", "--version", WASM_PACK]);
-    run("install wasm-pack (builds the npm package)", c)
+    crate::ensure_cargo_tool("wasm-pack", "wasm-pack", WASM_PACK, true, "builds the npm package")
 }
 
 /// Builds the three targets, assembles the package and packs it.
