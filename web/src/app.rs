@@ -51,8 +51,8 @@ fn location() -> Option<web_sys::Location> {
     web_sys::window().map(|w| w.location())
 }
 
-/// `ws(s)://<this host>/ws`: the server that served the page.
-fn ws_url() -> String {
+/// `ws(s)://<this host>/ws`: the server that served the page (also the admin dashboard's).
+pub(crate) fn ws_url() -> String {
     let loc = location();
     let host = loc.as_ref().and_then(|l| l.host().ok()).unwrap_or_else(|| "127.0.0.1:8080".into());
     let secure = loc.and_then(|l| l.protocol().ok()).is_some_and(|p| p == "https:");

@@ -56,11 +56,7 @@ fn initial_token() -> Option<String> {
 
 /// `ws(s)://<this host>/ws?token=…`.
 fn ws_url(token: &str) -> String {
-    let loc = web_sys::window().map(|w| w.location());
-    let host = loc.as_ref().and_then(|l| l.host().ok()).unwrap_or_else(|| "127.0.0.1:8080".into());
-    let secure = loc.and_then(|l| l.protocol().ok()).is_some_and(|p| p == "https:");
-    let token = String::from(js_sys::encode_uri_component(token));
-    format!("{}://{host}/ws?token={token}", if secure { "wss" } else { "ws" })
+    format!("{}?token={}", crate::app::ws_url(), String::from(js_sys::encode_uri_component(token)))
 }
 
 /// A reply handler: runs on the controller once the reply is in (boxed, so each request site
