@@ -357,12 +357,11 @@ impl Request {
 // Pushes and reply payloads
 // ---------------------------------------------------------------------------------------------
 
-/// The playback timing vector as sent to clients: the clock's fields (flattened: `song`,
+/// The playback timing vector as sent to clients: the clock's fields (side by side: `song`,
 /// `positionMs`, `serverTime`, `isPlaying`, `rate`, `rev`) plus derived seed-002 fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "PlaybackStateWire", into = "PlaybackStateWire")]
 pub struct PlaybackState {
-    #[serde(flatten)]
     pub clock: PlaybackClock,
     /// Seed 002: server time at which position 0 played, when playing.
     pub started_at: Option<Millis>,
@@ -371,6 +370,54 @@ pub struct PlaybackState {
     /// True while the ready barrier holds playback until members report ready.
     #[serde(default)]
     pub awaiting_ready: bool,
+}
+
+/// [`PlaybackState`] as it is on the wire, written out rather than `#[serde(flatten)]`: the
+/// buffering behind `flatten` was about a fifth of the npm package's wasm. Same JSON.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlaybackStateWire {
+    song: Option<crate::song::Song>,
+    position_ms: Millis,
+    server_time: Millis,
+    is_playing: bool,
+    rate: f64,
+    rev: u64,
+    started_at: Option<Millis>,
+    paused_at: Option<Millis>,
+    #[serde(default)]
+    awaiting_ready: bool,
+}
+
+impl From<PlaybackStateWire> for PlaybackState {
+    fn from(w: PlaybackStateWire) -> Self {
+        let clock = PlaybackClock {
+            song: w.song,
+            position_ms: w.position_ms,
+            server_time: w.server_time,
+            is_playing: w.is_playing,
+            rate: w.rate,
+            rev: w.rev,
+        };
+        Self { clock, started_at: w.started_at, paused_at: w.paused_at, awaiting_ready: w.awaiting_ready }
+    }
+}
+
+impl From<PlaybackState> for PlaybackStateWire {
+    fn from(p: PlaybackState) -> Self {
+        let PlaybackClock { song, position_ms, server_time, is_playing, rate, rev } = p.clock;
+        Self {
+            song,
+            position_ms,
+            server_time,
+            is_playing,
+            rate,
+            rev,
+            started_at: p.started_at,
+            paused_at: p.paused_at,
+            awaiting_ready: p.awaiting_ready,
+        }
+    }
 }
 
 impl PlaybackState {
