@@ -10,7 +10,7 @@
 //
 // Usage: node tests/browser/admin.mjs [--bin target/debug/unisono] [--dist dist] [--out tests/browser/out]
 
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,13 +18,9 @@ import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { io } from 'socket.io-client';
+import { CHROMIUM_ARGS, log, opt, sleep, startServer } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
 const DIST = path.resolve(root, opt('dist', 'dist'));
 const OUT = path.resolve(root, opt('out', 'tests/browser/out'));
@@ -34,8 +30,6 @@ const DEVICE = 'kiosk-1';
 // Short, so the ignored command times out quickly; no retries.
 const COMMAND_TIMEOUT_MS = 1000;
 
-const log = (...a) => console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A small RGB PNG (a gradient), so the thumbnail is a real decodable image. */
 function png(w = 160, h = 90) {
@@ -57,27 +51,6 @@ function png(w = 160, h = 90) {
   }
   return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr),
     chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
-}
-
-async function startServer(webDir, dataDir) {
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', webDir,
-    '--command-timeout-ms', String(COMMAND_TIMEOUT_MS), '--command-retries', '0', '--admin-updates-per-sec', '20'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'warn' },
-  });
-  const url = await new Promise((resolve, reject) => {
-    let seen = '';
-    const onData = (d) => {
-      seen += d.toString();
-      const m = seen.match(/listening on (http:\/\/[0-9.:]+)/);
-      if (m) resolve(m[1]);
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (c) => reject(new Error(`server exited (${c}): ${seen}`)));
-    setTimeout(() => reject(new Error(`server did not start: ${seen}`)), 15000);
-  });
-  return { child, url };
 }
 
 /** Mints a token with the binary under test (same secret file as the server's data dir). */
@@ -119,7 +92,8 @@ async function main() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-admin-'));
   const dataDir = path.join(tmp, 'data');
   fs.mkdirSync(OUT, { recursive: true });
-  const { child, url } = await startServer(DIST, dataDir);
+  const { child, url } = await startServer(BIN, DIST, dataDir, ['--command-timeout-ms', String(COMMAND_TIMEOUT_MS),
+    '--command-retries', '0', '--admin-updates-per-sec', '20']);
   log('server', url);
   const adminToken = token(dataDir, 'admin', 'alice');
   const playerToken = token(dataDir, 'player', DEVICE);
@@ -140,8 +114,7 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+    args: CHROMIUM_ARGS,
     // playwright gives every launch a fresh temporary --user-data-dir.
   });
   let failed = 0;

@@ -1,4 +1,4 @@
-// Shared by the browser end-to-end scripts (sync.mjs, youtube.mjs): a generated WAV file, the
+// Shared by the browser end-to-end scripts (sync.mjs, youtube.mjs, admin.mjs): a generated WAV file, the
 // real `unisono` binary serving a copy of the built web app, quantiles, logging and waiting.
 
 import { spawn } from 'node:child_process';
@@ -28,9 +28,19 @@ export function quantile(xs, q) {
   return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))];
 }
 
-/** Starts `bin serve` on an ephemeral port serving `webDir`; resolves `{child, url}`. */
-export async function startServer(bin, webDir, dataDir) {
-  const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', webDir], {
+/** `--name value` from the command line, or `dflt`. */
+export function opt(name, dflt) {
+  const args = process.argv.slice(2);
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+}
+
+/**
+ * Starts `bin serve` on an ephemeral port serving `webDir`, with `extra` flags; resolves
+ * `{child, url}`.
+ */
+export async function startServer(bin, webDir, dataDir, extra = []) {
+  const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', webDir, ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'warn' },
   });

@@ -20,19 +20,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, log, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
+import { CHROMIUM_ARGS, log, opt, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
 const DIST = path.resolve(root, opt('dist', 'dist'));
 const SECONDS = Number(opt('seconds', '20'));
 const OUT = path.resolve(root, opt('out', 'tests/browser/out'));
-const STRICT = args.includes('--strict');
+const STRICT = process.argv.includes('--strict');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const DELAY = Number(opt('delay', '0'));
 const JITTER = Number(opt('jitter', '0'));

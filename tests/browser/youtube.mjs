@@ -17,11 +17,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, log, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
+import { CHROMIUM_ARGS, log, opt, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => (args.indexOf(`--${name}`) >= 0 ? args[args.indexOf(`--${name}`) + 1] : dflt);
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
 const DIST = path.resolve(root, opt('dist', 'dist'));
 const OUT = path.resolve(root, opt('out', 'tests/browser/out'));
