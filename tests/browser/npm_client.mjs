@@ -11,7 +11,7 @@
 // Usage: node tests/browser/npm_client.mjs --pkg <nodejs build dir> [--bin target/debug/unisono]
 // Node 20 has no global WebSocket: the `ws` package stands in (browsers and Node >= 22 have one).
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,7 +44,8 @@ export async function runSession({ UnisonoClient, PlayerSync }, { bin = 'target/
     });
     return child;
   }
-  let server = startServer(['--listen', '127.0.0.1:0']);
+  const API_KEY = 'npm-test-key-0123456789';
+  let server = startServer(['--listen', '127.0.0.1:0', '--api-key', `default=${API_KEY}`]);
   const base = await server.ready;
   try {
     const a = new UnisonoClient();
@@ -86,6 +87,31 @@ export async function runSession({ UnisonoClient, PlayerSync }, { bin = 'target/
       check('unknown room rejects with ROOM_NOT_FOUND', e.code === 'ROOM_NOT_FOUND', e.code);
     }
     await b.joinRoom(code);
+
+    // Beyond the room protocol: pushes from `POST /api/publish` reach `onPush`, and `request`
+    // carries the device admin protocol on a connection opened with an admin token.
+    const pushed = [];
+    b.onPush = (event, data) => pushed.push([event, data]);
+    const res = await fetch(`http://${base}/api/publish`, {
+      method: 'POST', headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ target: 'room', id: code, event: 'device-update', data: { deviceId: 'plug-7', online: true } }),
+    });
+    await sleep(200);
+    check('a published event reaches onPush', res.status === 200 && pushed.some(([e, d]) => e === 'device-update' && d.deviceId === 'plug-7'),
+      `${res.status} ${JSON.stringify(pushed)}`);
+    const adminToken = execFileSync(BIN, ['token', '--tenant', 'default', '--role', 'admin', '--sub', 'npm-admin', '--data-dir', tmp],
+      { encoding: 'utf8' }).trim().split('\n').pop().trim();
+    const admin = new UnisonoClient();
+    await admin.connect(`ws://${base}/ws?token=${adminToken}`);
+    const listed = await admin.request('devices:list', {});
+    check('request carries the admin protocol (devices:list)', Array.isArray(listed?.devices), JSON.stringify(listed));
+    try {
+      await b.request('devices:list', {});
+      check('admin events need an admin token', false);
+    } catch (e) {
+      check('admin events need an admin token (FORBIDDEN)', e.code === 'FORBIDDEN', e.code);
+    }
+    admin.close();
 
     // A custom adapter: an ideal player that follows what PlayerSync tells it.
     let pos = 0, playing = false, at = performance.now(), rate = 1;

@@ -7,7 +7,7 @@ use std::{cell::RefCell, rc::Rc};
 use js_sys::{Function, Promise, Reflect};
 use serde::Serialize;
 use serde_json::{Value, json};
-use unisono_core::drift::PlayerCapabilities;
+use unisono_core::{drift::PlayerCapabilities, protocol::REQUEST_EVENTS};
 use wasm_bindgen::{JsCast, prelude::*};
 use wasm_bindgen_futures::future_to_promise;
 
@@ -15,6 +15,9 @@ use crate::{
     client::{Change, Client, ClientError, ClientEvent, RoomView},
     player::{HtmlMediaAdapter, JsAdapter, PlayerSync, SpotifyAdapter, YouTubeAdapter},
 };
+
+/// Reply timeout of requests outside the room protocol (a device command may take a while).
+const OTHER_REQUEST_TIMEOUT_MS: f64 = 30_000.0;
 
 fn to_js<T: Serialize + ?Sized>(v: &T) -> JsValue {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
@@ -50,6 +53,7 @@ struct Callbacks {
     error: Option<Function>,
     connection: Option<Function>,
     sync: Option<Function>,
+    push: Option<Function>,
 }
 
 /// A reconnecting `/ws` client with time sync and room state.
@@ -105,8 +109,7 @@ impl UnisonoClient {
                 }
                 ClientEvent::Changed(Change::Sync) => (&cbs.sync, vec![]),
                 ClientEvent::Changed(Change::Error(err)) => (&cbs.error, vec![js_error(err)]),
-                // Not part of the JS API yet: JavaScript admin tools use Socket.IO `/admin`.
-                ClientEvent::Push(_) => return,
+                ClientEvent::Push(p) => (&cbs.push, vec![p.event.as_str().into(), to_js(&p.data)]),
             };
             if let Some(f) = f {
                 let arr: js_sys::Array = args.iter().collect();
@@ -228,12 +231,26 @@ impl UnisonoClient {
         self.callbacks.borrow_mut().sync = f;
     }
 
+    /// `(event, data)` for pushes outside the room protocol: the device admin protocol's
+    /// `device:online`, `state:updated`, `command:response` … on a connection opened with an
+    /// admin token (docs/socketio.md §3), and events sent by `POST /api/publish`.
+    #[wasm_bindgen(setter, js_name = onPush)]
+    pub fn set_on_push(&self, f: Option<Function>) {
+        self.callbacks.borrow_mut().push = f;
+    }
+
     // ---- requests -------------------------------------------------------------------------
 
-    /// Any request by event name (`"seek-playback"`, `{positionMs}`); resolves with the reply data.
+    /// Any request by event name (`"seek-playback"`, `{positionMs}`); resolves with the reply
+    /// data. Room requests are checked here first (a bad payload rejects without a round trip);
+    /// other events (e.g. the admin protocol's `devices:list`, `command`) go as they are.
     pub fn request(&self, event: &str, data: JsValue) -> Promise {
         match from_js(data) {
-            Ok(d) => self.send(event, d),
+            Ok(d) if REQUEST_EVENTS.contains(&event) => self.send(event, d),
+            Ok(d) => {
+                let f = self.inner.request_event(event, d, OTHER_REQUEST_TIMEOUT_MS);
+                future_to_promise(async move { f.await.map(|v| to_js(&v)).map_err(|e| js_error(&e)) })
+            }
             Err(e) => Promise::reject(&e),
         }
     }
