@@ -128,11 +128,20 @@ pub struct Auth {
 /// A purpose-bound key from the server secret (HMAC-SHA256 of the purpose), so that no two
 /// uses of the secret share a key.
 fn derive_key(secret: &[u8], purpose: &[u8]) -> [u8; 32] {
+    hmac_sha256(secret, &[purpose])
+}
+
+/// HMAC-SHA256 of `parts`, each followed by a zero byte so that part boundaries are part of
+/// the message (`["ab", "c"]` and `["a", "bc"]` differ).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     use hmac::{Hmac, Mac};
-    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
         unreachable!("HMAC accepts keys of any length")
     };
-    mac.update(purpose);
+    for part in parts {
+        mac.update(part);
+        mac.update(&[0]);
+    }
     mac.finalize().into_bytes().into()
 }
 

@@ -14,9 +14,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
-use hmac::{Hmac, Mac};
 use rand::Rng;
-use sha2::Sha256;
 
 use crate::{
     auth::Principal,
@@ -54,12 +52,8 @@ struct Inner {
 }
 
 fn mac(key: &[u8; 32], id: &str, issued: &str, p: &Principal) -> String {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { unreachable!("HMAC accepts keys of any length") };
-    for part in [id, issued, &p.tenant, &p.sub, p.role.as_str()] {
-        mac.update(part.as_bytes());
-        mac.update(&[0]);
-    }
-    mac.finalize().into_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    let parts = [id, issued, &p.tenant, &p.sub, p.role.as_str()].map(str::as_bytes);
+    crate::auth::hmac_sha256(key, &parts)[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Signs a resume token for session `id` of `principal`, issued at `now_ms`.
