@@ -3,6 +3,8 @@
 //! `YouTubeAdapter` (the same adapter npm users get). Nothing YouTube-specific lives anywhere
 //! else in the app: `app.rs` picks this player when the room's song is a YouTube one.
 
+use std::{cell::Cell, rc::Rc};
+
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
 use wasm_bindgen_futures::JsFuture;
@@ -32,6 +34,21 @@ async fn sleep(ms: i32) {
     let _ = JsFuture::from(p).await;
 }
 
+/// Polls `done` every [`POLL_MS`] until it yields a value, for at most [`READY_TIMEOUT_MS`].
+async fn wait_until<T>(mut done: impl FnMut() -> Option<T>) -> Option<T> {
+    let mut waited = 0;
+    loop {
+        if let Some(v) = done() {
+            return Some(v);
+        }
+        if waited >= READY_TIMEOUT_MS {
+            return None;
+        }
+        sleep(POLL_MS).await;
+        waited += POLL_MS;
+    }
+}
+
 /// `YT.Player`, once the API has loaded (adds the script tag the first time).
 async fn player_constructor() -> Result<Function, String> {
     let window = window()?;
@@ -43,18 +60,9 @@ async fn player_constructor() -> Result<Function, String> {
         let _ = script.set_attribute("async", "");
         document.body().ok_or("no body")?.append_child(&script).map_err(|_| "cannot add the API script")?;
     }
-    let mut waited = 0;
-    loop {
-        let ctor = get(&get(&window, "YT"), "Player");
-        if let Some(f) = ctor.dyn_ref::<Function>() {
-            return Ok(f.clone());
-        }
-        if waited >= READY_TIMEOUT_MS {
-            return Err("the YouTube player API did not load".into());
-        }
-        sleep(POLL_MS).await;
-        waited += POLL_MS;
-    }
+    wait_until(|| get(&get(&window, "YT"), "Player").dyn_into::<Function>().ok())
+        .await
+        .ok_or_else(|| "the YouTube player API did not load".to_string())
 }
 
 /// A ready `YT.Player` in a fresh element inside the video box (the box itself stays Yew's).
@@ -65,42 +73,33 @@ pub async fn create() -> Result<JsValue, String> {
     let host = document.create_element("div").map_err(|_| "cannot create the player element")?;
     video_box.append_child(&host).map_err(|_| "cannot add the player element")?;
 
-    let ready = Promise::new(&mut |resolve, _| {
-        let on_ready = Closure::once_into_js(move |_event: JsValue| {
-            let _ = resolve.call0(&JsValue::NULL);
-        });
-        let events = Object::new();
-        let _ = Reflect::set(&events, &"onReady".into(), &on_ready);
-        let vars = Object::new();
-        for (k, v) in [("playsinline", 1), ("controls", 0), ("disablekb", 1), ("rel", 0)] {
-            let _ = Reflect::set(&vars, &k.into(), &v.into());
+    let ready = Rc::new(Cell::new(false));
+    let on_ready = {
+        let ready = ready.clone();
+        Closure::once_into_js(move |_event: JsValue| ready.set(true))
+    };
+    let events = Object::new();
+    let _ = Reflect::set(&events, &"onReady".into(), &on_ready);
+    let vars = Object::new();
+    for (k, v) in [("playsinline", 1), ("controls", 0), ("disablekb", 1), ("rel", 0)] {
+        let _ = Reflect::set(&vars, &k.into(), &v.into());
+    }
+    let opts = Object::new();
+    let _ = Reflect::set(&opts, &"width".into(), &"100%".into());
+    let _ = Reflect::set(&opts, &"height".into(), &"100%".into());
+    let _ = Reflect::set(&opts, &"playerVars".into(), &vars);
+    let _ = Reflect::set(&opts, &"events".into(), &events);
+    let created = Reflect::construct(&ctor, &Array::of2(&host, &opts)).map_err(|_| "YT.Player could not be created");
+    let result = match created {
+        Ok(player) => {
+            wait_until(|| ready.get().then_some(())).await.map(|_| player).ok_or("the YouTube player did not get ready")
         }
-        let opts = Object::new();
-        let _ = Reflect::set(&opts, &"width".into(), &"100%".into());
-        let _ = Reflect::set(&opts, &"height".into(), &"100%".into());
-        let _ = Reflect::set(&opts, &"playerVars".into(), &vars);
-        let _ = Reflect::set(&opts, &"events".into(), &events);
-        if let Ok(player) = Reflect::construct(&ctor, &Array::of2(&host, &opts)) {
-            let _ = Reflect::set(&JsValue::from(&host), &"__ytPlayer".into(), &player);
-        }
-    });
-    let player = get(&host, "__ytPlayer");
-    if player.is_undefined() {
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
         host.remove();
-        return Err("YT.Player could not be created".into());
     }
-    let timeout = Promise::new(&mut |_, reject| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&reject, READY_TIMEOUT_MS);
-        }
-    });
-    match JsFuture::from(Promise::race(&Array::of2(&ready, &timeout))).await {
-        Ok(_) => Ok(player),
-        Err(_) => {
-            host.remove();
-            Err("the YouTube player did not get ready".into())
-        }
-    }
+    result.map_err(str::to_string)
 }
 
 /// Removes every player from the video box (when the room moves on to a non-YouTube song).
