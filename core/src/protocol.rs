@@ -8,8 +8,10 @@
 //! Event names are fixed by existing clients (seed 002): kebab-case, e.g. `pause-playback`.
 //! The same types are used by the server, the wasm client and the tests.
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
+use serde_json::{Value, value::RawValue};
 
 use crate::{
     Millis,
@@ -256,7 +258,7 @@ pub struct GetMembers {
 pub const MAX_MEMBERS_PAGE: usize = 1000;
 
 /// Declares the requests once: each variant, its payload type (if any) and its wire name give
-/// the enum, [`REQUEST_EVENTS`], [`Request::parse`], [`Request::event`] and [`Request::data`].
+/// the enum, [`REQUEST_EVENTS`], [`Request::parse_json`], [`Request::event`] and [`Request::to_json`].
 macro_rules! requests {
     ($( $variant:ident $( ($payload:ty) )? = $name:literal, )*) => {
         /// A client request, parsed from a [`ClientFrame`].
@@ -269,10 +271,11 @@ macro_rules! requests {
         pub const REQUEST_EVENTS: &[&str] = &[ $( $name, )* ];
 
         impl Request {
-            /// Interprets `data` according to `event`.
-            pub fn parse(event: &str, data: Value) -> Result<Request, ErrorBody> {
+            /// Interprets `data` (JSON text; `None` reads as `{}`) according to `event`. The one
+            /// decoder of request payloads: [`Request::parse`] and [`Request::parse_frame`] call it.
+            pub fn parse_json(event: &str, data: Option<&str>) -> Result<Request, ErrorBody> {
                 Ok(match event {
-                    $( $name => Request::$variant $( (payload::<$payload>(event, data)?) )?, )*
+                    $( $name => Request::$variant $( (payload_json::<$payload>(event, data)?) )?, )*
                     other => {
                         let shown: String = other.chars().take(64).collect();
                         return Err(ErrorBody::new(ErrorCode::UnknownEvent, format!("unknown event {shown:?}")));
@@ -287,12 +290,13 @@ macro_rules! requests {
                 }
             }
 
-            /// The payload as JSON (`null` for requests without one).
-            pub fn data(&self) -> Value {
+            /// Encodes this request as a client frame's JSON text, `{"event", "data"?, "id"?}`
+            /// (no `data` key for requests without a payload).
+            pub fn to_json(&self, id: Option<u64>) -> String {
                 match self {
-                    $( $( Request::$variant(d) => to_value::<$payload>(d), )? )*
+                    $( $( Request::$variant(d) => encode_frame::<$payload>($name, Some(d), id), )? )*
                     #[allow(unreachable_patterns)]
-                    _ => Value::Null,
+                    _ => encode_frame::<()>(self.event(), None, id),
                 }
             }
         }
@@ -323,33 +327,86 @@ requests! {
 }
 
 /// Decodes the payload of `event` (a missing one reads as `{}`), or `INVALID_PAYLOAD` naming the
-/// event. Every edge's event decoding goes through this, rooms' and devices' alike.
+/// event. The device protocol's edges decode their events' `Value`s through this.
 pub fn payload<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, ErrorBody> {
     // A missing `data` is the same as `{}`, so optional-only payloads may be omitted.
     let data = if data.is_null() { Value::Object(Default::default()) } else { data };
     serde_json::from_value(data).map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
 }
 
-fn to_value<T: Serialize>(v: &T) -> Value {
-    // Serializing these plain structs cannot fail (no maps with non-string keys).
-    serde_json::to_value(v).unwrap_or(Value::Null)
+/// [`payload`] over JSON text: what room requests use, so that a client (the npm package's
+/// wasm) needs only serde_json's text deserializer, never `Value`'s.
+fn payload_json<T: DeserializeOwned>(event: &str, data: Option<&str>) -> Result<T, ErrorBody> {
+    serde_json::from_str(data.unwrap_or("{}"))
+        .map_err(|e| ErrorBody::new(ErrorCode::InvalidPayload, format!("{event}: {e}")))
+}
+
+/// A client frame's JSON text: `{"event", "data"?, "id"?}`. `data` may be any serializable value,
+/// including a [`RawValue`] passed through unparsed.
+pub fn encode_frame<T: Serialize + ?Sized>(event: &str, data: Option<&T>, id: Option<u64>) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a, T: ?Sized> {
+        event: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a T>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    }
+    // Plain structs with string keys: serialization cannot fail.
+    serde_json::to_string(&Frame { event, data, id }).unwrap_or_default()
+}
+
+/// The envelope of a client frame with its payload left as text.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    id: Option<u64>,
 }
 
 impl Request {
+    /// Interprets a `Value` payload (the Socket.IO edge's) according to `event`, through
+    /// [`Request::parse_json`].
+    pub fn parse(event: &str, data: Value) -> Result<Request, ErrorBody> {
+        if data.is_null() {
+            return Request::parse_json(event, None);
+        }
+        Request::parse_json(event, Some(&data.to_string()))
+    }
+
     /// Parses a whole text frame. On failure returns the frame's `id` (if it could be read) with
     /// the error, so the caller can reply instead of pushing.
     pub fn parse_frame(text: &str) -> Result<(Option<u64>, Request), (Option<u64>, ErrorBody)> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| (None, ErrorBody::new(ErrorCode::BadFrame, format!("invalid JSON: {e}"))))?;
-        let id = value.get("id").and_then(Value::as_u64);
-        let frame: ClientFrame = serde_json::from_value(value)
-            .map_err(|e| (id, ErrorBody::new(ErrorCode::BadFrame, format!("expected {{event, data?, id?}}: {e}"))))?;
-        Request::parse(&frame.event, frame.data).map(|r| (frame.id, r)).map_err(|e| (frame.id, e))
+        match serde_json::from_str::<Envelope>(text) {
+            Ok(f) => Request::parse_json(&f.event, f.data.map(RawValue::get)).map(|r| (f.id, r)).map_err(|e| (f.id, e)),
+            // Only a bad frame pays for a second parse, to tell bad JSON from a bad envelope
+            // and to find the id to reply to.
+            Err(e) => Err(match serde_json::from_str::<Value>(text) {
+                Err(e) => (None, ErrorBody::new(ErrorCode::BadFrame, format!("invalid JSON: {e}"))),
+                Ok(v) => (
+                    v.get("id").and_then(Value::as_u64),
+                    ErrorBody::new(ErrorCode::BadFrame, format!("expected {{event, data?, id?}}: {e}")),
+                ),
+            }),
+        }
     }
 
-    /// Encodes this request as a client frame.
+    /// The payload as a JSON value (`null` for requests without one).
+    pub fn data(&self) -> Value {
+        self.to_frame(None).data
+    }
+
+    /// This request as a client frame.
     pub fn to_frame(&self, id: Option<u64>) -> ClientFrame {
-        ClientFrame { event: self.event().to_owned(), data: self.data(), id }
+        // Same bytes as `to_json`; read back, it cannot fail.
+        serde_json::from_str(&self.to_json(id)).unwrap_or_else(|_| ClientFrame {
+            event: self.event().to_owned(),
+            data: Value::Null,
+            id,
+        })
     }
 }
 
@@ -526,8 +583,10 @@ pub struct SettingsUpdated {
     pub settings: crate::room::RoomSettings,
 }
 
-/// Server → client events. Serialized as `{"event": "kebab-name", "data": {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Server → client events. Serialized as `{"event": "kebab-name", "data": {...}}`; deserialized
+/// (from serde_json only) by [`Push::decode`] on the event name, not by serde's adjacent-tag
+/// buffering, which was the largest part of the npm package's wasm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", content = "data", rename_all = "kebab-case")]
 pub enum Push {
     Connected(Connected),
@@ -561,10 +620,54 @@ impl Push {
         }
     }
 
+    /// Decodes a push from its event name and its `data` as JSON text; `None` for an event this
+    /// protocol does not define (a device admin push, or a newer server's).
+    pub fn decode(event: &str, data: &str) -> Option<Result<Push, serde_json::Error>> {
+        fn de<T: DeserializeOwned>(data: &str, wrap: fn(T) -> Push) -> Result<Push, serde_json::Error> {
+            serde_json::from_str(data).map(wrap)
+        }
+        Some(match event {
+            "connected" => de(data, Push::Connected),
+            "room-joined" => de(data, |j| Push::RoomJoined(Box::new(j))),
+            "member-joined" => de(data, Push::MemberJoined),
+            "member-left" => de(data, Push::MemberLeft),
+            "member-updated" => de(data, Push::MemberUpdated),
+            "host-changed" => de(data, Push::HostChanged),
+            "playback-state-update" => de(data, Push::PlaybackStateUpdate),
+            "playback-paused" => de(data, Push::PlaybackPaused),
+            "playback-resumed" => de(data, Push::PlaybackResumed),
+            "playback-seeked" => de(data, Push::PlaybackSeeked),
+            "song-changed" => de(data, Push::SongChanged),
+            "queue-updated" => de(data, Push::QueueUpdated),
+            "settings-updated" => de(data, Push::SettingsUpdated),
+            "room-closed" => de(data, Push::RoomClosed),
+            "error" => de(data, Push::Error),
+            _ => return None,
+        })
+    }
+
     /// Serializes the push to its JSON text frame.
     pub fn to_json(&self) -> String {
         // Every push is a tree of plain structs with string keys: serialization cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"event\":\"error\"}"))
+    }
+}
+
+/// A push frame as text: `{"event", "data"}` through [`Push::decode`]. Works with serde_json's
+/// deserializers only (the payload is captured as a [`RawValue`]).
+impl<'de> Deserialize<'de> for Push {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        struct Frame {
+            event: String,
+            data: Box<RawValue>,
+        }
+        let f = Frame::deserialize(d)?;
+        match Push::decode(&f.event, f.data.get()) {
+            Some(r) => r.map_err(D::Error::custom),
+            None => Err(D::Error::custom(format!("unknown push event {:?}", f.event))),
+        }
     }
 }
 

@@ -535,3 +535,30 @@ fn client_frame_serializes_minimally() {
     let frame = ClientFrame { event: "play-next".into(), data: Value::Null, id: None };
     assert_eq!(serde_json::to_value(&frame).unwrap(), json!({ "event": "play-next" }));
 }
+
+#[test]
+fn push_decode_dispatches_on_the_event_name() {
+    for (name, push) in sample_pushes() {
+        let json: Value = serde_json::from_str(&push.to_json()).unwrap();
+        let data = json["data"].to_string();
+        let back = Push::decode(name, &data).unwrap_or_else(|| panic!("{name}: a room push")).unwrap();
+        assert_eq!(back, push, "{name}");
+    }
+    assert!(Push::decode("state:updated", "{}").is_none(), "a device admin push is not a room push");
+    assert!(Push::decode("member-left", r#"{"who":"A"}"#).is_some_and(|r| r.is_err()), "malformed payload");
+    assert!(serde_json::from_str::<Push>(r#"{"event":"nope","data":{}}"#).is_err());
+}
+
+#[test]
+fn value_and_text_payloads_decode_alike() {
+    for event in REQUEST_EVENTS {
+        let request = sample_request(event);
+        let data = request.data();
+        assert_eq!(Request::parse(event, data.clone()).as_ref(), Ok(&request), "{event} from a Value");
+        let text = (!data.is_null()).then(|| data.to_string());
+        assert_eq!(Request::parse_json(event, text.as_deref()), Ok(request), "{event} from text");
+    }
+    let bad = Request::parse("seek-playback", json!({"positionMs": "x"})).unwrap_err();
+    assert_eq!(bad.code, ErrorCode::InvalidPayload);
+    assert!(bad.message.starts_with("seek-playback: "), "{}", bad.message);
+}

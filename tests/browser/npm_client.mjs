@@ -87,6 +87,14 @@ export async function runSession({ UnisonoClient, PlayerSync }, { bin = 'target/
       check('unknown room rejects with ROOM_NOT_FOUND', e.code === 'ROOM_NOT_FOUND', e.code);
     }
     await b.joinRoom(code);
+    for (const [what, call] of [['seek(NaN)', () => a.seek(NaN)], ['loadSong without an id', () => a.loadSong({ title: 'x' })]]) {
+      try {
+        await call();
+        check(`${what} rejects`, false);
+      } catch (e) {
+        check(`${what} rejects with the server's INVALID_PAYLOAD`, e.code === 'INVALID_PAYLOAD', `${e.code}: ${e.message}`);
+      }
+    }
 
     // Beyond the room protocol: pushes from `POST /api/publish` reach `onPush`, and `request`
     // carries the device admin protocol on a connection opened with an admin token.

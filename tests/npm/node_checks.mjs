@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runSession } from '../browser/npm_client.mjs';
-import { checkAllVectors, tamperOneUlp } from './vectors.mjs';
+import { checkAllVectors, tamperOneUlp, tamperRev } from './vectors.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -22,13 +22,15 @@ export async function nodeChecks(unisono, { how, resolved }) {
   check("resolves to the package's Node build", /node[\\/]unisono\.js$/.test(resolved), resolved);
   const text = fs.readFileSync(path.join(root, 'core/tests/vectors/core-v1.jsonl'), 'utf8');
   const v = checkAllVectors(unisono, text);
-  check('every test vector, bit for bit (checkVectors, positionAt, Estimator, Drift)',
+  check('every test vector, bit for bit (PlaybackClock, positionAt, Estimator, Drift)',
     v.cases === 1200 && v.failures.length === 0,
     `${v.cases} cases ${JSON.stringify(v.byKind)}; ${v.failures.length} failures ${v.failures.slice(0, 3).join(' | ')}`);
   const t = checkAllVectors(unisono, tamperOneUlp(text));
-  check('a vector moved by one ulp is caught (in wasm and from JavaScript)',
-    t.failures.some((f) => f.startsWith('checkVectors')) && t.failures.some((f) => f.includes('positionAt')),
+  check('a vector moved by one ulp is caught (by the clock and by positionAt)',
+    t.failures.some((f) => f.includes('clock.positionAt')) && t.failures.some((f) => f.includes('positionAt(…')),
     `${t.failures.length} failures`);
+  const r = checkAllVectors(unisono, tamperRev(text));
+  check('a transition with the wrong rev is caught', r.failures.some((f) => f.includes('state')), `${r.failures.length} failures`);
   failures += await runSession(unisono, { bin: process.env.UNISONO_BIN ?? 'target/debug/unisono', label: how });
   return failures;
 }

@@ -5,7 +5,9 @@
 // 1. Node, `require('unisono')` (consumer/require.cjs) and `import {…} from 'unisono'`
 //    (consumer/import.mjs): the package's Node build, every test vector bit for bit, and a
 //    full room session against the real binary (tests/browser/npm_client.mjs);
-// 2. the generated TypeScript declarations are in the package;
+// 2. the generated TypeScript declarations are in the package, a strict TypeScript consumer
+//    (tests/npm/typescript/ok.ts) type-checks against them with `tsc`, and each misuse in
+//    wrong.ts is reported (the objects are typed as the protocol's shapes, not `any`);
 // 3. webpack 5 (consumer/webpack.config.cjs) bundles consumer/app.mjs twice: for Node, run
 //    here, and for the web, loaded in headless Chromium from the real server (`--web-dir`);
 //    both check every test vector, a position, and connect to the server (room, song, clock);
@@ -80,6 +82,34 @@ try {
     const want = ['export class UnisonoClient', 'export class PlayerSync', 'export function positionAt(', 'export class Estimator'];
     check(`types: ${dts}`, want.every((w) => text.includes(w)), want.filter((w) => !text.includes(w)).join(', '));
   }
+
+  // -- 2b. TypeScript: a strict consumer compiles, and misuse is rejected line by line ------------------
+  const tsDir = path.join(project, 'ts');
+  fs.cpSync(path.join(here, 'typescript'), tsDir, { recursive: true });
+  const tsc = (file) => {
+    fs.writeFileSync(path.join(tsDir, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: {
+        strict: true, noEmit: true, target: 'ES2022', module: 'ESNext', moduleResolution: 'bundler',
+        lib: ['ES2022', 'DOM', 'ESNext.Disposable'], types: [], skipLibCheck: false,
+      },
+      files: [file],
+    }));
+    try {
+      execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', tsDir], { encoding: 'utf8' });
+      return '';
+    } catch (e) {
+      return `${e.stdout ?? ''}${e.stderr ?? ''}`;
+    }
+  };
+  const okOut = tsc('ok.ts');
+  check('TypeScript: a strict consumer (tests/npm/typescript/ok.ts) type-checks', okOut === '', okOut.split('\n').slice(0, 5).join(' | '));
+  const wrongOut = tsc('wrong.ts');
+  const marked = fs.readFileSync(path.join(tsDir, 'wrong.ts'), 'utf8').split('\n')
+    .flatMap((l, i) => (l.trimEnd().endsWith('// error') ? [i + 1] : []));
+  const flagged = [...new Set([...wrongOut.matchAll(/wrong\.ts\((\d+),\d+\): error/g)].map((m) => Number(m[1])))];
+  check('TypeScript: every misuse in wrong.ts is an error, and nothing else',
+    marked.length > 0 && marked.every((l) => flagged.includes(l)) && flagged.every((l) => marked.includes(l)),
+    `marked ${marked.join(',')}; flagged ${flagged.join(',')}`);
 
   // -- 3. webpack ------------------------------------------------------------------------------------
   const webpack = require('webpack');

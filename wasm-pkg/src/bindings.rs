@@ -5,25 +5,38 @@
 //! - [`Estimator`]: clock-offset estimation from `time-sync` round trips.
 //! - [`Drift`]: the drift controller for a player with given capabilities.
 //! - [`encode_request`] / [`decode_server_frame`]: protocol frames, validated by the core.
-//! - [`check_vectors`]: recomputes the core's test vectors (proves identical math in this build).
+//!
+//! Objects cross as JSON text (`crate::sys::to_js` / `from_js`). The test vectors are checked
+//! from JavaScript through these functions (`tests/npm/vectors.mjs`), not by a checker shipped
+//! in the package.
 
-use serde::Serialize as _;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use unisono_core::{
     drift::{DriftConfig, DriftController, PlayerCapabilities},
     estimator::{ClockOffsetEstimator, EstimatorConfig},
-    protocol::{PlaybackState, Request},
-    vectors,
+    protocol::{PlaybackState, REQUEST_EVENTS, encode_frame},
 };
 use wasm_bindgen::prelude::*;
+
+use crate::{client::state, sys};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// `v` read as `T`; `undefined` or `null` is an error naming `what`.
+fn required<T: DeserializeOwned>(v: &JsValue, what: &str) -> Result<T, JsError> {
+    sys::from_js(v).map_err(js_err)?.ok_or_else(|| JsError::new(&format!("{what} is required")))
+}
+
 /// Position (ms) of a playback state (`playback` object of any push) at server time `now`.
 #[wasm_bindgen(js_name = positionAt)]
-pub fn position_at(playback: JsValue, now: f64) -> Result<f64, JsError> {
-    let state: PlaybackState = serde_wasm_bindgen::from_value(playback).map_err(js_err)?;
+pub fn position_at(
+    #[wasm_bindgen(unchecked_param_type = "Playback")] playback: JsValue,
+    now: f64,
+) -> Result<f64, JsError> {
+    let state: PlaybackState = required(&playback, "playback")?;
     Ok(state.clock.position_at(now))
 }
 
@@ -35,12 +48,11 @@ pub struct Estimator(ClockOffsetEstimator);
 impl Estimator {
     /// A new estimator; `config` (optional) overrides defaults, e.g. `{window: 32}`.
     #[wasm_bindgen(constructor)]
-    pub fn new(config: JsValue) -> Result<Estimator, JsError> {
-        let config: EstimatorConfig = if config.is_undefined() || config.is_null() {
-            EstimatorConfig::default()
-        } else {
-            serde_wasm_bindgen::from_value(config).map_err(js_err)?
-        };
+    pub fn new(
+        #[wasm_bindgen(unchecked_optional_param_type = "Partial<EstimatorConfig>")] config: Option<JsValue>,
+    ) -> Result<Estimator, JsError> {
+        let config = config.unwrap_or(JsValue::UNDEFINED);
+        let config: EstimatorConfig = sys::from_js(&config).map_err(js_err)?.unwrap_or_default();
         Ok(Estimator(ClockOffsetEstimator::new(config)))
     }
 
@@ -86,25 +98,33 @@ impl Drift {
     /// `config` (optional) overrides the defaults, which depend on the capabilities (a tighter
     /// dead band for exact, continuous-rate players: `DriftConfig::for_player`).
     #[wasm_bindgen(constructor)]
-    pub fn new(capabilities: JsValue, config: JsValue) -> Result<Drift, JsError> {
-        let caps: PlayerCapabilities = serde_wasm_bindgen::from_value(capabilities).map_err(js_err)?;
-        let config: DriftConfig = if config.is_undefined() || config.is_null() {
-            DriftConfig::for_player(&caps)
-        } else {
-            serde_wasm_bindgen::from_value(config).map_err(js_err)?
-        };
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "PlayerCapabilities")] capabilities: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "Partial<DriftConfig>")] config: Option<JsValue>,
+    ) -> Result<Drift, JsError> {
+        let config = config.unwrap_or(JsValue::UNDEFINED);
+        let caps: PlayerCapabilities = required(&capabilities, "capabilities")?;
+        let config: DriftConfig =
+            sys::from_js(&config).map_err(js_err)?.unwrap_or_else(|| DriftConfig::for_player(&caps));
         Ok(Drift(DriftController::new(config, caps)))
     }
 
     /// One control step: returns `{kind: "none"}`, `{kind: "rate", rate}` or `{kind: "seek", toMs}`.
-    pub fn update(&mut self, now: f64, local_ms: f64, expected_ms: f64, base_rate: f64) -> Result<JsValue, JsError> {
-        let c = self.0.update(now, local_ms, expected_ms, base_rate);
-        serde_wasm_bindgen::to_value(&c).map_err(js_err)
+    #[wasm_bindgen(unchecked_return_type = "Correction")]
+    pub fn update(
+        &mut self,
+        now: f64,
+        #[wasm_bindgen(js_name = localMs)] local_ms: f64,
+        #[wasm_bindgen(js_name = expectedMs)] expected_ms: f64,
+        #[wasm_bindgen(js_name = baseRate)] base_rate: f64,
+    ) -> JsValue {
+        sys::to_js(&self.0.update(now, local_ms, expected_ms, base_rate))
     }
 
     /// `idle`, `nudging`, `seeking` or `backoff`.
-    pub fn mode(&self) -> Result<JsValue, JsError> {
-        serde_wasm_bindgen::to_value(&self.0.mode()).map_err(js_err)
+    #[wasm_bindgen(unchecked_return_type = "DriftMode")]
+    pub fn mode(&self) -> JsValue {
+        sys::to_js(&self.0.mode())
     }
 
     pub fn reset(&mut self) {
@@ -112,34 +132,102 @@ impl Drift {
     }
 }
 
-/// Encodes a request frame after validating it as the server would; throws with the server's
-/// error code (e.g. `INVALID_PAYLOAD: …`) if it is not valid.
+/// Encodes a request frame, `{"event", "data"?, "id"?}`; throws `UNKNOWN_EVENT` for an event the
+/// room protocol does not define. The payload is the server's to validate (it answers
+/// `INVALID_PAYLOAD`): the package carries no second copy of the request decoders.
 #[wasm_bindgen(js_name = encodeRequest)]
 pub fn encode_request(event: &str, data: JsValue, id: Option<u32>) -> Result<String, JsError> {
-    let data: serde_json::Value = if data.is_undefined() {
-        serde_json::Value::Null
-    } else {
-        serde_wasm_bindgen::from_value(data).map_err(js_err)?
-    };
-    let req = Request::parse(event, data).map_err(js_err)?;
-    serde_json::to_string(&req.to_frame(id.map(u64::from))).map_err(js_err)
+    if !REQUEST_EVENTS.contains(&event) {
+        return Err(JsError::new(&format!("UNKNOWN_EVENT: unknown event {event:?}")));
+    }
+    let data = sys::json_text(&data).map_err(js_err)?;
+    let raw = data.map(RawValue::from_string).transpose().map_err(js_err)?;
+    Ok(encode_frame(event, raw.as_deref(), id.map(u64::from)))
 }
 
-/// Parses a server frame (a push or a reply) into a plain object, with exact floats.
-#[wasm_bindgen(js_name = decodeServerFrame)]
+/// Parses a server frame (a push or a reply) into a plain object, with exact floats; throws if
+/// it is not a frame of this protocol (a room push with a malformed payload, a reply without an
+/// id). Pushes of other protocols (the device admin protocol's) come back as they are.
+#[wasm_bindgen(js_name = decodeServerFrame, unchecked_return_type = "{ event: string; data: any } | { id: number; ok: boolean; data?: any; error?: { code: string; message: string } }")]
 pub fn decode_server_frame(text: &str) -> Result<JsValue, JsError> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(js_err)?;
-    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_err)
+    state::decode(text).map_err(|e| JsError::new(&e))?;
+    js_sys::JSON::parse(text).map_err(|_| JsError::new("invalid JSON"))
 }
 
-/// Recomputes every test vector in `text` (JSON lines); returns the failures (empty = identical).
-#[wasm_bindgen(js_name = checkVectors)]
-pub fn check_vectors(text: &str) -> Vec<String> {
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, line)| match serde_json::from_str::<vectors::Case>(line) {
-            Ok(case) => vectors::check(&case).err().map(|e| format!("case {i}: {e}")),
-            Err(e) => Some(format!("case {i}: unreadable: {e}")),
-        })
-        .collect()
+/// The playback clock itself, for JavaScript that keeps or predicts a timing vector (an
+/// optimistic UI, a local preview): the core's transitions, each bumping `rev`.
+///
+/// ```js
+/// const c = new PlaybackClock();
+/// c.load({ id: "a", durationMs: 60000 }, 0, 500); // playing from t = 500
+/// c.positionAt(1500); // 1000
+/// ```
+#[wasm_bindgen]
+pub struct PlaybackClock(unisono_core::clock::PlaybackClock);
+
+#[wasm_bindgen]
+impl PlaybackClock {
+    /// From a `playback` object (of a push or `UnisonoClient.playback`), or empty.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_optional_param_type = "Playback")] playback: Option<JsValue>,
+    ) -> Result<PlaybackClock, JsError> {
+        let playback = playback.unwrap_or(JsValue::UNDEFINED);
+        let p: Option<PlaybackState> = sys::from_js(&playback).map_err(js_err)?;
+        Ok(PlaybackClock(p.map(|p| p.clock).unwrap_or_default()))
+    }
+
+    /// Loads `song` at 0, paused, or playing from `startAt` (clamped to ≥ `now`).
+    pub fn load(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "SongInput")] song: JsValue,
+        now: f64,
+        #[wasm_bindgen(js_name = startAt)] start_at: Option<f64>,
+    ) -> Result<(), JsError> {
+        self.0.load(required(&song, "song")?, now, start_at);
+        Ok(())
+    }
+
+    /// Freezes the position at `now`; false (and no change) if already paused.
+    pub fn pause(&mut self, now: f64) -> bool {
+        self.0.pause(now)
+    }
+
+    /// Plays from the held position at `startAt` (≥ `now`); false if already playing.
+    pub fn play(&mut self, now: f64, #[wasm_bindgen(js_name = startAt)] start_at: f64) -> bool {
+        self.0.play(now, start_at)
+    }
+
+    pub fn seek(&mut self, #[wasm_bindgen(js_name = positionMs)] position_ms: f64, now: f64) {
+        self.0.seek(position_ms, now);
+    }
+
+    /// Changes the rate from `now` on (the position stays continuous).
+    #[wasm_bindgen(js_name = setRate)]
+    pub fn set_rate(&mut self, rate: f64, now: f64) {
+        self.0.set_rate(rate, now);
+    }
+
+    /// Position and play state at once (`update-playback`).
+    pub fn set(
+        &mut self,
+        #[wasm_bindgen(js_name = positionMs)] position_ms: f64,
+        #[wasm_bindgen(js_name = isPlaying)] is_playing: bool,
+        now: f64,
+    ) {
+        self.0.set(position_ms, is_playing, now);
+    }
+
+    /// Position (ms) at server time `now`, clamped to the song.
+    #[wasm_bindgen(js_name = positionAt)]
+    pub fn position_at(&self, now: f64) -> f64 {
+        self.0.position_at(now)
+    }
+
+    /// The timing vector as a `playback` object (`song`, `positionMs`, `serverTime`,
+    /// `isPlaying`, `rate`, `rev`, `startedAt`, `pausedAt`).
+    #[wasm_bindgen(unchecked_return_type = "Playback")]
+    pub fn state(&self) -> JsValue {
+        sys::to_js(&PlaybackState::from_clock(&self.0, false))
+    }
 }

@@ -2,32 +2,32 @@
 //! camelCase methods, promise-returning requests that reject with an `Error` carrying the
 //! server's `code`, and `on…` callback properties; `PlayerSync` with one factory per adapter.
 
-use std::{cell::RefCell, rc::Rc};
+use std::{cell::RefCell, future::Future, rc::Rc};
 
 use js_sys::{Function, Promise, Reflect};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 use unisono_core::{drift::PlayerCapabilities, protocol::REQUEST_EVENTS};
 use wasm_bindgen::{JsCast, prelude::*};
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::{
-    client::{Change, Client, ClientError, ClientEvent, RoomView},
+    client::{Change, Client, ClientError, ClientEvent, Json, REQUEST_TIMEOUT_MS, RoomView},
     player::{HtmlMediaAdapter, JsAdapter, PlayerSync, SpotifyAdapter, YouTubeAdapter},
+    sys::{json_text, to_js},
 };
 
 /// Reply timeout of requests outside the room protocol (a device command may take a while).
 const OTHER_REQUEST_TIMEOUT_MS: f64 = 30_000.0;
 
-fn to_js<T: Serialize + ?Sized>(v: &T) -> JsValue {
-    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
+/// A reply's data for JavaScript.
+fn reply_js(j: &Json) -> JsValue {
+    js_sys::JSON::parse(j.get()).unwrap_or(JsValue::NULL)
 }
 
-fn from_js(v: JsValue) -> Result<Value, JsValue> {
-    if v.is_undefined() || v.is_null() {
-        return Ok(Value::Null);
-    }
-    serde_wasm_bindgen::from_value(v).map_err(|e| js_error(&ClientError::new("INVALID_PAYLOAD", e.to_string())))
+/// A promise of a request's reply data.
+fn promise(f: impl Future<Output = Result<Json, ClientError>> + 'static) -> Promise {
+    future_to_promise(async move { f.await.map(|v| reply_js(&v)).map_err(|e| js_error(&e)) })
 }
 
 /// An `Error` whose `code` property is the stable error code.
@@ -37,10 +37,28 @@ fn js_error(e: &ClientError) -> JsValue {
     err.into()
 }
 
-fn room_json(r: &RoomView) -> Value {
-    json!({
-        "room": r.info, "you": r.you, "members": r.members, "memberCount": r.member_count,
-        "host": r.host, "queue": r.queue, "playback": r.playback,
+/// `room` for JavaScript (the `onRoom` callback and the `room` getter).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomJs<'a> {
+    room: &'a unisono_core::protocol::RoomInfo,
+    you: &'a str,
+    members: &'a [unisono_core::protocol::MemberInfo],
+    member_count: usize,
+    host: &'a Option<String>,
+    queue: &'a [unisono_core::room::QueueItem],
+    playback: &'a unisono_core::protocol::PlaybackState,
+}
+
+fn room_js(r: &RoomView) -> JsValue {
+    to_js(&RoomJs {
+        room: &r.info,
+        you: &r.you,
+        members: &r.members,
+        member_count: r.member_count,
+        host: &r.host,
+        queue: &r.queue,
+        playback: &r.playback,
     })
 }
 
@@ -104,12 +122,12 @@ impl UnisonoClient {
                     (&cbs.queue, vec![q.unwrap_or_else(|| js_sys::Array::new().into())])
                 }
                 ClientEvent::Changed(Change::Room) => {
-                    let r = reader.with_room(|r| r.map(|r| to_js(&room_json(r))));
+                    let r = reader.with_room(|r| r.map(room_js));
                     (&cbs.room, vec![r.unwrap_or(JsValue::NULL)])
                 }
                 ClientEvent::Changed(Change::Sync) => (&cbs.sync, vec![]),
                 ClientEvent::Changed(Change::Error(err)) => (&cbs.error, vec![js_error(err)]),
-                ClientEvent::Push(p) => (&cbs.push, vec![p.event.as_str().into(), to_js(&p.data)]),
+                ClientEvent::Push(p) => (&cbs.push, vec![p.event.as_str().into(), reply_js(&p.data)]),
             };
             if let Some(f) = f {
                 let arr: js_sys::Array = args.iter().collect();
@@ -120,6 +138,7 @@ impl UnisonoClient {
     }
 
     /// Connects to the server's `/ws` URL; resolves once the session is established.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn connect(&self, url: &str) -> Promise {
         let f = self.inner.connect(url);
         future_to_promise(async move { f.await.map(|_| JsValue::UNDEFINED).map_err(|e| js_error(&e)) })
@@ -144,27 +163,27 @@ impl UnisonoClient {
 
     /// Local `performance.now()` time of a server time (e.g. a scheduled start).
     #[wasm_bindgen(js_name = toLocalTime)]
-    pub fn to_local_time(&self, server_time: f64) -> f64 {
+    pub fn to_local_time(&self, #[wasm_bindgen(js_name = serverTime)] server_time: f64) -> f64 {
         self.inner.to_local(server_time)
     }
 
     /// `{room, you, members, memberCount, host, queue, playback}`, or `null` outside a room.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "Room | null")]
     pub fn room(&self) -> JsValue {
-        self.inner.with_room(|r| r.map(|r| to_js(&room_json(r)))).unwrap_or(JsValue::NULL)
+        self.inner.with_room(|r| r.map(room_js)).unwrap_or(JsValue::NULL)
     }
 
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "Playback | null")]
     pub fn playback(&self) -> JsValue {
         self.inner.with_room(|r| r.map(|r| to_js(&r.playback))).unwrap_or(JsValue::NULL)
     }
 
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "Member[]")]
     pub fn members(&self) -> JsValue {
         self.inner.with_room(|r| r.map(|r| to_js(&r.members))).unwrap_or_else(|| js_sys::Array::new().into())
     }
 
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "QueueItem[]")]
     pub fn queue(&self) -> JsValue {
         self.inner.with_room(|r| r.map(|r| to_js(&r.queue))).unwrap_or_else(|| js_sys::Array::new().into())
     }
@@ -180,54 +199,90 @@ impl UnisonoClient {
     }
 
     /// `closed`, `connecting`, `open` or `reconnecting`.
-    #[wasm_bindgen(getter, js_name = connectionState)]
+    #[wasm_bindgen(getter, js_name = connectionState, unchecked_return_type = "ConnectionState")]
     pub fn connection_state(&self) -> String {
         self.inner.connection().as_str().to_owned()
     }
 
     /// `{offset, errorBound, rtt, minRtt, samples, stable}` of the clock-offset estimate.
-    #[wasm_bindgen(js_name = syncStats)]
+    #[wasm_bindgen(js_name = syncStats, unchecked_return_type = "SyncStats")]
     pub fn sync_stats(&self) -> JsValue {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Stats {
+            offset: Option<f64>,
+            error_bound: Option<f64>,
+            rtt: Option<f64>,
+            min_rtt: Option<f64>,
+            samples: usize,
+            stable: bool,
+        }
         let s = self.inner.sync_stats();
-        to_js(&json!({"offset": s.offset, "errorBound": s.error_bound, "rtt": s.rtt, "minRtt": s.min_rtt,
-            "samples": s.samples, "stable": s.stable}))
+        to_js(&Stats {
+            offset: s.offset,
+            error_bound: s.error_bound,
+            rtt: s.rtt,
+            min_rtt: s.min_rtt,
+            samples: s.samples,
+            stable: s.stable,
+        })
     }
 
     // ---- callbacks ------------------------------------------------------------------------
 
     /// `(playback, reason)` on every new timing vector.
     #[wasm_bindgen(setter, js_name = onPlayback)]
-    pub fn set_on_playback(&self, f: Option<Function>) {
+    pub fn set_on_playback(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "((playback: Playback | null, reason: string) => void) | undefined")]
+        f: Option<Function>,
+    ) {
         self.callbacks.borrow_mut().playback = f;
     }
     /// `(members, host)`.
     #[wasm_bindgen(setter, js_name = onMembers)]
-    pub fn set_on_members(&self, f: Option<Function>) {
+    pub fn set_on_members(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "((members: Member[], host: string | null) => void) | undefined")]
+        f: Option<Function>,
+    ) {
         self.callbacks.borrow_mut().members = f;
     }
     /// `(queue)`.
     #[wasm_bindgen(setter, js_name = onQueue)]
-    pub fn set_on_queue(&self, f: Option<Function>) {
+    pub fn set_on_queue(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "((queue: QueueItem[]) => void) | undefined")] f: Option<Function>,
+    ) {
         self.callbacks.borrow_mut().queue = f;
     }
     /// `(room | null)`: joined, left, settings or host changed.
     #[wasm_bindgen(setter, js_name = onRoom)]
-    pub fn set_on_room(&self, f: Option<Function>) {
+    pub fn set_on_room(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "((room: Room | null) => void) | undefined")] f: Option<Function>,
+    ) {
         self.callbacks.borrow_mut().room = f;
     }
     /// `(error)` with `error.code`: error pushes and connection problems.
     #[wasm_bindgen(setter, js_name = onError)]
-    pub fn set_on_error(&self, f: Option<Function>) {
+    pub fn set_on_error(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "((error: UnisonoError) => void) | undefined")] f: Option<Function>,
+    ) {
         self.callbacks.borrow_mut().error = f;
     }
     /// `(state)`: `connecting`, `open`, `reconnecting`, `closed`.
     #[wasm_bindgen(setter, js_name = onConnection)]
-    pub fn set_on_connection(&self, f: Option<Function>) {
+    pub fn set_on_connection(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "((state: ConnectionState) => void) | undefined")] f: Option<Function>,
+    ) {
         self.callbacks.borrow_mut().connection = f;
     }
     /// `()` when the clock-offset estimate changed.
     #[wasm_bindgen(setter, js_name = onSync)]
-    pub fn set_on_sync(&self, f: Option<Function>) {
+    pub fn set_on_sync(&self, #[wasm_bindgen(unchecked_param_type = "(() => void) | undefined")] f: Option<Function>) {
         self.callbacks.borrow_mut().sync = f;
     }
 
@@ -235,118 +290,137 @@ impl UnisonoClient {
     /// `device:online`, `state:updated`, `command:response` … on a connection opened with an
     /// admin token (docs/socketio.md §3), and events sent by `POST /api/publish`.
     #[wasm_bindgen(setter, js_name = onPush)]
-    pub fn set_on_push(&self, f: Option<Function>) {
+    pub fn set_on_push(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "((event: string, data: any) => void) | undefined")] f: Option<Function>,
+    ) {
         self.callbacks.borrow_mut().push = f;
     }
 
     // ---- requests -------------------------------------------------------------------------
 
     /// Any request by event name (`"seek-playback"`, `{positionMs}`); resolves with the reply
-    /// data. Room requests are checked here first (a bad payload rejects without a round trip);
-    /// other events (e.g. the admin protocol's `devices:list`, `command`) go as they are.
+    /// data or rejects with the server's code (`INVALID_PAYLOAD` for a bad payload: the server
+    /// validates, so the package carries no second copy of the request decoders). Events outside
+    /// the room protocol (e.g. the admin protocol's `devices:list`, `command`) work the same,
+    /// with a 30 s timeout instead of 10 s.
+    #[wasm_bindgen(unchecked_return_type = "Promise<any>")]
     pub fn request(&self, event: &str, data: JsValue) -> Promise {
-        match from_js(data) {
-            Ok(d) if REQUEST_EVENTS.contains(&event) => self.send(event, d),
-            Ok(d) => {
-                let f = self.inner.request_event(event, d, OTHER_REQUEST_TIMEOUT_MS);
-                future_to_promise(async move { f.await.map(|v| to_js(&v)).map_err(|e| js_error(&e)) })
-            }
-            Err(e) => Promise::reject(&e),
-        }
-    }
-
-    fn send(&self, event: &str, data: Value) -> Promise {
-        let f = self.inner.request_json(event, data);
-        future_to_promise(async move { f.await.map(|v| to_js(&v)).map_err(|e| js_error(&e)) })
+        let raw =
+            match json_text(&data).and_then(|t| t.map(RawValue::from_string).transpose().map_err(|e| e.to_string())) {
+                Ok(r) => r,
+                Err(e) => return Promise::reject(&js_error(&ClientError::new("INVALID_PAYLOAD", e))),
+            };
+        let timeout = if REQUEST_EVENTS.contains(&event) { REQUEST_TIMEOUT_MS } else { OTHER_REQUEST_TIMEOUT_MS };
+        promise(self.inner.request_event(event, raw.as_deref(), timeout))
     }
 
     /// `{name?, memberName?, settings?}` → `{code, room}`.
     #[wasm_bindgen(js_name = createRoom)]
-    pub fn create_room(&self, options: JsValue) -> Promise {
+    pub fn create_room(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "CreateRoomOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
         self.request("create-room", options)
     }
     #[wasm_bindgen(js_name = joinRoom)]
     pub fn join_room(&self, code: &str, name: Option<String>) -> Promise {
-        self.send("join-room", json!({"code": code, "name": name}))
+        self.request("join-room", obj(&[("code", code.into()), ("name", name.map_or(JsValue::UNDEFINED, Into::into))]))
     }
     #[wasm_bindgen(js_name = leaveRoom)]
     pub fn leave_room(&self) -> Promise {
-        let f = self.inner.leave_room();
-        future_to_promise(async move { f.await.map(|v| to_js(&v)).map_err(|e| js_error(&e)) })
+        promise(self.inner.leave_room())
     }
     /// `song`: `{id, title?, provider?: "url"|"youtube"|"spotify", url?, durationMs?}`.
     #[wasm_bindgen(js_name = loadSong)]
-    pub fn load_song(&self, song: JsValue, autoplay: Option<bool>) -> Promise {
-        match from_js(song) {
-            Ok(s) => self.send("load-song", json!({"song": s, "autoplay": autoplay.unwrap_or(false)})),
-            Err(e) => Promise::reject(&e),
-        }
+    pub fn load_song(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "SongInput")] song: JsValue,
+        autoplay: Option<bool>,
+    ) -> Promise {
+        self.request("load-song", obj(&[("song", song), ("autoplay", autoplay.unwrap_or(false).into())]))
     }
     pub fn pause(&self) -> Promise {
-        self.send("pause-playback", Value::Null)
+        self.request("pause-playback", JsValue::UNDEFINED)
     }
     pub fn resume(&self) -> Promise {
-        self.send("resume-playback", Value::Null)
+        self.request("resume-playback", JsValue::UNDEFINED)
     }
-    pub fn seek(&self, position_ms: f64) -> Promise {
-        self.send("seek-playback", json!({"positionMs": position_ms}))
+    pub fn seek(&self, #[wasm_bindgen(js_name = positionMs)] position_ms: f64) -> Promise {
+        self.request("seek-playback", obj(&[("positionMs", position_ms.into())]))
     }
     #[wasm_bindgen(js_name = setRate)]
     pub fn set_rate(&self, rate: f64) -> Promise {
-        self.send("set-rate", json!({"rate": rate}))
+        self.request("set-rate", obj(&[("rate", rate.into())]))
     }
     /// `{songId?, positionMs, isPlaying}`.
     #[wasm_bindgen(js_name = updatePlayback)]
-    pub fn update_playback(&self, data: JsValue) -> Promise {
+    pub fn update_playback(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "{ songId?: string; positionMs: number; isPlaying: boolean }")]
+        data: JsValue,
+    ) -> Promise {
         self.request("update-playback", data)
     }
     #[wasm_bindgen(js_name = getPlaybackState)]
     pub fn get_playback_state(&self) -> Promise {
-        self.send("get-playback-state", Value::Null)
+        self.request("get-playback-state", JsValue::UNDEFINED)
     }
     #[wasm_bindgen(js_name = queueAdd)]
-    pub fn queue_add(&self, song: JsValue) -> Promise {
-        match from_js(song) {
-            Ok(s) => self.send("queue-add", json!({"song": s})),
-            Err(e) => Promise::reject(&e),
-        }
+    pub fn queue_add(&self, #[wasm_bindgen(unchecked_param_type = "SongInput")] song: JsValue) -> Promise {
+        self.request("queue-add", obj(&[("song", song)]))
     }
     #[wasm_bindgen(js_name = queueRemove)]
-    pub fn queue_remove(&self, item_id: &str) -> Promise {
-        self.send("queue-remove", json!({"itemId": item_id}))
+    pub fn queue_remove(&self, #[wasm_bindgen(js_name = itemId)] item_id: &str) -> Promise {
+        self.request("queue-remove", obj(&[("itemId", item_id.into())]))
     }
     #[wasm_bindgen(js_name = queueMove)]
-    pub fn queue_move(&self, item_id: &str, to_index: u32) -> Promise {
-        self.send("queue-move", json!({"itemId": item_id, "toIndex": to_index}))
+    pub fn queue_move(
+        &self,
+        #[wasm_bindgen(js_name = itemId)] item_id: &str,
+        #[wasm_bindgen(js_name = toIndex)] to_index: u32,
+    ) -> Promise {
+        self.request("queue-move", obj(&[("itemId", item_id.into()), ("toIndex", to_index.into())]))
     }
     #[wasm_bindgen(js_name = playNext)]
     pub fn play_next(&self) -> Promise {
-        self.send("play-next", Value::Null)
+        self.request("play-next", JsValue::UNDEFINED)
     }
     #[wasm_bindgen(js_name = setReady)]
     pub fn set_ready(&self, ready: bool) -> Promise {
-        self.send("set-ready", json!({"ready": ready}))
+        self.request("set-ready", obj(&[("ready", ready.into())]))
     }
     #[wasm_bindgen(js_name = transferHost)]
-    pub fn transfer_host(&self, session_id: &str) -> Promise {
-        self.send("transfer-host", json!({"sessionId": session_id}))
+    pub fn transfer_host(&self, #[wasm_bindgen(js_name = sessionId)] session_id: &str) -> Promise {
+        self.request("transfer-host", obj(&[("sessionId", session_id.into())]))
     }
     /// A settings patch: `{anyoneCanControl?, readyBarrier?, readyTimeoutMs?, startDelayMs?}`.
     #[wasm_bindgen(js_name = updateSettings)]
-    pub fn update_settings(&self, settings: JsValue) -> Promise {
-        match from_js(settings) {
-            Ok(s) => self.send("update-settings", json!({"settings": s})),
-            Err(e) => Promise::reject(&e),
-        }
+    pub fn update_settings(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Partial<RoomSettings>")] settings: JsValue,
+    ) -> Promise {
+        self.request("update-settings", obj(&[("settings", settings)]))
     }
     #[wasm_bindgen(js_name = reportDrift)]
-    pub fn report_drift(&self, drift_ms: f64) -> Promise {
-        self.send("report-drift", json!({"driftMs": drift_ms}))
+    pub fn report_drift(&self, #[wasm_bindgen(js_name = driftMs)] drift_ms: f64) -> Promise {
+        self.request("report-drift", obj(&[("driftMs", drift_ms.into())]))
     }
     #[wasm_bindgen(js_name = getMembers)]
     pub fn get_members(&self, offset: Option<u32>, limit: Option<u32>) -> Promise {
-        self.send("get-members", json!({"offset": offset.unwrap_or(0), "limit": limit}))
+        let limit = limit.map_or(JsValue::UNDEFINED, Into::into);
+        self.request("get-members", obj(&[("offset", offset.unwrap_or(0).into()), ("limit", limit)]))
     }
+}
+
+/// A plain object of `pairs` (an `undefined` value leaves its key out of the JSON).
+fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
 }
 
 /// Keeps a media player on the room's clock with the core's drift controller.
@@ -383,9 +457,14 @@ impl JsPlayerSync {
     /// Any object with `load(song)`, `positionMs()`, `isPlaying()`, `play()`, `pause()`,
     /// `seek(ms)`, `setRate(rate)`, and its `capabilities`
     /// (`{canSetRate, rateStep, seekLatencyMs, positionGranularityMs}`).
-    pub fn custom(client: &UnisonoClient, adapter: JsValue, capabilities: JsValue) -> Result<JsPlayerSync, JsError> {
-        let caps: PlayerCapabilities =
-            serde_wasm_bindgen::from_value(capabilities).map_err(|e| JsError::new(&e.to_string()))?;
+    pub fn custom(
+        client: &UnisonoClient,
+        #[wasm_bindgen(unchecked_param_type = "CustomPlayer")] adapter: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "PlayerCapabilities")] capabilities: JsValue,
+    ) -> Result<JsPlayerSync, JsError> {
+        let caps: PlayerCapabilities = crate::sys::from_js(&capabilities)
+            .map_err(|e| JsError::new(&e))?
+            .ok_or_else(|| JsError::new("capabilities are required"))?;
         Ok(JsPlayerSync(PlayerSync::new(&client.inner, Box::new(JsAdapter::new(adapter, caps)))))
     }
 
@@ -403,10 +482,8 @@ impl JsPlayerSync {
     }
 
     /// `{driftMs, mode, rate, seeks, rateChanges, blocked, history: [[serverTime, driftMs]…]}`.
+    #[wasm_bindgen(unchecked_return_type = "PlayerSyncStats")]
     pub fn stats(&self) -> JsValue {
-        self.0.with_info(|i| {
-            to_js(&json!({"driftMs": i.drift_ms, "mode": i.mode, "rate": i.rate, "seeks": i.seeks,
-                "rateChanges": i.rate_changes, "blocked": i.blocked, "history": i.history}))
-        })
+        self.0.with_info(to_js)
     }
 }

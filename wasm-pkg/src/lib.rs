@@ -7,8 +7,8 @@
 //! - [`client`]: `Client`, the WebSocket client (time sync, room state, requests, reconnect);
 //!   its sans-IO half is `client::state`.
 //! - [`player`]: `PlayerSync` and the media adapters (HTML5, YouTube, Spotify, custom).
-//! - `bindings` (feature `js`): `positionAt`, `Estimator`, `Drift`, `encodeRequest`,
-//!   `decodeServerFrame`, `checkVectors`.
+//! - `bindings` (feature `js`): `positionAt`, `PlaybackClock`, `Estimator`, `Drift`,
+//!   `encodeRequest`, `decodeServerFrame`.
 //! - `js_client` (feature `js`): `UnisonoClient` and `PlayerSync` for JavaScript.
 
 pub mod client;
@@ -19,6 +19,8 @@ mod sys;
 mod bindings;
 #[cfg(feature = "js")]
 mod js_client;
+#[cfg(feature = "js")]
+mod types;
 
 #[cfg(feature = "js")]
 pub use bindings::*;

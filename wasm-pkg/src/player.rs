@@ -65,8 +65,9 @@ pub trait MediaAdapter {
     }
 }
 
-/// Figures for a sync panel.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Figures for a sync panel (JavaScript: `PlayerSync.stats()`, camelCase).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SyncInfo {
     /// Player position minus expected position (ms, positive: ahead), while playing.
     pub drift_ms: Option<f64>,
@@ -584,8 +585,7 @@ impl MediaAdapter for JsAdapter {
         self.caps.clone()
     }
     fn load(&mut self, song: &Song) -> bool {
-        let s = serde_json::to_string(song).ok().and_then(|t| js_sys::JSON::parse(&t).ok());
-        call(&self.obj, "load", &[s.unwrap_or(JsValue::NULL)]).as_bool().unwrap_or(true)
+        call(&self.obj, "load", &[crate::sys::to_js(song)]).as_bool().unwrap_or(true)
     }
     fn position_ms(&self) -> Option<f64> {
         call(&self.obj, "positionMs", &[]).as_f64()

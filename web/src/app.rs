@@ -6,7 +6,6 @@
 
 use std::{cell::RefCell, future::Future, rc::Rc};
 
-use serde_json::Value;
 use unisono::{
     client::{Client, ClientError, ConnectionState},
     player::{HtmlMediaAdapter, MediaAdapter, PlayerSync, YouTubeAdapter},
@@ -77,7 +76,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// Runs a request; its error (with the server's code) is shown as a notice.
-    pub fn run(&self, fut: impl Future<Output = Result<Value, ClientError>> + 'static) {
+    pub fn run<T>(&self, fut: impl Future<Output = Result<T, ClientError>> + 'static) {
         let notify = self.notify.clone();
         spawn_local(async move {
             if let Err(e) = fut.await {

@@ -45,7 +45,8 @@ pub fn home(ctx: &Ctx) -> Html {
             spawn_local(async move {
                 match fut.await {
                     Ok(v) => {
-                        if let Some(code) = v.get("code").and_then(|c| c.as_str()) {
+                        let reply: serde_json::Value = serde_json::from_str(v.get()).unwrap_or_default();
+                        if let Some(code) = reply.get("code").and_then(|c| c.as_str()) {
                             go.emit(Route::Room(code.to_owned()));
                         }
                     }

@@ -63,7 +63,7 @@ pub fn pack() -> Result<Packed> {
             .env("PATH", tool_path())
             // Size over speed for the package's wasm, as for the web app (`web-release`). Only
             // this wasm32 build sees these; the server's native release build keeps its own.
-            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "z")
             .env("CARGO_PROFILE_RELEASE_LTO", "true")
             .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
             .env("CARGO_PROFILE_RELEASE_DEBUG", "false")

@@ -22,15 +22,15 @@ use std::{
 };
 
 use futures_channel::oneshot;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use unisono_core::{
-    protocol::{ClientFrame, CreateRoom, JoinRoom, Push, Request, TimeSync},
+    protocol::{CreateRoom, JoinRoom, Push, Request, TimeSync, encode_frame},
     song::Song,
 };
 use wasm_bindgen::{JsCast, prelude::*};
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-pub use state::{Change, ClientError, RawPush, RoomView, SyncStats};
+pub use state::{Change, ClientError, Json, RawPush, RoomView, SyncStats};
 
 use crate::sys;
 
@@ -39,7 +39,7 @@ const BURST: u32 = 8;
 /// Pause between periodic samples once the burst is done.
 const SYNC_EVERY_MS: f64 = 2000.0;
 /// A request without a reply after this long fails with `TIMEOUT`.
-const REQUEST_TIMEOUT_MS: f64 = 10_000.0;
+pub const REQUEST_TIMEOUT_MS: f64 = 10_000.0;
 /// Reconnect delays: the first retry is quick (a resume should be back within a second).
 const BACKOFF_MS: &[f64] = &[100.0, 300.0, 700.0, 1500.0, 3000.0, 5000.0];
 /// Close code the server uses when another connection resumed this session.
@@ -79,7 +79,7 @@ pub enum ClientEvent {
 }
 
 type Listener = Rc<dyn Fn(&ClientEvent)>;
-type Waiter = oneshot::Sender<Result<Value, ClientError>>;
+type Waiter = oneshot::Sender<Result<Json, ClientError>>;
 
 enum Pending {
     TimeSync { t0: f64 },
@@ -212,7 +212,7 @@ impl Client {
             inner.url = url.to_owned();
             inner.attempt = 0;
             if inner.conn == ConnectionState::Open {
-                let _ = tx.send(Ok(Value::Null));
+                let _ = tx.send(Ok(state::null()));
                 false
             } else {
                 inner.connect_waiters.push(tx);
@@ -374,12 +374,12 @@ impl Client {
         }
     }
 
-    fn on_reply(&self, generation: u32, r: unisono_core::protocol::Reply, t3: f64) {
+    fn on_reply(&self, generation: u32, r: state::Reply, t3: f64) {
         let pending = self.0.inner.borrow_mut().pending.remove(&r.id);
         match pending {
             Some(Pending::TimeSync { t0 }) => {
                 let accepted = match &r.data {
-                    Some(d) if r.ok => self.0.inner.borrow_mut().state.on_time_sync(t0, d, t3),
+                    Some(d) if r.ok => self.0.inner.borrow_mut().state.on_time_sync(t0, d.get(), t3),
                     _ => false,
                 };
                 if accepted {
@@ -389,15 +389,12 @@ impl Client {
             }
             Some(Pending::Request(tx)) => {
                 let result = if r.ok {
-                    let data = r.data.unwrap_or(Value::Null);
-                    let changes = self.0.inner.borrow_mut().state.on_reply_data(&data);
+                    let data = r.data.unwrap_or_else(state::null);
+                    let changes = self.0.inner.borrow_mut().state.on_reply_data(data.get());
                     self.emit(changes.into_iter().map(ClientEvent::Changed).collect());
                     Ok(data)
                 } else {
-                    Err(r
-                        .error
-                        .map(ClientError::from)
-                        .unwrap_or_else(|| ClientError::new("BAD_REPLY", "no error body")))
+                    Err(r.error.unwrap_or_else(|| ClientError::new("BAD_REPLY", "no error body")))
                 };
                 let _ = tx.send(result);
             }
@@ -422,7 +419,7 @@ impl Client {
                 (inner.connect_waiters.drain(..).collect::<Vec<_>>(), rejoin)
             };
             for w in waiters {
-                let _ = w.send(Ok(Value::Null));
+                let _ = w.send(Ok(state::null()));
             }
             events.push(ClientEvent::Connection(ConnectionState::Open));
             self.send_time_sync(generation);
@@ -488,8 +485,7 @@ impl Client {
         }
         let id = inner.state.next_id();
         let t0 = sys::now();
-        let frame = Request::TimeSync(TimeSync { t0 }).to_frame(Some(id));
-        let Ok(text) = serde_json::to_string(&frame) else { return };
+        let text = Request::TimeSync(TimeSync { t0 }).to_json(Some(id));
         inner.pending.insert(id, Pending::TimeSync { t0 });
         if let Some(s) = &inner.socket {
             let _ = s.ws.send_with_str(&text);
@@ -507,54 +503,49 @@ impl Client {
     }
 
     /// Sends a request; resolves with the reply's `data`, or fails with the server's error code.
-    pub fn request(&self, req: Request) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn request(&self, req: Request) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         let id = self.0.inner.borrow_mut().state.next_id();
-        self.send_request(id, req.to_frame(Some(id)), REQUEST_TIMEOUT_MS)
+        self.send_request(id, req.to_json(Some(id)), REQUEST_TIMEOUT_MS)
     }
 
     /// Sends any event by name (no client-side validation: for protocols the core does not
-    /// model, such as the device admin protocol's `devices:subscribe` or `command`) and awaits
-    /// its reply's `data`, or fails with the server's code, or `TIMEOUT` after `timeout_ms`.
+    /// model, such as the device admin protocol's `devices:subscribe` or `command`) with `data`
+    /// (JSON text, `None` for none) and awaits its reply's `data`, or fails with the server's
+    /// code, or `TIMEOUT` after `timeout_ms`.
     pub fn request_event(
         &self,
         event: &str,
-        data: Value,
+        data: Option<&RawValue>,
         timeout_ms: f64,
-    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         let id = self.0.inner.borrow_mut().state.next_id();
-        self.send_request(id, ClientFrame { event: event.to_owned(), data, id: Some(id) }, timeout_ms)
+        self.send_request(id, encode_frame(event, data, Some(id)), timeout_ms)
     }
 
-    /// Sends `frame` (request `id`), or queues it until the socket opens; resolves with its reply.
+    /// Sends a frame's `text` (request `id`), or queues it until the socket opens; resolves with
+    /// its reply.
     fn send_request(
         &self,
         id: u64,
-        frame: ClientFrame,
+        text: String,
         timeout_ms: f64,
-    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         let (tx, rx) = oneshot::channel();
         {
             let mut inner = self.0.inner.borrow_mut();
-            match serde_json::to_string(&frame) {
-                Ok(text) => {
-                    inner.pending.insert(id, Pending::Request(tx));
-                    let open = inner.conn == ConnectionState::Open
-                        || inner.socket.as_ref().is_some_and(|s| s.ws.ready_state() == WebSocket::OPEN);
-                    match (&inner.socket, open) {
-                        (Some(s), true) => {
-                            let _ = s.ws.send_with_str(&text);
-                        }
-                        _ if inner.conn == ConnectionState::Closed => {
-                            if let Some(Pending::Request(tx)) = inner.pending.remove(&id) {
-                                let _ = tx.send(Err(ClientError::new("NOT_CONNECTED", "call connect() first")));
-                            }
-                        }
-                        _ => inner.outbox.push((id, text)),
+            inner.pending.insert(id, Pending::Request(tx));
+            let open = inner.conn == ConnectionState::Open
+                || inner.socket.as_ref().is_some_and(|s| s.ws.ready_state() == WebSocket::OPEN);
+            match (&inner.socket, open) {
+                (Some(s), true) => {
+                    let _ = s.ws.send_with_str(&text);
+                }
+                _ if inner.conn == ConnectionState::Closed => {
+                    if let Some(Pending::Request(tx)) = inner.pending.remove(&id) {
+                        let _ = tx.send(Err(ClientError::new("NOT_CONNECTED", "call connect() first")));
                     }
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(ClientError::new("INVALID_PAYLOAD", e.to_string())));
-                }
+                _ => inner.outbox.push((id, text)),
             }
         }
         let weak = Rc::downgrade(&self.0);
@@ -563,25 +554,13 @@ impl Client {
                 let mut inner = c.0.inner.borrow_mut();
                 inner.outbox.retain(|(i, _)| *i != id);
                 if let Some(Pending::Request(tx)) = inner.pending.remove(&id) {
-                    let msg = format!("no reply within {:.0} s", timeout_ms / 1000.0);
+                    // Whole seconds, formatted as an integer (float formatting is kilobytes of wasm).
+                    let msg = format!("no reply within {} s", (timeout_ms / 1000.0).round() as u64);
                     let _ = tx.send(Err(ClientError::new("TIMEOUT", msg)));
                 }
             }
         });
         async move { rx.await.unwrap_or_else(|_| Err(ClientError::new("CLOSED", "client closed"))) }
-    }
-
-    /// Builds a request from an event name and JSON payload, validated as the server would.
-    pub fn request_json(&self, event: &str, data: Value) -> impl Future<Output = Result<Value, ClientError>> + 'static {
-        let req = Request::parse(event, data).map_err(ClientError::from);
-        let fut = req.as_ref().ok().map(|r| self.request(r.clone()));
-        async move {
-            match (req, fut) {
-                (Ok(_), Some(f)) => f.await,
-                (Err(e), _) => Err(e),
-                (Ok(_), None) => Err(ClientError::new("INTERNAL", "unreachable")),
-            }
-        }
     }
 
     // ---- typed requests (the ones the app uses) ------------------------------------------
@@ -590,7 +569,7 @@ impl Client {
         &self,
         name: Option<&str>,
         member_name: Option<&str>,
-    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::CreateRoom(CreateRoom {
             name: name.map(str::to_owned),
             settings: None,
@@ -602,40 +581,40 @@ impl Client {
         &self,
         code: &str,
         name: Option<&str>,
-    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::JoinRoom(JoinRoom { code: code.to_owned(), name: name.map(str::to_owned) }))
     }
 
-    pub fn leave_room(&self) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn leave_room(&self) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.0.inner.borrow_mut().rejoin = None;
         self.request(Request::LeaveRoom)
     }
 
-    pub fn load_song(&self, song: Song, autoplay: bool) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn load_song(&self, song: Song, autoplay: bool) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::LoadSong(unisono_core::protocol::LoadSong { song, autoplay }))
     }
 
-    pub fn pause(&self) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn pause(&self) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::PausePlayback)
     }
 
-    pub fn resume(&self) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn resume(&self) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::ResumePlayback)
     }
 
-    pub fn seek(&self, position_ms: f64) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn seek(&self, position_ms: f64) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::SeekPlayback(unisono_core::protocol::SeekPlayback { position_ms }))
     }
 
-    pub fn set_rate(&self, rate: f64) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn set_rate(&self, rate: f64) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::SetRate(unisono_core::protocol::SetRate { rate }))
     }
 
-    pub fn queue_add(&self, song: Song) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn queue_add(&self, song: Song) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::QueueAdd(unisono_core::protocol::QueueAdd { song }))
     }
 
-    pub fn queue_remove(&self, item_id: &str) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn queue_remove(&self, item_id: &str) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::QueueRemove(unisono_core::protocol::QueueRemove { item_id: item_id.to_owned() }))
     }
 
@@ -643,23 +622,23 @@ impl Client {
         &self,
         item_id: &str,
         to_index: usize,
-    ) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::QueueMove(unisono_core::protocol::QueueMove { item_id: item_id.to_owned(), to_index }))
     }
 
-    pub fn play_next(&self) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn play_next(&self) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::PlayNext)
     }
 
-    pub fn set_ready(&self, ready: bool) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn set_ready(&self, ready: bool) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::SetReady(unisono_core::protocol::SetReady { ready }))
     }
 
-    pub fn transfer_host(&self, session_id: &str) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn transfer_host(&self, session_id: &str) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::TransferHost(unisono_core::protocol::TransferHost { session_id: session_id.to_owned() }))
     }
 
-    pub fn report_drift(&self, drift_ms: f64) -> impl Future<Output = Result<Value, ClientError>> + 'static {
+    pub fn report_drift(&self, drift_ms: f64) -> impl Future<Output = Result<Json, ClientError>> + 'static {
         self.request(Request::ReportDrift(unisono_core::protocol::ReportDrift { drift_ms }))
     }
 

@@ -2,12 +2,25 @@
 //! and how each server frame changes that. No socket, no timer, no clock: time is a parameter,
 //! so this part is unit-tested natively like the core.
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use unisono_core::{
     estimator::{ClockOffsetEstimator, EstimatorConfig},
-    protocol::{ErrorBody, MemberInfo, PlaybackState, Push, Reply, RoomInfo},
+    protocol::{ErrorBody, MemberInfo, PlaybackState, Push, RoomInfo, TimeSyncReply},
     room::{QueueItem, RoomSettings},
 };
+
+/// JSON text as the server sent it (a reply's `data`, an unmodelled push's payload), parsed only
+/// by whoever needs it: JavaScript gets it through `JSON.parse`, Rust callers through
+/// `serde_json::from_str`. Keeps `serde_json::Value` out of the client (and its wasm).
+pub type Json = Box<RawValue>;
+
+/// JSON `null`.
+pub fn null() -> Json {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
+}
 
 /// A new offset estimate within this of the applied one is slewed towards, not jumped to, so
 /// the jitter of single samples does not make the expected position (and the player) jump.
@@ -55,6 +68,19 @@ pub enum Change {
     Error(ClientError),
 }
 
+/// The reply to a request: `data` when `ok`, else `error` (its code kept as text, so a code
+/// this client does not know yet still reaches the caller).
+#[derive(Debug, Deserialize)]
+pub struct Reply {
+    pub id: u64,
+    #[serde(default)]
+    pub ok: bool,
+    #[serde(default)]
+    pub data: Option<Json>,
+    #[serde(default)]
+    pub error: Option<ClientError>,
+}
+
 /// A decoded server frame.
 #[derive(Debug)]
 pub enum Frame {
@@ -67,15 +93,21 @@ pub enum Frame {
 
 /// A push by name with its JSON payload, for protocols the client carries but does not
 /// interpret (docs/socketio.md §3: the device admin protocol on `/ws`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RawPush {
     pub event: String,
-    pub data: Value,
+    pub data: Json,
+}
+
+impl PartialEq for RawPush {
+    fn eq(&self, other: &Self) -> bool {
+        self.event == other.event && self.data.get() == other.data.get()
+    }
 }
 
 /// A failed request or an error push: the server's stable `code` (e.g. `NOT_HOST`) or one of the
 /// client's own (`DISCONNECTED`, `TIMEOUT`, `CLOSED`, `NOT_CONNECTED`, `SESSION_TAKEN_OVER`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ClientError {
     pub code: String,
     pub message: String,
@@ -101,21 +133,29 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+/// A server frame's envelope, its payload left as text.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
 /// Decodes one text frame: a reply has no `event` key, a push always has one.
 pub fn decode(text: &str) -> Result<Frame, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON from server: {e}"))?;
-    if v.get("event").is_none() {
-        return serde_json::from_value::<Reply>(v).map(Frame::Reply).map_err(|e| format!("malformed reply: {e}"));
-    }
-    match serde_json::from_value::<Push>(v) {
-        Ok(p) => Ok(Frame::Push(Box::new(p))),
-        // Not a room push: parsed again (rare, and cheaper in code size than a second,
-        // borrowing deserializer for every push type).
-        Err(_) => {
-            let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-            let event = v.get("event").and_then(Value::as_str).ok_or("push without an event name")?.to_owned();
-            Ok(Frame::Other(RawPush { event, data: v.get_mut("data").map(Value::take).unwrap_or(Value::Null) }))
-        }
+    let env: Envelope = serde_json::from_str(text).map_err(|e| format!("invalid frame from server: {e}"))?;
+    let Some(event) = env.event else {
+        return serde_json::from_str::<Reply>(text).map(Frame::Reply).map_err(|e| format!("malformed reply: {e}"));
+    };
+    let data = env.data.map_or("null", RawValue::get);
+    match Push::decode(&event, data) {
+        Some(Ok(p)) => Ok(Frame::Push(Box::new(p))),
+        Some(Err(e)) => Err(format!("malformed {event} push: {e}")),
+        None => Ok(Frame::Other(RawPush {
+            event: event.into_owned(),
+            data: env.data.map_or_else(null, RawValue::to_owned),
+        })),
     }
 }
 
@@ -219,9 +259,8 @@ impl State {
     }
 
     /// Records a `time-sync` reply (`t0`, `t3` local). True if the sample was accepted.
-    pub fn on_time_sync(&mut self, t0: f64, data: &Value, t3: f64) -> bool {
-        let get = |k: &str| data.get(k).and_then(Value::as_f64);
-        let (Some(t1), Some(t2)) = (get("t1"), get("t2")) else { return false };
+    pub fn on_time_sync(&mut self, t0: f64, data: &str, t3: f64) -> bool {
+        let Ok(TimeSyncReply { t1, t2, .. }) = serde_json::from_str(data) else { return false };
         let applied = self.applied_offset(t3);
         match self.estimator.add_sample(t0, t1, t2, t3) {
             Ok(s) => {
@@ -235,12 +274,13 @@ impl State {
 
     /// Applies a reply's data to the room: a `playback` newer than ours replaces it
     /// (protocol §2.6: a reply's vector may be older than a push that arrived first).
-    pub fn on_reply_data(&mut self, data: &Value) -> Vec<Change> {
+    pub fn on_reply_data(&mut self, data: &str) -> Vec<Change> {
+        #[derive(Deserialize)]
+        struct WithPlayback {
+            playback: Option<PlaybackState>,
+        }
         let Some(room) = self.room.as_mut() else { return vec![] };
-        let Some(pb) = data.get("playback").and_then(|p| serde_json::from_value::<PlaybackState>(p.clone()).ok())
-        else {
-            return vec![];
-        };
+        let Ok(WithPlayback { playback: Some(pb) }) = serde_json::from_str(data) else { return vec![] };
         if pb.clock.rev > room.playback.clock.rev {
             room.playback = pb;
             return vec![Change::Playback("reply")];
@@ -402,8 +442,7 @@ mod tests {
         let mut s = State::default();
         s.on_push(push(JOINED), 0.0);
         // Offset +1000 (server ahead), 10 ms each way, 1 ms processing.
-        let data: Value = serde_json::json!({"t0": 0.0, "t1": 1010.0, "t2": 1011.0});
-        assert!(s.on_time_sync(0.0, &data, 21.0));
+        assert!(s.on_time_sync(0.0, r#"{"t0": 0.0, "t1": 1010.0, "t2": 1011.0}"#, 21.0));
         assert_eq!(s.server_time(500.0), 1500.0);
         assert_eq!(s.position_at_local(500.0), Some(500.0));
         assert_eq!(s.sync_stats().rtt, Some(20.0));
@@ -415,13 +454,12 @@ mod tests {
         let sync = |s: &mut State, t0: f64, offset: f64| {
             // 10 ms each way, no processing time.
             let data = serde_json::json!({"t0": t0, "t1": t0 + 10.0 + offset, "t2": t0 + 10.0 + offset});
-            assert!(s.on_time_sync(t0, &data, t0 + 20.0));
+            assert!(s.on_time_sync(t0, &data.to_string(), t0 + 20.0));
         };
         sync(&mut s, 0.0, 1000.0);
         assert_eq!(s.server_time(20.0), 1020.0);
         // A better sample (5 ms each way) moves the estimate by 4 ms: applied gradually.
-        let data = serde_json::json!({"t0": 100.0, "t1": 1109.0, "t2": 1109.0});
-        assert!(s.on_time_sync(100.0, &data, 110.0));
+        assert!(s.on_time_sync(100.0, r#"{"t0": 100.0, "t1": 1109.0, "t2": 1109.0}"#, 110.0));
         let est = s.sync_stats().offset.expect("estimate");
         assert!((est - 1000.0).abs() > 1.0, "the estimate moved: {est}");
         assert_eq!(s.server_time(110.0) - 110.0, 1000.0);
@@ -442,9 +480,12 @@ mod tests {
     fn a_stale_reply_does_not_roll_playback_back() {
         let mut s = State::default();
         s.on_push(push(JOINED), 0.0);
-        let old = serde_json::json!({"playback": {"song": null, "positionMs": 0.0, "serverTime": 0.0, "isPlaying": false, "rate": 1.0, "rev": 1, "startedAt": null, "pausedAt": null, "awaitingReady": false}});
-        assert!(s.on_reply_data(&old).is_empty());
+        let old = r#"{"playback": {"song": null, "positionMs": 0.0, "serverTime": 0.0, "isPlaying": false, "rate": 1.0, "rev": 1, "startedAt": null, "pausedAt": null, "awaitingReady": false}}"#;
+        assert!(s.on_reply_data(old).is_empty());
         assert_eq!(s.room.as_ref().map(|r| r.playback.clock.rev), Some(2));
+        let newer = old.replace("\"rev\": 1", "\"rev\": 3");
+        assert_eq!(s.on_reply_data(&newer), vec![Change::Playback("reply")]);
+        assert_eq!(s.room.as_ref().map(|r| r.playback.clock.rev), Some(3));
     }
 
     #[test]
@@ -452,12 +493,25 @@ mod tests {
         let other = decode(r#"{"event":"state:updated","data":{"deviceId":"k","rev":2,"baseRev":1,"patch":{}}}"#);
         match other {
             Ok(Frame::Other(RawPush { event, data })) => {
-                assert_eq!((event.as_str(), data.get("rev").and_then(Value::as_u64)), ("state:updated", Some(2)));
+                assert_eq!(event, "state:updated");
+                assert_eq!(data.get(), r#"{"deviceId":"k","rev":2,"baseRev":1,"patch":{}}"#);
             }
             other => panic!("expected a raw push: {other:?}"),
         }
         assert!(decode(r#"{"event":7}"#).is_err());
         let r = decode(r#"{"id":7,"ok":false,"error":{"code":"NOT_HOST","message":"no"}}"#);
-        assert!(matches!(r, Ok(Frame::Reply(Reply { id: 7, ok: false, .. }))));
+        assert!(
+            matches!(r, Ok(Frame::Reply(Reply { id: 7, ok: false, error: Some(ClientError { ref code, .. }), .. })) if code == "NOT_HOST")
+        );
+        // A code this client does not know yet still reaches the caller.
+        let r = decode(r#"{"id":8,"ok":false,"error":{"code":"SHINY_NEW","message":"later"}}"#);
+        assert!(
+            matches!(r, Ok(Frame::Reply(Reply { error: Some(ClientError { ref code, .. }), .. })) if code == "SHINY_NEW")
+        );
+        let r = decode(r#"{"id":9,"ok":true,"data":{"code":"K7QX4M"}}"#);
+        assert!(
+            matches!(r, Ok(Frame::Reply(Reply { id: 9, ok: true, data: Some(ref d), .. })) if d.get() == r#"{"code":"K7QX4M"}"#)
+        );
+        assert!(decode(r#"{"event":"member-left","data":{"who":"A"}}"#).is_err(), "a malformed room push is an error");
     }
 }

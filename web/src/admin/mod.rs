@@ -82,10 +82,12 @@ impl Ctl {
     /// Sends an admin request; `done` gets the reply on this controller.
     fn request(&self, event: &str, data: Value, timeout_ms: f64, done: Done) {
         let Some(client) = self.client.upgrade() else { return };
-        let fut = client.request_event(event, data, timeout_ms);
+        // An object or null: always representable as JSON text.
+        let raw = if data.is_null() { None } else { serde_json::value::to_raw_value(&data).ok() };
+        let fut = client.request_event(event, raw.as_deref(), timeout_ms);
         let me = self.clone();
         spawn_local(async move {
-            let reply = fut.await;
+            let reply = fut.await.map(|j| serde_json::from_str::<Value>(j.get()).unwrap_or(Value::Null));
             done(&me, reply);
             me.redraw.force_update();
         });
@@ -162,7 +164,8 @@ impl Ctl {
             ClientEvent::Connection(ConnectionState::Open) => self.subscribe(),
             ClientEvent::Push(p) => {
                 let now = self.now();
-                let fx = self.model.borrow_mut().on_push(&p.event, &p.data, now);
+                let data = serde_json::from_str::<Value>(p.data.get()).unwrap_or(Value::Null);
+                let fx = self.model.borrow_mut().on_push(&p.event, &data, now);
                 self.perform(fx);
             }
             _ => {}
