@@ -84,6 +84,10 @@ pub struct DriftConfig {
     /// `position_granularity_ms` (an exponential moving average; `1` disables smoothing).
     /// Players reporting exact positions are never smoothed.
     pub smoothing: f64,
+    /// After a nudge ends, the next one starts no sooner than this (seeks are not held back).
+    /// A minimum dwell: real drift grows slowly, so it is position-reading noise that would
+    /// otherwise start a nudge right after the last one, each costing two rate changes.
+    pub nudge_rest_ms: Millis,
 }
 
 impl Default for DriftConfig {
@@ -103,6 +107,7 @@ impl Default for DriftConfig {
             seek_settle_ms: 500.0,
             rate_resolution: 0.005,
             smoothing: 0.2,
+            nudge_rest_ms: 0.0,
         }
     }
 }
@@ -112,6 +117,10 @@ impl Default for DriftConfig {
 pub const PRECISE_DEAD_BAND_MS: Millis = 3.0;
 /// Exit band paired with [`PRECISE_DEAD_BAND_MS`].
 pub const PRECISE_EXIT_BAND_MS: Millis = 1.0;
+/// Rest between nudges paired with [`PRECISE_DEAD_BAND_MS`]: a band this tight is crossed by
+/// reading noise alone on a loaded machine; resting 2 s keeps a player at ≤ ~50 rate changes
+/// per minute whatever the noise (each nudge lasts ≥ ~0.3 s and costs two changes).
+pub const PRECISE_NUDGE_REST_MS: Millis = 2000.0;
 
 impl DriftConfig {
     /// The defaults, tightened for players that can afford it. A player with exact positions
@@ -122,7 +131,12 @@ impl DriftConfig {
     pub fn for_player(caps: &PlayerCapabilities) -> Self {
         let precise = caps.can_set_rate && caps.rate_step.is_none() && caps.position_granularity_ms <= 0.0;
         if precise {
-            Self { dead_band_ms: PRECISE_DEAD_BAND_MS, exit_band_ms: PRECISE_EXIT_BAND_MS, ..Self::default() }
+            Self {
+                dead_band_ms: PRECISE_DEAD_BAND_MS,
+                exit_band_ms: PRECISE_EXIT_BAND_MS,
+                nudge_rest_ms: PRECISE_NUDGE_REST_MS,
+                ..Self::default()
+            }
         } else {
             Self::default()
         }
@@ -220,6 +234,8 @@ pub struct DriftController {
     settle_until: Option<Millis>,
     /// While set, seeks are suspended because of thrashing.
     backoff_until: Option<Millis>,
+    /// While set, no new nudge starts (`nudge_rest_ms` after the last one ended).
+    rest_until: Option<Millis>,
     /// When the recent seeks were issued, oldest first, pruned to `seek_window_ms`.
     seeks: VecDeque<Millis>,
     /// Widening factor of the seek thresholds, `1` unless thrashing was detected.
@@ -243,6 +259,7 @@ impl DriftController {
             applied_rate: None,
             settle_until: None,
             backoff_until: None,
+            rest_until: None,
             seeks: VecDeque::new(),
             threshold_scale: 1.0,
             last_seek_wanted: None,
@@ -305,6 +322,9 @@ impl DriftController {
         if self.backoff_until.is_some_and(|t| now >= t) {
             self.backoff_until = None;
         }
+        if self.rest_until.is_some_and(|t| now >= t) {
+            self.rest_until = None;
+        }
         // Judged before this update's error is seen: calm means no seek was wanted over the
         // full window up to now, so the widening is undone even if a new error calls for one.
         let calm = self.last_seek_wanted.is_none_or(|t| now - t >= window);
@@ -343,7 +363,7 @@ impl DriftController {
             return seek;
         }
         match self.limits.nudge_step {
-            Some(step) => self.nudge(error, base_rate, step),
+            Some(step) => self.nudge(now, error, base_rate, step),
             None => self.restore_rate(base_rate),
         }
     }
@@ -373,19 +393,22 @@ impl DriftController {
         Some(Correction::Seek { to_ms: expected + latency * base_rate })
     }
 
-    fn nudge(&mut self, error: Millis, base_rate: f64, step: f64) -> Correction {
+    fn nudge(&mut self, now: Millis, error: Millis, base_rate: f64, step: f64) -> Correction {
         let ahead = error > 0.0;
         let magnitude = error.abs();
         let keep_going = match self.nudge {
-            None => magnitude > self.limits.dead_band,
+            None => magnitude > self.limits.dead_band && self.rest_until.is_none(),
             // Past a zero crossing the error is an overshoot of this nudge; chasing it would
             // oscillate, so stop and let the dead band judge it afresh.
             Some(was_ahead) => was_ahead == ahead && magnitude >= self.limits.exit_band,
         };
         if !keep_going {
-            self.nudge = None;
+            if self.nudge.take().is_some() && self.config.nudge_rest_ms > 0.0 {
+                self.rest_until = Some(now + self.config.nudge_rest_ms);
+            }
             return self.restore_rate(base_rate);
         }
+        let continuing = self.nudge.is_some();
         self.nudge = Some(ahead);
 
         let far = self.config.far_max_rate_delta;
@@ -395,6 +418,19 @@ impl DriftController {
         // error shrinks by `base_rate * delta` per millisecond.
         let wanted = magnitude / (self.config.correction_horizon_ms * base_rate);
         let delta = quantise(wanted, step, cap);
+        // Within a nudge, a reading's noise moves `wanted` across a step boundary and back on
+        // every update; each move would be a rate change. The nudge eases off as the error
+        // shrinks (a step at a time), but steps up only for a rise of two steps: noise then
+        // costs at most one extra change per nudge, a real rise of the error is still followed.
+        if continuing
+            && step > 0.0
+            && let Some(applied) = self.applied_rate
+        {
+            let current = (applied / base_rate - 1.0).abs();
+            if delta > current - 1e-9 && delta < current + 2.0 * step - 1e-9 {
+                return Correction::None;
+            }
+        }
         let rate = if ahead { base_rate * (1.0 - delta) } else { base_rate * (1.0 + delta) };
         self.set_rate(rate, base_rate)
     }
@@ -804,5 +840,62 @@ mod tests {
         assert_eq!(serde_json::to_string(&Mode::Backoff).unwrap(), r#""backoff""#);
         let config: DriftConfig = serde_json::from_str(r#"{"maxSeeks": 1}"#).unwrap();
         assert_eq!(config, DriftConfig { max_seeks: 1, ..DriftConfig::default() });
+    }
+
+    /// Rate changes over a minute of readings that are only noise (uniform ±`amp` ms around the
+    /// clock, one every 50 ms), for the precise player's config with a given rest.
+    fn rate_changes_per_minute_of_noise(rest_ms: f64, amp: f64) -> usize {
+        let config = DriftConfig { nudge_rest_ms: rest_ms, ..DriftConfig::for_player(&precise()) };
+        let mut c = DriftController::new(config, precise());
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..1200)
+            .filter(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let noise = ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * amp;
+                matches!(step(&mut c, f64::from(*i) * 50.0, noise), Correction::Rate { .. })
+            })
+            .count()
+    }
+
+    fn precise() -> PlayerCapabilities {
+        PlayerCapabilities { position_granularity_ms: 0.0, ..html5() }
+    }
+
+    #[test]
+    fn resting_between_nudges_bounds_the_churn_of_reading_noise() {
+        assert_eq!(DriftConfig::for_player(&precise()).nudge_rest_ms, PRECISE_NUDGE_REST_MS);
+        let without = rate_changes_per_minute_of_noise(0.0, 6.0);
+        let with = rate_changes_per_minute_of_noise(PRECISE_NUDGE_REST_MS, 6.0);
+        assert!(without > 60, "the noise alone churns without a rest: {without}/min");
+        assert!(with <= 60, "at most one rate change per second with the rest: {with}/min");
+    }
+
+    #[test]
+    fn a_rest_delays_the_next_nudge_but_not_a_seek() {
+        let config = DriftConfig { nudge_rest_ms: 2000.0, ..DriftConfig::for_player(&precise()) };
+        let mut c = DriftController::new(config, precise());
+        assert!(matches!(step(&mut c, 0.0, 8.0), Correction::Rate { .. }), "a nudge starts");
+        assert_eq!(step(&mut c, 100.0, 0.5), Correction::Rate { rate: 1.0 }, "and ends in the exit band");
+        assert_eq!(step(&mut c, 200.0, 8.0), Correction::None, "resting");
+        assert!(matches!(step(&mut c, 300.0, 5000.0), Correction::Seek { .. }), "a seek is not held back");
+        let mut c = DriftController::new(
+            DriftConfig { nudge_rest_ms: 2000.0, ..DriftConfig::for_player(&precise()) },
+            precise(),
+        );
+        step(&mut c, 0.0, 8.0);
+        step(&mut c, 100.0, 0.5);
+        assert!(matches!(step(&mut c, 2100.0, 8.0), Correction::Rate { .. }), "after the rest, nudges again");
+    }
+
+    #[test]
+    fn a_nudge_steps_up_only_for_a_rise_of_two_steps() {
+        let mut c = controller(html5());
+        assert_eq!(rate(step(&mut c, 0.0, 12.0)), 0.995, "12 / 2000 rounds to one step");
+        assert_eq!(step(&mut c, 50.0, 20.0), Correction::None, "one step up is noise");
+        assert_eq!(step(&mut c, 100.0, 11.0), Correction::None);
+        assert_eq!(rate(step(&mut c, 150.0, 31.0)), 0.985, "three steps wanted: followed");
+        assert_eq!(rate(step(&mut c, 200.0, 20.0)), 0.99, "easing off goes a step at a time");
     }
 }
