@@ -448,10 +448,23 @@ impl JsPlayerSync {
         JsPlayerSync(PlayerSync::new(&client.inner, Box::new(YouTubeAdapter::new(player))))
     }
 
-    /// A `Spotify.Player` (Web Playback SDK); plays `spotify` songs. Seeks only.
+    /// A `Spotify.Player` (Web Playback SDK); plays `spotify` songs (`song.id` is the track
+    /// id). Seeks only. With `{deviceId, token}` (the SDK's `ready` event gives the device id;
+    /// the token is the user's OAuth token) each song is started on that device through the Web
+    /// API; without, starting the track is the page's job.
     #[wasm_bindgen(js_name = forSpotify)]
-    pub fn for_spotify(client: &UnisonoClient, player: JsValue) -> JsPlayerSync {
-        JsPlayerSync(PlayerSync::new(&client.inner, Box::new(SpotifyAdapter::new(player))))
+    pub fn for_spotify(
+        client: &UnisonoClient,
+        player: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "{ deviceId: string; token: string }")] web_api: Option<JsValue>,
+    ) -> JsPlayerSync {
+        let field =
+            |k: &str| web_api.as_ref().and_then(|o| Reflect::get(o, &k.into()).ok()).and_then(|v| v.as_string());
+        let adapter = match (field("deviceId"), field("token")) {
+            (Some(device), Some(token)) => SpotifyAdapter::with_web_api(player, device, token),
+            _ => SpotifyAdapter::new(player),
+        };
+        JsPlayerSync(PlayerSync::new(&client.inner, Box::new(adapter)))
     }
 
     /// Any object with `load(song)`, `positionMs()`, `isPlaying()`, `play()`, `pause()`,

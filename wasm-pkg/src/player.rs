@@ -497,17 +497,48 @@ impl MediaAdapter for YouTubeAdapter {
 
 /// A Spotify Web Playback SDK player (`Spotify.Player`): seek only, no rate. Its state comes
 /// from the asynchronous `getCurrentState()`, polled each tick and extrapolated in between.
-/// Plays songs whose provider is `spotify`; starting the right track on the SDK device (a Web
-/// API call with the device id) is the page's job.
+/// Spotify's Web API call that starts a track on a device.
+pub const SPOTIFY_PLAY_URL: &str = "https://api.spotify.com/v1/me/player/play";
+
+/// Plays songs whose provider is `spotify` (`song.id` is the track id) on a Web Playback SDK
+/// player. The SDK cannot choose a track; with [`SpotifyAdapter::with_web_api`] the adapter
+/// starts each song on the SDK's device through the Web API, otherwise that is the page's job.
 pub struct SpotifyAdapter {
     player: JsValue,
     /// `(position ms, paused, local time read)` from the last `getCurrentState()`.
     last: Rc<RefCell<Option<(f64, bool, f64)>>>,
+    /// `(device id, OAuth token)` for starting tracks through the Web API.
+    web_api: Option<(String, String)>,
 }
 
 impl SpotifyAdapter {
     pub fn new(player: JsValue) -> Self {
-        Self { player, last: Rc::new(RefCell::new(None)) }
+        Self { player, last: Rc::new(RefCell::new(None)), web_api: None }
+    }
+
+    /// Also starts each loaded song on the SDK's `device_id` (its `ready` event gives it) with
+    /// `PUT /v1/me/player/play` and the user's OAuth `token` (Premium, scope `streaming`).
+    pub fn with_web_api(player: JsValue, device_id: String, token: String) -> Self {
+        Self { web_api: Some((device_id, token)), ..Self::new(player) }
+    }
+
+    /// `PUT /v1/me/player/play?device_id=…` with `{"uris": ["spotify:track:ID"]}`; the result
+    /// shows in the SDK's state, which the sync polls.
+    fn start_track(&self, track_id: &str) {
+        let Some((device, token)) = &self.web_api else { return };
+        let url = format!("{SPOTIFY_PLAY_URL}?device_id={}", js_sys::encode_uri_component(device));
+        let payload = js_sys::Object::new();
+        let uris = js_sys::Array::of1(&format!("spotify:track:{track_id}").into());
+        let _ = Reflect::set(&payload, &"uris".into(), &uris);
+        let body = js_sys::JSON::stringify(&payload).map(JsValue::from).unwrap_or(JsValue::NULL);
+        let headers = js_sys::Object::new();
+        let _ = Reflect::set(&headers, &"Authorization".into(), &format!("Bearer {token}").into());
+        let _ = Reflect::set(&headers, &"Content-Type".into(), &"application/json".into());
+        let init = js_sys::Object::new();
+        let _ = Reflect::set(&init, &"method".into(), &"PUT".into());
+        let _ = Reflect::set(&init, &"headers".into(), &headers);
+        let _ = Reflect::set(&init, &"body".into(), &body);
+        call(&js_sys::global(), "fetch", &[url.into(), init.into()]);
     }
 
     fn poll(&self) {
@@ -535,7 +566,12 @@ impl MediaAdapter for SpotifyAdapter {
         }
     }
     fn load(&mut self, song: &Song) -> bool {
-        song.provider == Provider::Spotify
+        if song.provider != Provider::Spotify {
+            return false;
+        }
+        *self.last.borrow_mut() = None;
+        self.start_track(&song.id);
+        true
     }
     fn position_ms(&self) -> Option<f64> {
         self.poll();

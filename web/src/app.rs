@@ -8,7 +8,7 @@ use std::{cell::RefCell, future::Future, rc::Rc};
 
 use unisono::{
     client::{Client, ClientError, ConnectionState},
-    player::{HtmlMediaAdapter, MediaAdapter, PlayerSync, YouTubeAdapter},
+    player::{HtmlMediaAdapter, MediaAdapter, PlayerSync, SpotifyAdapter, YouTubeAdapter},
 };
 use unisono_core::song::Provider;
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
@@ -16,7 +16,7 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::HtmlMediaElement;
 use yew::prelude::*;
 
-use crate::{views, youtube};
+use crate::{spotify, views, youtube};
 
 fn notify_handle(notice: &UseStateHandle<Option<String>>) -> Callback<String> {
     let notice = notice.clone();
@@ -58,6 +58,16 @@ pub(crate) fn ws_url() -> String {
     format!("{}://{host}/ws", if secure { "wss" } else { "ws" })
 }
 
+/// Which player the room's song plays on in this page.
+#[derive(Clone, PartialEq)]
+enum Player {
+    /// The page's `<audio>` element (URL songs, and Spotify songs without a token: shown only).
+    Audio,
+    YouTube,
+    /// This page as a Spotify Connect device, with the saved OAuth token.
+    Spotify(String),
+}
+
 /// Everything the views read and the callbacks they may fire.
 #[derive(Clone)]
 pub struct Ctx {
@@ -68,6 +78,8 @@ pub struct Ctx {
     /// Seek bar value while the host drags it.
     pub drag: UseStateHandle<Option<f64>>,
     pub name: UseStateHandle<String>,
+    /// The saved Spotify OAuth token (`spotify.rs`), set and forgotten from the room view.
+    pub spotify_token: UseStateHandle<Option<String>>,
     pub code: UseStateHandle<String>,
     pub link: UseStateHandle<String>,
     pub go: Callback<Route>,
@@ -98,6 +110,7 @@ pub fn app() -> Html {
     let name = use_state(String::new);
     let code = use_state(String::new);
     let link = use_state(String::new);
+    let spotify_token = use_state(spotify::saved_token);
     let joining = use_mut_ref(|| None::<String>);
 
     // Connect once; re-render on client events and on a 200 ms ticker; follow back/forward.
@@ -134,18 +147,23 @@ pub fn app() -> Html {
         });
     }
 
-    // Drive a player from the room's clock: the <audio> element, or a YouTube player in the
-    // video box while the song is a YouTube one. A new provider gets a new PlayerSync (its
-    // drift controller is tuned to the player's capabilities).
-    let youtube = client.with_room(|r| {
-        r.and_then(|r| r.playback.clock.song.as_ref().map(|s| s.provider == Provider::Youtube)).unwrap_or(false)
-    });
+    // Drive a player from the room's clock: the <audio> element, a YouTube player in the video
+    // box while the song is a YouTube one, or this page as a Spotify device while the song is a
+    // Spotify one and a token is saved. A new player gets a new PlayerSync (its drift controller
+    // is tuned to the player's capabilities).
+    let provider = client.with_room(|r| r.and_then(|r| r.playback.clock.song.as_ref().map(|s| s.provider)));
+    let youtube = provider == Some(Provider::Youtube);
+    let player = match provider {
+        Some(Provider::Youtube) => Player::YouTube,
+        Some(Provider::Spotify) => (*spotify_token).clone().map_or(Player::Audio, Player::Spotify),
+        _ => Player::Audio,
+    };
     {
         let client = (*client).clone();
         let audio = audio.clone();
         let sync = sync.clone();
         let notify = notify_handle(&notice);
-        use_effect_with(youtube, move |&youtube| {
+        use_effect_with(player, move |player| {
             let current: Rc<RefCell<Option<PlayerSync>>> = Rc::default();
             let cancelled = Rc::new(std::cell::Cell::new(false));
             let bind = {
@@ -157,28 +175,52 @@ pub fn app() -> Html {
                     sync.set(Some(s));
                 }
             };
-            if youtube {
-                if let Some(el) = audio.cast::<HtmlMediaElement>() {
-                    let _ = el.pause();
-                }
-                let cancelled = cancelled.clone();
-                spawn_local(async move {
-                    match youtube::create().await {
-                        Ok(player) if !cancelled.get() => bind(Box::new(YouTubeAdapter::new(player))),
-                        Ok(_) => {}
-                        Err(e) => notify.emit(format!("YouTube: {e}")),
-                    }
-                });
-            } else {
+            let spotify_player: Rc<RefCell<Option<JsValue>>> = Rc::default();
+            if *player != Player::Audio
+                && let Some(el) = audio.cast::<HtmlMediaElement>()
+            {
+                let _ = el.pause();
+            }
+            if *player != Player::YouTube {
                 youtube::clear();
-                if let Some(el) = audio.cast::<HtmlMediaElement>() {
-                    bind(Box::new(HtmlMediaAdapter::new(el)));
+            }
+            match player.clone() {
+                Player::YouTube => {
+                    let cancelled = cancelled.clone();
+                    spawn_local(async move {
+                        match youtube::create().await {
+                            Ok(player) if !cancelled.get() => bind(Box::new(YouTubeAdapter::new(player))),
+                            Ok(_) => {}
+                            Err(e) => notify.emit(format!("YouTube: {e}")),
+                        }
+                    });
+                }
+                Player::Spotify(token) => {
+                    let (cancelled, spotify_player) = (cancelled.clone(), spotify_player.clone());
+                    spawn_local(async move {
+                        match spotify::create(&token).await {
+                            Ok((player, _)) if cancelled.get() => spotify::disconnect(&player),
+                            Ok((player, device)) => {
+                                *spotify_player.borrow_mut() = Some(player.clone());
+                                bind(Box::new(SpotifyAdapter::with_web_api(player, device, token)));
+                            }
+                            Err(e) => notify.emit(format!("Spotify: {e}")),
+                        }
+                    });
+                }
+                Player::Audio => {
+                    if let Some(el) = audio.cast::<HtmlMediaElement>() {
+                        bind(Box::new(HtmlMediaAdapter::new(el)));
+                    }
                 }
             }
             move || {
                 cancelled.set(true);
                 if let Some(s) = current.borrow_mut().take() {
                     s.stop();
+                }
+                if let Some(p) = spotify_player.borrow_mut().take() {
+                    spotify::disconnect(&p);
                 }
             }
         });
@@ -228,6 +270,7 @@ pub fn app() -> Html {
         notice: (*notice).clone(),
         drag,
         name,
+        spotify_token,
         code,
         link,
         go,

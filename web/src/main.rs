@@ -13,6 +13,8 @@ mod admin;
 mod app;
 mod chart;
 mod links;
+mod script;
+mod spotify;
 mod views;
 mod youtube;
 

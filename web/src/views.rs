@@ -187,7 +187,7 @@ fn now_playing(ctx: &Ctx, room: &RoomView) -> Html {
                 <span id="status" class={classes!("status", playing.then_some("on"))}>{ status }</span>
             </div>
             if song.is_some_and(|s| s.provider == Provider::Spotify) {
-                <p class="muted small">{ "Spotify plays through the npm package's SpotifyAdapter (the Web Playback SDK needs a Premium account token); this page shows the position." }</p>
+                { spotify_panel(ctx) }
             }
             <div class="progress"><div class="fill" style={format!("width:{pct:.2}%")}></div></div>
             <div class="times"><span id="position">{ clock(shown) }</span><span>{ dur.map(clock).unwrap_or_else(|| "live".into()) }</span></div>
@@ -349,5 +349,43 @@ fn sync_panel(ctx: &Ctx) -> Html {
             </dl>
             { chart::drift_chart(&info.history, now) }
         </section>
+    }
+}
+
+/// A Spotify song plays in this page once the user gives a token (a Premium account's OAuth
+/// token, scope `streaming`; `spotify.rs` keeps it in localStorage); without one the page
+/// shows the position only.
+fn spotify_panel(ctx: &Ctx) -> Html {
+    let token = ctx.spotify_token.clone();
+    if token.is_some() {
+        let forget = Callback::from(move |_| {
+            crate::spotify::save_token(None);
+            token.set(None);
+        });
+        return html! {
+            <p class="muted small">{ "Spotify plays in this page (Web Playback SDK). " }
+                <button id="spotify-forget" class="link" onclick={forget}>{ "Forget token" }</button>
+            </p>
+        };
+    }
+    let save = Callback::from(move |e: SubmitEvent| {
+        e.prevent_default();
+        let value = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id("spotify-token"))
+            .and_then(|el| el.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .map(|i| i.value().trim().to_owned())
+            .filter(|v| !v.is_empty());
+        if let Some(v) = value {
+            crate::spotify::save_token(Some(&v));
+            token.set(Some(v));
+        }
+    });
+    html! {
+        <form class="spotify" onsubmit={save}>
+            <p class="muted small">{ "To play Spotify here, paste a Spotify Premium OAuth token (scope streaming); otherwise this page shows the position only." }</p>
+            <input id="spotify-token" type="password" placeholder="Spotify token" autocomplete="off" />
+            <button id="spotify-save" type="submit">{ "Play Spotify here" }</button>
+        </form>
     }
 }

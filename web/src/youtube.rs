@@ -5,61 +5,20 @@
 
 use std::{cell::Cell, rc::Rc};
 
-use js_sys::{Array, Function, Object, Promise, Reflect};
+use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
-use wasm_bindgen_futures::JsFuture;
+
+use crate::script::{get, load_once, wait_until, window};
 
 /// YouTube's loader script; it defines `window.YT` and then `YT.Player`.
 pub const API_URL: &str = "https://www.youtube.com/iframe_api";
 /// The page element the players go in (rendered by `app.rs`).
 pub const BOX_ID: &str = "video";
-/// How long the API script and a new player may take before we give up.
-const READY_TIMEOUT_MS: i32 = 15_000;
-const POLL_MS: i32 = 50;
-
-fn window() -> Result<web_sys::Window, String> {
-    web_sys::window().ok_or_else(|| "no window".to_string())
-}
-
-fn get(obj: &JsValue, key: &str) -> JsValue {
-    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-}
-
-async fn sleep(ms: i32) {
-    let p = Promise::new(&mut |resolve, _| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-        }
-    });
-    let _ = JsFuture::from(p).await;
-}
-
-/// Polls `done` every [`POLL_MS`] until it yields a value, for at most [`READY_TIMEOUT_MS`].
-async fn wait_until<T>(mut done: impl FnMut() -> Option<T>) -> Option<T> {
-    let mut waited = 0;
-    loop {
-        if let Some(v) = done() {
-            return Some(v);
-        }
-        if waited >= READY_TIMEOUT_MS {
-            return None;
-        }
-        sleep(POLL_MS).await;
-        waited += POLL_MS;
-    }
-}
 
 /// `YT.Player`, once the API has loaded (adds the script tag the first time).
 async fn player_constructor() -> Result<Function, String> {
     let window = window()?;
-    let document = window.document().ok_or("no document")?;
-    if document.get_element_by_id("yt-api").is_none() {
-        let script = document.create_element("script").map_err(|_| "cannot create a script tag")?;
-        script.set_id("yt-api");
-        let _ = script.set_attribute("src", API_URL);
-        let _ = script.set_attribute("async", "");
-        document.body().ok_or("no body")?.append_child(&script).map_err(|_| "cannot add the API script")?;
-    }
+    load_once("yt-api", API_URL)?;
     wait_until(|| get(&get(&window, "YT"), "Player").dyn_into::<Function>().ok())
         .await
         .ok_or_else(|| "the YouTube player API did not load".to_string())

@@ -183,6 +183,10 @@ fn browser_test() -> Result<()> {
     let mut c = Command::new("node");
     c.current_dir(root()).args(["tests/browser/youtube.mjs", "--bin", "target/debug/unisono"]);
     run("browser end-to-end (a YouTube song in two pages)", c)?;
+    // Spotify songs through the Web Playback SDK and the Web API (stand-ins, as for YouTube).
+    let mut c = Command::new("node");
+    c.current_dir(root()).args(["tests/browser/spotify.mjs", "--bin", "target/debug/unisono"]);
+    run("browser end-to-end (a Spotify track in two pages)", c)?;
     // The admin dashboard against a fake Socket.IO device (`tests/browser/admin.mjs`).
     let mut c = Command::new("node");
     c.current_dir(root()).args(["tests/browser/admin.mjs", "--bin", "target/debug/unisono"]);
