@@ -67,3 +67,20 @@ export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic',
 export async function waitFor(page, fn, arg, timeout = 10000) {
   return page.waitForFunction(fn, arg, { timeout, polling: 50 });
 }
+
+/**
+ * How far apart two pages' players are, against one clock: after `settleMs`, for `forMs`,
+ * every 100 ms each page's `probe` returns [wall clock ms, player position ms, paused]; while
+ * both play, the sample is |(posA − wallA) − (posB − wallB)|. Returns the samples (ms).
+ */
+export async function inStepErrors(a, b, probe, { settleMs, forMs }) {
+  await sleep(settleMs);
+  const errors = [];
+  const end = Date.now() + forMs;
+  while (Date.now() < end) {
+    const [x, y] = await Promise.all([a.evaluate(probe), b.evaluate(probe)]);
+    if (!x[2] && !y[2]) errors.push(Math.abs((x[1] - x[0]) - (y[1] - y[0])));
+    await sleep(100);
+  }
+  return errors;
+}

@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, log, opt, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
+import { CHROMIUM_ARGS, inStepErrors, log, opt, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
@@ -116,14 +116,7 @@ async function main() {
     check('the <audio> element stays silent', await guest.evaluate(() => document.querySelector('main > audio').paused));
 
     // In step: both players against one clock, for 6 s after 3 s to settle.
-    await sleep(3000);
-    const errors = [];
-    const end = Date.now() + 6000;
-    while (Date.now() < end) {
-      const [a, b] = await Promise.all([host.evaluate(probe), guest.evaluate(probe)]);
-      if (!a[2] && !b[2]) errors.push(Math.abs((a[1] - a[0]) - (b[1] - b[0])));
-      await sleep(100);
-    }
+    const errors = await inStepErrors(host, guest, probe, { settleMs: 3000, forMs: 6000 });
     const p95 = quantile(errors, 0.95);
     check(`YouTube players within ${YT_TOLERANCE_MS} ms of each other (p95)`, errors.length > 20 && p95 <= YT_TOLERANCE_MS,
       `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
