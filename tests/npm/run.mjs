@@ -11,10 +11,12 @@
 // 3. webpack 5 (consumer/webpack.config.cjs) bundles consumer/app.mjs twice: for Node, run
 //    here, and for the web, loaded in headless Chromium from the real server (`--web-dir`);
 //    both check every test vector, a position, and connect to the server (room, song, clock);
-// 4. a page without a bundler imports the package's `web` build (`unisono/web`) in Chromium.
+// 4. Vite 8 bundles consumer/vite/ (`import … from 'unisono'`, the .wasm as an asset),
+//    loaded in Chromium from the server like the webpack bundle;
+// 5. a page without a bundler imports the package's `web` build (`unisono/web`) in Chromium.
 //
-// Chromium is Debian's /usr/bin/chromium driven by playwright-core; without it step 3's browser
-// half and step 4 are skipped loudly (a failure under CI=true).
+// Chromium is Debian's /usr/bin/chromium driven by playwright-core; without it the browser
+// halves of steps 3–5 are skipped loudly (a failure under CI=true).
 //
 // Usage: node tests/npm/run.mjs --tarball target/npm/unisono-0.1.0.tgz
 //        [--bin target/debug/unisono] [--keep]   (--keep: leave the temp project for a look)
@@ -132,6 +134,21 @@ try {
     fs.copyFileSync(path.join(project, f), path.join(site, f));
   }
   fs.cpSync(path.join(installed, 'web'), path.join(site, 'unisono/web'), { recursive: true });
+  // Vite 8 (`import … from 'unisono'`: the bundler build and its ES-module .wasm import) into
+  // site/vite/.
+  try {
+    const vite = await import('vite');
+    await vite.build({
+      root: path.join(project, 'vite'),
+      base: '/vite/',
+      logLevel: 'warn',
+      build: { outDir: path.join(site, 'vite'), emptyOutDir: true },
+    });
+    const assets = fs.readdirSync(path.join(site, 'vite/assets'));
+    check('Vite bundles the app with the package .wasm as an asset', assets.some((f) => f.endsWith('.wasm')), assets.join(', '));
+  } catch (e) {
+    check('Vite bundles the app', false, e?.message ?? String(e));
+  }
   const base = await startServer(server, site);
   const wasmAssets = fs.readdirSync(site).filter((f) => f.endsWith('.wasm'));
   check('the web bundle emits the package .wasm as an asset', wasmAssets.length === 1, wasmAssets.join(', '));
@@ -157,7 +174,8 @@ try {
         '--disable-component-update', '--disable-sync'],
     });
     try {
-      for (const [name, page] of [['webpack bundle in Chromium', 'index.html'], ['unisono/web (no bundler) in Chromium', 'web.html']]) {
+      for (const [name, page] of [['webpack bundle in Chromium', 'index.html'], ['Vite bundle in Chromium', 'vite/index.html'],
+        ['unisono/web (no bundler) in Chromium', 'web.html']]) {
         const p = await browser.newPage();
         const errors = [];
         p.on('pageerror', (e) => errors.push(String(e)));
