@@ -84,3 +84,15 @@ export async function inStepErrors(a, b, probe, { settleMs, forMs }) {
   }
   return errors;
 }
+
+/** In the web app at `url`: `host` creates a room, `guest` opens its `/r/CODE` link. Resolves to the code. */
+export async function openRoom(host, guest, url) {
+  await host.goto(url);
+  await host.fill('#name', 'Host');
+  await host.click('#create');
+  await host.waitForSelector('#room-code');
+  const code = (await host.textContent('#room-code')).trim();
+  await guest.goto(`${url}/r/${code}`);
+  await guest.waitForSelector('#room-code');
+  return code;
+}

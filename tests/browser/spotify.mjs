@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, inStepErrors, log, opt, quantile, startServer, waitFor } from './lib.mjs';
+import { CHROMIUM_ARGS, inStepErrors, log, openRoom, opt, quantile, startServer, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
@@ -107,13 +107,7 @@ async function main() {
       pages.push(page);
     }
     const [host, guest] = pages;
-    await host.goto(url);
-    await host.fill('#name', 'Host');
-    await host.click('#create');
-    await host.waitForSelector('#room-code');
-    const code = (await host.textContent('#room-code')).trim();
-    await guest.goto(`${url}/r/${code}`);
-    await guest.waitForSelector('#room-code');
+    await openRoom(host, guest, url);
 
     await host.fill('#link', `https://open.spotify.com/track/${TRACK}?si=x`);
     await host.click('#add');

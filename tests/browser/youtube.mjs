@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, inStepErrors, log, opt, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
+import { CHROMIUM_ARGS, inStepErrors, log, openRoom, opt, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
@@ -90,13 +90,7 @@ async function main() {
       pages.push(page);
     }
     const [host, guest] = pages;
-    await host.goto(url);
-    await host.fill('#name', 'Host');
-    await host.click('#create');
-    await host.waitForSelector('#room-code');
-    const code = (await host.textContent('#room-code')).trim();
-    await guest.goto(`${url}/r/${code}`);
-    await guest.waitForSelector('#room-code');
+    await openRoom(host, guest, url);
 
     await host.fill('#link', `https://www.youtube.com/watch?v=${VIDEO}&t=3`);
     await host.click('#add');
