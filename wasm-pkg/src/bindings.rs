@@ -2,9 +2,11 @@
 //! arguments, calls the core and converts the result.
 //!
 //! - [`position_at`] (`positionAt`): position of a playback state at a server time.
+//! - [`PlaybackClock`]: the timing vector with the core's transitions.
 //! - [`Estimator`]: clock-offset estimation from `time-sync` round trips.
 //! - [`Drift`]: the drift controller for a player with given capabilities.
-//! - [`encode_request`] / [`decode_server_frame`]: protocol frames, validated by the core.
+//! - [`encode_request`] / [`decode_server_frame`]: protocol frames (the event name checked on
+//!   the way out, a room push's payload on the way in; request payloads are the server's).
 //!
 //! Objects cross as JSON text (`crate::sys::to_js` / `from_js`). The test vectors are checked
 //! from JavaScript through these functions (`tests/npm/vectors.mjs`), not by a checker shipped
