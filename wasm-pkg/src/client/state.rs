@@ -70,14 +70,11 @@ pub enum Change {
 
 /// The reply to a request: `data` when `ok`, else `error` (its code kept as text, so a code
 /// this client does not know yet still reaches the caller).
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Reply {
     pub id: u64,
-    #[serde(default)]
     pub ok: bool,
-    #[serde(default)]
     pub data: Option<Json>,
-    #[serde(default)]
     pub error: Option<ClientError>,
 }
 
@@ -133,20 +130,28 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// A server frame's envelope, its payload left as text.
+/// Any server frame, read once: a push's `event` and `data`, or a reply's `id`, `ok`, `data`
+/// and `error`; the payload is left as text.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(default, borrow)]
     event: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    ok: bool,
+    #[serde(default)]
+    error: Option<ClientError>,
 }
 
 /// Decodes one text frame: a reply has no `event` key, a push always has one.
 pub fn decode(text: &str) -> Result<Frame, String> {
     let env: Envelope = serde_json::from_str(text).map_err(|e| format!("invalid frame from server: {e}"))?;
     let Some(event) = env.event else {
-        return serde_json::from_str::<Reply>(text).map(Frame::Reply).map_err(|e| format!("malformed reply: {e}"));
+        let id = env.id.ok_or("malformed reply: no id")?;
+        return Ok(Frame::Reply(Reply { id, ok: env.ok, data: env.data.map(RawValue::to_owned), error: env.error }));
     };
     let data = env.data.map_or("null", RawValue::get);
     match Push::decode(&event, data) {
