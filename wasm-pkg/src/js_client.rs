@@ -14,7 +14,7 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::{
     client::{Change, Client, ClientError, ClientEvent, Json, REQUEST_TIMEOUT_MS, RoomView},
     player::{HtmlMediaAdapter, JsAdapter, PlayerSync, SpotifyAdapter, YouTubeAdapter},
-    sys::{json_text, to_js},
+    sys::{json_text, object, to_js},
 };
 
 /// Reply timeout of requests outside the room protocol (a device command may take a while).
@@ -35,31 +35,6 @@ fn js_error(e: &ClientError) -> JsValue {
     let err = js_sys::Error::new(&format!("{}: {}", e.code, e.message));
     let _ = Reflect::set(&err, &"code".into(), &e.code.as_str().into());
     err.into()
-}
-
-/// `room` for JavaScript (the `onRoom` callback and the `room` getter).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RoomJs<'a> {
-    room: &'a unisono_core::protocol::RoomInfo,
-    you: &'a str,
-    members: &'a [unisono_core::protocol::MemberInfo],
-    member_count: usize,
-    host: &'a Option<String>,
-    queue: &'a [unisono_core::room::QueueItem],
-    playback: &'a unisono_core::protocol::PlaybackState,
-}
-
-fn room_js(r: &RoomView) -> JsValue {
-    to_js(&RoomJs {
-        room: &r.info,
-        you: &r.you,
-        members: &r.members,
-        member_count: r.member_count,
-        host: &r.host,
-        queue: &r.queue,
-        playback: &r.playback,
-    })
 }
 
 #[derive(Default)]
@@ -122,7 +97,7 @@ impl UnisonoClient {
                     (&cbs.queue, vec![q.unwrap_or_else(|| js_sys::Array::new().into())])
                 }
                 ClientEvent::Changed(Change::Room) => {
-                    let r = reader.with_room(|r| r.map(room_js));
+                    let r = reader.with_room(|r| r.map(to_js));
                     (&cbs.room, vec![r.unwrap_or(JsValue::NULL)])
                 }
                 ClientEvent::Changed(Change::Sync) => (&cbs.sync, vec![]),
@@ -170,7 +145,7 @@ impl UnisonoClient {
     /// `{room, you, members, memberCount, host, queue, playback}`, or `null` outside a room.
     #[wasm_bindgen(getter, unchecked_return_type = "Room | null")]
     pub fn room(&self) -> JsValue {
-        self.inner.with_room(|r| r.map(room_js)).unwrap_or(JsValue::NULL)
+        self.inner.with_room(|r| r.map(to_js)).unwrap_or(JsValue::NULL)
     }
 
     #[wasm_bindgen(getter, unchecked_return_type = "Playback | null")]
@@ -326,7 +301,10 @@ impl UnisonoClient {
     }
     #[wasm_bindgen(js_name = joinRoom)]
     pub fn join_room(&self, code: &str, name: Option<String>) -> Promise {
-        self.request("join-room", obj(&[("code", code.into()), ("name", name.map_or(JsValue::UNDEFINED, Into::into))]))
+        self.request(
+            "join-room",
+            object(&[("code", code.into()), ("name", name.map_or(JsValue::UNDEFINED, Into::into))]),
+        )
     }
     #[wasm_bindgen(js_name = leaveRoom)]
     pub fn leave_room(&self) -> Promise {
@@ -339,7 +317,7 @@ impl UnisonoClient {
         #[wasm_bindgen(unchecked_param_type = "SongInput")] song: JsValue,
         autoplay: Option<bool>,
     ) -> Promise {
-        self.request("load-song", obj(&[("song", song), ("autoplay", autoplay.unwrap_or(false).into())]))
+        self.request("load-song", object(&[("song", song), ("autoplay", autoplay.unwrap_or(false).into())]))
     }
     pub fn pause(&self) -> Promise {
         self.request("pause-playback", JsValue::UNDEFINED)
@@ -348,11 +326,11 @@ impl UnisonoClient {
         self.request("resume-playback", JsValue::UNDEFINED)
     }
     pub fn seek(&self, #[wasm_bindgen(js_name = positionMs)] position_ms: f64) -> Promise {
-        self.request("seek-playback", obj(&[("positionMs", position_ms.into())]))
+        self.request("seek-playback", object(&[("positionMs", position_ms.into())]))
     }
     #[wasm_bindgen(js_name = setRate)]
     pub fn set_rate(&self, rate: f64) -> Promise {
-        self.request("set-rate", obj(&[("rate", rate.into())]))
+        self.request("set-rate", object(&[("rate", rate.into())]))
     }
     /// `{songId?, positionMs, isPlaying}`.
     #[wasm_bindgen(js_name = updatePlayback)]
@@ -369,11 +347,11 @@ impl UnisonoClient {
     }
     #[wasm_bindgen(js_name = queueAdd)]
     pub fn queue_add(&self, #[wasm_bindgen(unchecked_param_type = "SongInput")] song: JsValue) -> Promise {
-        self.request("queue-add", obj(&[("song", song)]))
+        self.request("queue-add", object(&[("song", song)]))
     }
     #[wasm_bindgen(js_name = queueRemove)]
     pub fn queue_remove(&self, #[wasm_bindgen(js_name = itemId)] item_id: &str) -> Promise {
-        self.request("queue-remove", obj(&[("itemId", item_id.into())]))
+        self.request("queue-remove", object(&[("itemId", item_id.into())]))
     }
     #[wasm_bindgen(js_name = queueMove)]
     pub fn queue_move(
@@ -381,7 +359,7 @@ impl UnisonoClient {
         #[wasm_bindgen(js_name = itemId)] item_id: &str,
         #[wasm_bindgen(js_name = toIndex)] to_index: u32,
     ) -> Promise {
-        self.request("queue-move", obj(&[("itemId", item_id.into()), ("toIndex", to_index.into())]))
+        self.request("queue-move", object(&[("itemId", item_id.into()), ("toIndex", to_index.into())]))
     }
     #[wasm_bindgen(js_name = playNext)]
     pub fn play_next(&self) -> Promise {
@@ -389,11 +367,11 @@ impl UnisonoClient {
     }
     #[wasm_bindgen(js_name = setReady)]
     pub fn set_ready(&self, ready: bool) -> Promise {
-        self.request("set-ready", obj(&[("ready", ready.into())]))
+        self.request("set-ready", object(&[("ready", ready.into())]))
     }
     #[wasm_bindgen(js_name = transferHost)]
     pub fn transfer_host(&self, #[wasm_bindgen(js_name = sessionId)] session_id: &str) -> Promise {
-        self.request("transfer-host", obj(&[("sessionId", session_id.into())]))
+        self.request("transfer-host", object(&[("sessionId", session_id.into())]))
     }
     /// A settings patch: `{anyoneCanControl?, readyBarrier?, readyTimeoutMs?, startDelayMs?}`.
     #[wasm_bindgen(js_name = updateSettings)]
@@ -401,26 +379,17 @@ impl UnisonoClient {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Partial<RoomSettings>")] settings: JsValue,
     ) -> Promise {
-        self.request("update-settings", obj(&[("settings", settings)]))
+        self.request("update-settings", object(&[("settings", settings)]))
     }
     #[wasm_bindgen(js_name = reportDrift)]
     pub fn report_drift(&self, #[wasm_bindgen(js_name = driftMs)] drift_ms: f64) -> Promise {
-        self.request("report-drift", obj(&[("driftMs", drift_ms.into())]))
+        self.request("report-drift", object(&[("driftMs", drift_ms.into())]))
     }
     #[wasm_bindgen(js_name = getMembers)]
     pub fn get_members(&self, offset: Option<u32>, limit: Option<u32>) -> Promise {
         let limit = limit.map_or(JsValue::UNDEFINED, Into::into);
-        self.request("get-members", obj(&[("offset", offset.unwrap_or(0).into()), ("limit", limit)]))
+        self.request("get-members", object(&[("offset", offset.unwrap_or(0).into()), ("limit", limit)]))
     }
-}
-
-/// A plain object of `pairs` (an `undefined` value leaves its key out of the JSON).
-fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
-    let o = js_sys::Object::new();
-    for (k, v) in pairs {
-        let _ = Reflect::set(&o, &JsValue::from_str(k), v);
-    }
-    o.into()
 }
 
 /// Keeps a media player on the room's clock with the core's drift controller.

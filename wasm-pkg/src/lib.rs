@@ -27,4 +27,4 @@ pub use bindings::*;
 #[cfg(feature = "js")]
 pub use js_client::{JsPlayerSync, UnisonoClient};
 
-pub use sys::now as performance_now;
+pub use sys::{now as performance_now, object as js_object};

@@ -38,9 +38,9 @@ const HOLD_TOLERANCE_MS: f64 = 40.0;
 const REPORT_EVERY_MS: f64 = 2000.0;
 /// Length of the drift history kept for charts.
 const HISTORY_MS: f64 = 60_000.0;
-/// After a start or a big correction seek, the player's real start-up lag is measured and corrected by seeking (at most
-/// `STARTUP_SEEKS` times, `STARTUP_SETTLE_MS` apart, within `STARTUP_MS`); the lag learnt
-/// becomes the lead of the next seek. Rate nudges alone would take seconds for a 300 ms lag.
+/// After a start or a big correction seek, the player's real start-up lag is measured and
+/// corrected by seeking (at most `STARTUP_SEEKS` times, `STARTUP_SETTLE_MS` apart, within
+/// `STARTUP_MS`); the lag learnt becomes the lead of the next seek. Rate nudges alone would take seconds for a 300 ms lag.
 const STARTUP_MS: f64 = 4000.0;
 const STARTUP_SETTLE_MS: f64 = 400.0;
 const STARTUP_SEEKS: u32 = 3;
@@ -495,14 +495,14 @@ impl MediaAdapter for YouTubeAdapter {
     }
 }
 
-/// A Spotify Web Playback SDK player (`Spotify.Player`): seek only, no rate. Its state comes
-/// from the asynchronous `getCurrentState()`, polled each tick and extrapolated in between.
 /// Spotify's Web API call that starts a track on a device.
 pub const SPOTIFY_PLAY_URL: &str = "https://api.spotify.com/v1/me/player/play";
 
-/// Plays songs whose provider is `spotify` (`song.id` is the track id) on a Web Playback SDK
-/// player. The SDK cannot choose a track; with [`SpotifyAdapter::with_web_api`] the adapter
-/// starts each song on the SDK's device through the Web API, otherwise that is the page's job.
+/// A Spotify Web Playback SDK player (`Spotify.Player`): seek only, no rate. Its state comes
+/// from the asynchronous `getCurrentState()`, polled each tick and extrapolated in between.
+/// Plays songs whose provider is `spotify` (`song.id` is the track id). The SDK cannot choose a
+/// track; with [`SpotifyAdapter::with_web_api`] the adapter starts each song on the SDK's
+/// device through the Web API, otherwise that is the page's job.
 pub struct SpotifyAdapter {
     player: JsValue,
     /// `(position ms, paused, local time read)` from the last `getCurrentState()`.
@@ -527,18 +527,15 @@ impl SpotifyAdapter {
     fn start_track(&self, track_id: &str) {
         let Some((device, token)) = &self.web_api else { return };
         let url = format!("{SPOTIFY_PLAY_URL}?device_id={}", js_sys::encode_uri_component(device));
-        let payload = js_sys::Object::new();
         let uris = js_sys::Array::of1(&format!("spotify:track:{track_id}").into());
-        let _ = Reflect::set(&payload, &"uris".into(), &uris);
-        let body = js_sys::JSON::stringify(&payload).map(JsValue::from).unwrap_or(JsValue::NULL);
-        let headers = js_sys::Object::new();
-        let _ = Reflect::set(&headers, &"Authorization".into(), &format!("Bearer {token}").into());
-        let _ = Reflect::set(&headers, &"Content-Type".into(), &"application/json".into());
-        let init = js_sys::Object::new();
-        let _ = Reflect::set(&init, &"method".into(), &"PUT".into());
-        let _ = Reflect::set(&init, &"headers".into(), &headers);
-        let _ = Reflect::set(&init, &"body".into(), &body);
-        call(&js_sys::global(), "fetch", &[url.into(), init.into()]);
+        let body =
+            js_sys::JSON::stringify(&sys::object(&[("uris", uris.into())])).map(JsValue::from).unwrap_or(JsValue::NULL);
+        let headers = sys::object(&[
+            ("Authorization", format!("Bearer {token}").into()),
+            ("Content-Type", "application/json".into()),
+        ]);
+        let init = sys::object(&[("method", "PUT".into()), ("headers", headers), ("body", body)]);
+        call(&js_sys::global(), "fetch", &[url.into(), init]);
     }
 
     fn poll(&self) {
@@ -621,7 +618,7 @@ impl MediaAdapter for JsAdapter {
         self.caps.clone()
     }
     fn load(&mut self, song: &Song) -> bool {
-        call(&self.obj, "load", &[crate::sys::to_js(song)]).as_bool().unwrap_or(true)
+        call(&self.obj, "load", &[sys::to_js(song)]).as_bool().unwrap_or(true)
     }
     fn position_ms(&self) -> Option<f64> {
         call(&self.obj, "positionMs", &[]).as_f64()

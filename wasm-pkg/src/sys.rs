@@ -35,6 +35,15 @@ pub fn set_timeout(ms: f64, f: impl FnOnce() + 'static) {
     set_timeout_js(cb.unchecked_ref::<JsValue>(), ms.max(0.0));
 }
 
+/// A plain JavaScript object of `pairs` (an `undefined` value leaves its key out of the JSON).
+pub fn object(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
+}
+
 /// A Rust value as a plain JavaScript one. Floats are exact: serde_json writes the shortest text
 /// that reads back to the same `f64`, and `JSON.parse` rounds correctly.
 pub fn to_js<T: Serialize + ?Sized>(v: &T) -> JsValue {

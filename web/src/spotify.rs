@@ -8,8 +8,10 @@
 
 use std::{cell::RefCell, rc::Rc};
 
-use js_sys::{Array, Function, Object, Reflect};
+use js_sys::{Array, Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
+
+use unisono::js_object;
 
 use crate::script::{get, load_once, wait_until, window};
 
@@ -59,10 +61,8 @@ pub async fn create(token: &str) -> Result<(JsValue, String), String> {
     let get_token = Closure::<dyn FnMut(Function)>::new(move |cb: Function| {
         let _ = cb.call1(&JsValue::NULL, &JsValue::from_str(&token));
     });
-    let opts = Object::new();
-    let _ = Reflect::set(&opts, &"name".into(), &"Unisono".into());
-    let _ = Reflect::set(&opts, &"volume".into(), &0.8.into());
-    let _ = Reflect::set(&opts, &"getOAuthToken".into(), get_token.as_ref());
+    let opts =
+        js_object(&[("name", "Unisono".into()), ("volume", 0.8.into()), ("getOAuthToken", get_token.as_ref().clone())]);
     // The SDK keeps calling getOAuthToken for the player's life.
     get_token.forget();
     let player =

@@ -5,8 +5,10 @@
 
 use std::{cell::Cell, rc::Rc};
 
-use js_sys::{Array, Function, Object, Reflect};
+use js_sys::{Array, Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
+
+use unisono::js_object;
 
 use crate::script::{get, load_once, wait_until, window};
 
@@ -37,17 +39,14 @@ pub async fn create() -> Result<JsValue, String> {
         let ready = ready.clone();
         Closure::once_into_js(move |_event: JsValue| ready.set(true))
     };
-    let events = Object::new();
-    let _ = Reflect::set(&events, &"onReady".into(), &on_ready);
-    let vars = Object::new();
-    for (k, v) in [("playsinline", 1), ("controls", 0), ("disablekb", 1), ("rel", 0)] {
-        let _ = Reflect::set(&vars, &k.into(), &v.into());
-    }
-    let opts = Object::new();
-    let _ = Reflect::set(&opts, &"width".into(), &"100%".into());
-    let _ = Reflect::set(&opts, &"height".into(), &"100%".into());
-    let _ = Reflect::set(&opts, &"playerVars".into(), &vars);
-    let _ = Reflect::set(&opts, &"events".into(), &events);
+    let vars =
+        js_object(&[("playsinline", 1.into()), ("controls", 0.into()), ("disablekb", 1.into()), ("rel", 0.into())]);
+    let opts = js_object(&[
+        ("width", "100%".into()),
+        ("height", "100%".into()),
+        ("playerVars", vars),
+        ("events", js_object(&[("onReady", on_ready)])),
+    ]);
     let created = Reflect::construct(&ctor, &Array::of2(&host, &opts)).map_err(|_| "YT.Player could not be created");
     let result = match created {
         Ok(player) => {

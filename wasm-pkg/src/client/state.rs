@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use unisono_core::{
     estimator::{ClockOffsetEstimator, EstimatorConfig},
@@ -29,8 +29,12 @@ const SLEW_MAX_MS: f64 = 25.0;
 const SLEW_TAU_MS: f64 = 3000.0;
 
 /// The room as this client sees it, replaced by every `room-joined` and patched by pushes.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized (for JavaScript's `room`) as `{room, you, members, memberCount, host, queue,
+/// playback}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RoomView {
+    #[serde(rename = "room")]
     pub info: RoomInfo,
     /// This client's session id in the room.
     pub you: String,
