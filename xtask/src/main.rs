@@ -124,14 +124,8 @@ fn test() -> Result<()> {
     if Command::new("node").arg("--version").output().is_err() {
         bail!("node is needed to run the wasm tests (apt-get install nodejs)");
     }
-    let mut c = cargo();
-    c.args(["test", "-p", "unisono-core", "--target", "wasm32-unknown-unknown"])
-        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner");
-    run("core's whole suite compiled to wasm, in Node (wasm-bindgen-test)", c)?;
-    let mut c = cargo();
-    c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown", "--test", "node"])
-        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner");
-    run("wasm-pkg tests in Node (wasm-bindgen-test)", c)?;
+    run("core's whole suite compiled to wasm, in Node (wasm-bindgen-test)", wasm_test(&["-p", "unisono-core"], false))?;
+    run("wasm-pkg tests in Node (wasm-bindgen-test)", wasm_test(&["-p", "unisono", "--test", "node"], false))?;
     browser_test()?;
     Ok(())
 }
@@ -162,35 +156,39 @@ fn browser_test() -> Result<()> {
         eprintln!("\n==> SKIPPED Chromium tests: /usr/bin/chromium or /usr/bin/chromedriver not found");
         return Ok(());
     }
-    let mut c = cargo();
-    c.args(["test", "-p", "unisono-core", "--target", "wasm32-unknown-unknown"])
-        .env("PATH", tool_path())
-        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
-        .env("WASM_BINDGEN_USE_BROWSER", "1")
-        .env("CHROMEDRIVER", "/usr/bin/chromedriver");
-    run("core's whole suite compiled to wasm, in headless Chromium", c)?;
-    let mut c = cargo();
-    c.args(["test", "-p", "unisono", "--target", "wasm32-unknown-unknown", "--test", "node"])
-        .env("PATH", tool_path())
-        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
-        .env("WASM_BINDGEN_USE_BROWSER", "1")
-        .env("CHROMEDRIVER", "/usr/bin/chromedriver");
-    run("wasm-pkg tests (test vectors) in headless Chromium", c)?;
+    run("core's whole suite compiled to wasm, in headless Chromium", wasm_test(&["-p", "unisono-core"], true))?;
+    run("wasm-pkg tests (test vectors) in headless Chromium", wasm_test(&["-p", "unisono", "--test", "node"], true))?;
     build_web()?;
     sync_test("browser end-to-end (two Chromium pages in one room)", &[])?;
     sync_test("browser end-to-end behind a 50 ± 20 ms proxy", &["--delay", "50", "--jitter", "20"])?;
     // YouTube songs through the IFrame Player API (answered by a stand-in: no internet here).
-    let mut c = Command::new("node");
-    c.current_dir(root()).args(["tests/browser/youtube.mjs", "--bin", "target/debug/unisono"]);
-    run("browser end-to-end (a YouTube song in two pages)", c)?;
+    run("browser end-to-end (a YouTube song in two pages)", browser_script("youtube.mjs"))?;
     // Spotify songs through the Web Playback SDK and the Web API (stand-ins, as for YouTube).
+    run("browser end-to-end (a Spotify track in two pages)", browser_script("spotify.mjs"))?;
+    // The admin dashboard against a fake Socket.IO device.
+    run("browser end-to-end (admin dashboard, fake device)", browser_script("admin.mjs"))
+}
+
+/// `cargo test --target wasm32-unknown-unknown ARGS` run by wasm-bindgen-test-runner: in Node,
+/// or in headless Chromium through Debian's chromedriver.
+fn wasm_test(args: &[&str], chromium: bool) -> Command {
+    let mut c = cargo();
+    c.arg("test")
+        .args(args)
+        .args(["--target", "wasm32-unknown-unknown"])
+        .env("PATH", tool_path())
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner");
+    if chromium {
+        c.env("WASM_BINDGEN_USE_BROWSER", "1").env("CHROMEDRIVER", "/usr/bin/chromedriver");
+    }
+    c
+}
+
+/// `node tests/browser/SCRIPT --bin target/debug/unisono` (the built app in `dist/`).
+fn browser_script(script: &str) -> Command {
     let mut c = Command::new("node");
-    c.current_dir(root()).args(["tests/browser/spotify.mjs", "--bin", "target/debug/unisono"]);
-    run("browser end-to-end (a Spotify track in two pages)", c)?;
-    // The admin dashboard against a fake Socket.IO device (`tests/browser/admin.mjs`).
-    let mut c = Command::new("node");
-    c.current_dir(root()).args(["tests/browser/admin.mjs", "--bin", "target/debug/unisono"]);
-    run("browser end-to-end (admin dashboard, fake device)", c)
+    c.current_dir(root()).arg(format!("tests/browser/{script}")).args(["--bin", "target/debug/unisono"]);
+    c
 }
 
 /// Runs `tests/browser/sync.mjs` with its precision targets enforced (`--strict`). A run that
@@ -198,8 +196,8 @@ fn browser_test() -> Result<()> {
 /// run can lose its CPU to a neighbour, and the figure then measures the machine, not the sync.
 fn sync_test(what: &str, extra: &[&str]) -> Result<()> {
     let attempt = || {
-        let mut c = Command::new("node");
-        c.current_dir(root()).args(["tests/browser/sync.mjs", "--bin", "target/debug/unisono", "--strict"]).args(extra);
+        let mut c = browser_script("sync.mjs");
+        c.arg("--strict").args(extra);
         run(what, c)
     };
     attempt().or_else(|e| {
