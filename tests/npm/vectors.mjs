@@ -34,9 +34,11 @@ function clockCase(u, c) {
   const clock = new u.PlaybackClock();
   try {
     c.ops.forEach((op, i) => {
-      const song = { id: 'v', title: '', provider: 'url', url: '', durationMs: op.durationMs };
       switch (op.op) {
-        case 'load': durationMs = op.durationMs; clock.load(song, op.now, op.startAt ?? undefined); break;
+        case 'load':
+          durationMs = op.durationMs;
+          clock.load({ id: 'v', title: '', provider: 'url', url: '', durationMs }, op.now, op.startAt ?? undefined);
+          break;
         case 'pause': clock.pause(op.now); break;
         case 'play': clock.play(op.now, op.startAt); break;
         case 'seek': clock.seek(op.positionMs, op.now); break;
