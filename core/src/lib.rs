@@ -15,6 +15,8 @@
 //! - [`drift`]: the drift controller that decides between nothing, a rate nudge and a seek.
 //! - [`protocol`]: the wire frames of the native WebSocket protocol (serde), and stable error
 //!   codes.
+//! - [`tree`]: the same shapes over any parsed JSON tree without serde (the wasm client's codec,
+//!   held to serde's by tests).
 //! - [`code`]: room-code alphabet and validation (generation takes randomness as a parameter).
 //! - [`vectors`]: cross-platform test vectors (inputs and bit-exact outputs of the math above).
 //!
@@ -32,6 +34,7 @@ pub mod merge_patch;
 pub mod protocol;
 pub mod room;
 pub mod song;
+pub mod tree;
 pub mod vectors;
 
 /// Milliseconds on the server's clock (Unix epoch based), or a duration in milliseconds.

@@ -78,6 +78,37 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order.
+    pub const ALL: &[ErrorCode] = &[
+        ErrorCode::BadFrame,
+        ErrorCode::UnknownEvent,
+        ErrorCode::InvalidPayload,
+        ErrorCode::NotHost,
+        ErrorCode::RoomNotFound,
+        ErrorCode::NotInRoom,
+        ErrorCode::NoSong,
+        ErrorCode::ItemNotFound,
+        ErrorCode::MemberNotFound,
+        ErrorCode::RoomFull,
+        ErrorCode::QueueFull,
+        ErrorCode::TooManyRooms,
+        ErrorCode::RateLimited,
+        ErrorCode::RoomClosed,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::DeviceNotFound,
+        ErrorCode::DeviceOffline,
+        ErrorCode::InvalidCommand,
+        ErrorCode::CommandTimeout,
+        ErrorCode::NotRegistered,
+        ErrorCode::Forbidden,
+        ErrorCode::Internal,
+    ];
+
+    /// The code of its wire form (`NOT_HOST`), if it is one.
+    pub fn from_wire(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
     /// The code as it appears on the wire (e.g. `NOT_HOST`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -292,6 +323,16 @@ macro_rules! requests {
 
             /// Encodes this request as a client frame's JSON text, `{"event", "data"?, "id"?}`
             /// (no `data` key for requests without a payload).
+            /// The request as a frame tree, `{"event", "data"?, "id"?}`: the same shape as
+            /// [`Request::to_json`], written through [`crate::tree`] (the wasm client's way).
+            pub fn to_tree<T: crate::tree::Tree>(&self, id: Option<u64>) -> T {
+                match self {
+                    $( $( Request::$variant(d) => crate::tree::frame($name, Some(<$payload as crate::tree::ToTree>::to_tree(d)), id), )? )*
+                    #[allow(unreachable_patterns)]
+                    _ => crate::tree::frame(self.event(), None, id),
+                }
+            }
+
             pub fn to_json(&self, id: Option<u64>) -> String {
                 match self {
                     $( $( Request::$variant(d) => encode_frame::<$payload>($name, Some(d), id), )? )*
