@@ -199,7 +199,15 @@ impl ClockOffsetEstimator {
         // Newest first, and a stable sort: among equal delays the freshest sample wins, as it has
         // had the least time to be invalidated by the clocks drifting apart.
         let mut best: Vec<&Sample> = self.window.iter().rev().collect();
-        best.sort_by(|a, b| a.delay.total_cmp(&b.delay));
+        // Insertion sort: stable, quick for a window of a few dozen, and a fraction of the
+        // standard library's sort in the npm wasm.
+        for i in 1..best.len() {
+            let mut j = i;
+            while j > 0 && best[j - 1].delay.total_cmp(&best[j].delay).is_gt() {
+                best.swap(j - 1, j);
+                j -= 1;
+            }
+        }
         best.truncate(self.best_of());
         let fastest = *best.first()?;
 

@@ -339,7 +339,7 @@ proptest! {
         same(&SettingsUpdated { settings: st })?;
         same(&RoomClosed { code: id, reason: token })?;
         same(&e)?;
-        same(&TimeSyncReply { t0: t, t1: t + 1.0, t2: t * 2.0 })?;
+        same(&TimeSyncReply { t0: t, t1: t + 1.0, t2: t - 2.0 })?;
     }
 
     #[test]

@@ -8,28 +8,31 @@
 //! - [`encode_request`] / [`decode_server_frame`]: protocol frames (the event name checked on
 //!   the way out, a room push's payload on the way in; request payloads are the server's).
 //!
-//! Objects cross as JSON text (`crate::sys::to_js` / `from_js`). The test vectors are checked
+//! Objects cross as JavaScript values read and built by the core's tree codec
+//! (`crate::sys::to_js` / `from_js`). The test vectors are checked
 //! from JavaScript through these functions (`tests/npm/vectors.mjs`), not by a checker shipped
 //! in the package.
 
-use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 use unisono_core::{
     drift::{DriftConfig, DriftController, PlayerCapabilities},
     estimator::{ClockOffsetEstimator, EstimatorConfig},
-    protocol::{PlaybackState, REQUEST_EVENTS, encode_frame},
+    protocol::{PlaybackState, REQUEST_EVENTS},
+    tree::{FromTree, TreeError, frame},
 };
 use wasm_bindgen::prelude::*;
 
-use crate::{client::state, sys};
+use crate::{
+    client::state,
+    sys::{self, Js},
+};
 
-fn js_err(e: impl std::fmt::Display) -> JsError {
-    JsError::new(&e.to_string())
+fn js_err(e: TreeError) -> JsError {
+    JsError::new(&e.message())
 }
 
 /// `v` read as `T`; `undefined` or `null` is an error naming `what`.
-fn required<T: DeserializeOwned>(v: &JsValue, what: &str) -> Result<T, JsError> {
-    sys::from_js(v).map_err(js_err)?.ok_or_else(|| JsError::new(&format!("{what} is required")))
+fn required<T: FromTree>(v: &JsValue, what: &str) -> Result<T, JsError> {
+    sys::from_js(v).map_err(js_err)?.ok_or_else(|| JsError::new(&sys::text(&[what, " is required"])))
 }
 
 /// Position (ms) of a playback state (`playback` object of any push) at server time `now`.
@@ -106,8 +109,12 @@ impl Drift {
     ) -> Result<Drift, JsError> {
         let config = config.unwrap_or(JsValue::UNDEFINED);
         let caps: PlayerCapabilities = required(&capabilities, "capabilities")?;
-        let config: DriftConfig =
-            sys::from_js(&config).map_err(js_err)?.unwrap_or_else(|| DriftConfig::for_player(&caps));
+        // A partial config overrides the player's own defaults.
+        let base = DriftConfig::for_player(&caps);
+        let config = match config.is_undefined() || config.is_null() {
+            true => base,
+            false => DriftConfig::from_tree_over(base, &Js(config)).map_err(js_err)?,
+        };
         Ok(Drift(DriftController::new(config, caps)))
     }
 
@@ -140,11 +147,12 @@ impl Drift {
 #[wasm_bindgen(js_name = encodeRequest)]
 pub fn encode_request(event: &str, data: JsValue, id: Option<u32>) -> Result<String, JsError> {
     if !REQUEST_EVENTS.contains(&event) {
-        return Err(JsError::new(&format!("UNKNOWN_EVENT: unknown event {event:?}")));
+        return Err(JsError::new(&sys::text(&["UNKNOWN_EVENT: unknown event \"", event, "\""])));
     }
-    let data = sys::json_text(&data).map_err(js_err)?;
-    let raw = data.map(RawValue::from_string).transpose().map_err(js_err)?;
-    Ok(encode_frame(event, raw.as_deref(), id.map(u64::from)))
+    let data = if data.is_undefined() || data.is_null() { None } else { Some(Js(data)) };
+    sys::stringify(&frame(event, data, id.map(u64::from)).0)
+        .and_then(|t| t.as_string())
+        .ok_or_else(|| JsError::new("not representable as JSON"))
 }
 
 /// Parses a server frame (a push or a reply) into a plain object, with exact floats; throws if
@@ -152,8 +160,9 @@ pub fn encode_request(event: &str, data: JsValue, id: Option<u32>) -> Result<Str
 /// id). Pushes of other protocols (the device admin protocol's) come back as they are.
 #[wasm_bindgen(js_name = decodeServerFrame, unchecked_return_type = "{ event: string; data: any } | { id: number; ok: boolean; data?: any; error?: { code: string; message: string } }")]
 pub fn decode_server_frame(text: &str) -> Result<JsValue, JsError> {
-    state::decode(text).map_err(|e| JsError::new(&e))?;
-    js_sys::JSON::parse(text).map_err(|_| JsError::new("invalid JSON"))
+    let v = sys::parse(&JsValue::from_str(text)).ok_or_else(|| JsError::new("invalid JSON"))?;
+    state::decode(&Js(v.clone())).map_err(|e| JsError::new(&e))?;
+    Ok(v)
 }
 
 /// The playback clock itself, for JavaScript that keeps or predicts a timing vector (an

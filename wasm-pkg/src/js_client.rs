@@ -5,34 +5,32 @@
 use std::{cell::RefCell, future::Future, rc::Rc};
 
 use js_sys::{Function, Promise, Reflect};
-use serde::Serialize;
-use serde_json::value::RawValue;
 use unisono_core::{drift::PlayerCapabilities, protocol::REQUEST_EVENTS};
 use wasm_bindgen::{JsCast, prelude::*};
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::{
-    client::{Change, Client, ClientError, ClientEvent, Json, REQUEST_TIMEOUT_MS, RoomView},
+    client::{Change, Client, ClientError, ClientEvent, REQUEST_TIMEOUT_MS, RoomView},
     player::{HtmlMediaAdapter, JsAdapter, PlayerSync, SpotifyAdapter, YouTubeAdapter},
-    sys::{json_text, object, to_js},
+    sys::{object, to_js},
 };
 
 /// Reply timeout of requests outside the room protocol (a device command may take a while).
 const OTHER_REQUEST_TIMEOUT_MS: f64 = 30_000.0;
 
-/// A reply's data for JavaScript.
-fn reply_js(j: &Json) -> JsValue {
-    js_sys::JSON::parse(j.get()).unwrap_or(JsValue::NULL)
+/// A promise of a request's reply data.
+fn promise(f: impl Future<Output = Result<JsValue, ClientError>> + 'static) -> Promise {
+    boxed_promise(Box::pin(f))
 }
 
-/// A promise of a request's reply data.
-fn promise(f: impl Future<Output = Result<Json, ClientError>> + 'static) -> Promise {
-    future_to_promise(async move { f.await.map(|v| reply_js(&v)).map_err(|e| js_error(&e)) })
+/// One future type for every promise: the executor's glue exists once.
+fn boxed_promise(f: std::pin::Pin<Box<dyn Future<Output = Result<JsValue, ClientError>>>>) -> Promise {
+    future_to_promise(async move { f.await.map_err(|e| js_error(&e)) })
 }
 
 /// An `Error` whose `code` property is the stable error code.
 fn js_error(e: &ClientError) -> JsValue {
-    let err = js_sys::Error::new(&format!("{}: {}", e.code, e.message));
+    let err = js_sys::Error::new(&crate::sys::text(&[&e.code, ": ", &e.message]));
     let _ = Reflect::set(&err, &"code".into(), &e.code.as_str().into());
     err.into()
 }
@@ -102,7 +100,7 @@ impl UnisonoClient {
                 }
                 ClientEvent::Changed(Change::Sync) => (&cbs.sync, vec![]),
                 ClientEvent::Changed(Change::Error(err)) => (&cbs.error, vec![js_error(err)]),
-                ClientEvent::Push(p) => (&cbs.push, vec![p.event.as_str().into(), reply_js(&p.data)]),
+                ClientEvent::Push(p) => (&cbs.push, vec![p.event.as_str().into(), p.data.clone()]),
             };
             if let Some(f) = f {
                 let arr: js_sys::Array = args.iter().collect();
@@ -116,7 +114,7 @@ impl UnisonoClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn connect(&self, url: &str) -> Promise {
         let f = self.inner.connect(url);
-        future_to_promise(async move { f.await.map(|_| JsValue::UNDEFINED).map_err(|e| js_error(&e)) })
+        promise(async move { f.await.map(|_| JsValue::UNDEFINED) })
     }
 
     /// Closes for good: no reconnect.
@@ -182,25 +180,7 @@ impl UnisonoClient {
     /// `{offset, errorBound, rtt, minRtt, samples, stable}` of the clock-offset estimate.
     #[wasm_bindgen(js_name = syncStats, unchecked_return_type = "SyncStats")]
     pub fn sync_stats(&self) -> JsValue {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Stats {
-            offset: Option<f64>,
-            error_bound: Option<f64>,
-            rtt: Option<f64>,
-            min_rtt: Option<f64>,
-            samples: usize,
-            stable: bool,
-        }
-        let s = self.inner.sync_stats();
-        to_js(&Stats {
-            offset: s.offset,
-            error_bound: s.error_bound,
-            rtt: s.rtt,
-            min_rtt: s.min_rtt,
-            samples: s.samples,
-            stable: s.stable,
-        })
+        to_js(&self.inner.sync_stats())
     }
 
     // ---- callbacks ------------------------------------------------------------------------
@@ -281,13 +261,8 @@ impl UnisonoClient {
     /// with a 30 s timeout instead of 10 s.
     #[wasm_bindgen(unchecked_return_type = "Promise<any>")]
     pub fn request(&self, event: &str, data: JsValue) -> Promise {
-        let raw =
-            match json_text(&data).and_then(|t| t.map(RawValue::from_string).transpose().map_err(|e| e.to_string())) {
-                Ok(r) => r,
-                Err(e) => return Promise::reject(&js_error(&ClientError::new("INVALID_PAYLOAD", e))),
-            };
         let timeout = if REQUEST_EVENTS.contains(&event) { REQUEST_TIMEOUT_MS } else { OTHER_REQUEST_TIMEOUT_MS };
-        promise(self.inner.request_event(event, raw.as_deref(), timeout))
+        promise(self.inner.request_event(event, data, timeout))
     }
 
     /// `{name?, memberName?, settings?}` → `{code, room}`.
@@ -445,7 +420,7 @@ impl JsPlayerSync {
         #[wasm_bindgen(unchecked_param_type = "PlayerCapabilities")] capabilities: JsValue,
     ) -> Result<JsPlayerSync, JsError> {
         let caps: PlayerCapabilities = crate::sys::from_js(&capabilities)
-            .map_err(|e| JsError::new(&e))?
+            .map_err(|e| JsError::new(&e.message()))?
             .ok_or_else(|| JsError::new("capabilities are required"))?;
         Ok(JsPlayerSync(PlayerSync::new(&client.inner, Box::new(JsAdapter::new(adapter, caps)))))
     }

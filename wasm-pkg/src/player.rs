@@ -18,6 +18,7 @@ use js_sys::{Function, Reflect};
 use unisono_core::{
     drift::{Correction, DriftConfig, DriftController, Mode, PlayerCapabilities},
     song::{Provider, Song},
+    tree::{Object, ToTree, Tree},
 };
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::HtmlMediaElement;
@@ -80,6 +81,23 @@ pub struct SyncInfo {
     pub history: VecDeque<(f64, f64)>,
     /// The player refused to play (autoplay policy).
     pub blocked: bool,
+}
+
+/// `{driftMs, mode, rate, seeks, rateChanges, history: [[serverTime, driftMs]…], blocked}`, the
+/// shape of the serde derive (the native reference, tested below).
+impl ToTree for SyncInfo {
+    fn to_tree<T: Tree>(&self) -> T {
+        let history = self.history.iter().map(|&(t, d)| T::from_elements(vec![t.to_tree(), d.to_tree()])).collect();
+        Object::new()
+            .set("driftMs", &self.drift_ms)
+            .set("mode", &self.mode)
+            .set("rate", &self.rate)
+            .set("seeks", &self.seeks)
+            .set("rateChanges", &self.rate_changes)
+            .put("history", T::from_elements(history))
+            .set("blocked", &self.blocked)
+            .build()
+    }
 }
 
 struct Inner {
@@ -254,7 +272,7 @@ impl Inner {
             if pb.awaiting_ready && position.is_some() && self.ready_sent_rev != Some(clock.rev) {
                 self.ready_sent_rev = Some(clock.rev);
                 let f = self.client.set_ready(true);
-                wasm_bindgen_futures::spawn_local(async move {
+                sys::spawn(async move {
                     let _ = f.await;
                 });
             }
@@ -312,7 +330,7 @@ impl Inner {
         if now - self.last_report >= REPORT_EVERY_MS {
             self.last_report = now;
             let f = self.client.report_drift(drift_ms);
-            wasm_bindgen_futures::spawn_local(async move {
+            sys::spawn(async move {
                 let _ = f.await;
             });
         }
@@ -396,7 +414,7 @@ impl MediaAdapter for HtmlMediaAdapter {
         if let Ok(p) = self.el.play() {
             let blocked = self.blocked.clone();
             *blocked.borrow_mut() = false;
-            wasm_bindgen_futures::spawn_local(async move {
+            sys::spawn(async move {
                 if wasm_bindgen_futures::JsFuture::from(p).await.is_err() {
                     *blocked.borrow_mut() = true;
                 }
@@ -526,12 +544,13 @@ impl SpotifyAdapter {
     /// shows in the SDK's state, which the sync polls.
     fn start_track(&self, track_id: &str) {
         let Some((device, token)) = &self.web_api else { return };
-        let url = format!("{SPOTIFY_PLAY_URL}?device_id={}", js_sys::encode_uri_component(device));
-        let uris = js_sys::Array::of1(&format!("spotify:track:{track_id}").into());
+        let device: String = js_sys::encode_uri_component(device).into();
+        let url = sys::text(&[SPOTIFY_PLAY_URL, "?device_id=", &device]);
+        let uris = js_sys::Array::of1(&sys::text(&["spotify:track:", track_id]).into());
         let body =
             js_sys::JSON::stringify(&sys::object(&[("uris", uris.into())])).map(JsValue::from).unwrap_or(JsValue::NULL);
         let headers = sys::object(&[
-            ("Authorization", format!("Bearer {token}").into()),
+            ("Authorization", sys::text(&["Bearer ", token]).into()),
             ("Content-Type", "application/json".into()),
         ]);
         let init = sys::object(&[("method", "PUT".into()), ("headers", headers), ("body", body)]);
@@ -542,7 +561,7 @@ impl SpotifyAdapter {
         let p = call(&self.player, "getCurrentState", &[]);
         let Ok(p) = p.dyn_into::<js_sys::Promise>() else { return };
         let last = self.last.clone();
-        wasm_bindgen_futures::spawn_local(async move {
+        sys::spawn(async move {
             if let Ok(state) = wasm_bindgen_futures::JsFuture::from(p).await {
                 let get = |k: &str| Reflect::get(&state, &k.into()).ok();
                 let pos = get("position").and_then(|v| v.as_f64());
@@ -637,5 +656,28 @@ impl MediaAdapter for JsAdapter {
     }
     fn set_rate(&mut self, rate: f64) {
         call(&self.obj, "setRate", &[JsValue::from_f64(rate)]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn sync_info_is_written_as_its_serde_derive_writes_it() {
+        let info = SyncInfo {
+            drift_ms: Some(-2.5),
+            mode: Mode::Nudging,
+            rate: 1.02,
+            seeks: 1,
+            rate_changes: 7,
+            history: VecDeque::from(vec![(1000.0, 1.5), (1250.0, -0.25)]),
+            blocked: true,
+        };
+        assert_eq!(info.to_tree::<Value>(), serde_json::to_value(&info).expect("json"));
+        let empty = SyncInfo::default();
+        assert_eq!(empty.to_tree::<Value>(), serde_json::to_value(&empty).expect("json"));
     }
 }

@@ -1,11 +1,10 @@
 //! The few host facilities the client needs, bound so they work in a page, a worker and Node:
-//! the monotonic clock (`performance.now()`, never `Date`), timers, randomness, and values
-//! crossing to JavaScript as JSON text (`JSON.parse` / `JSON.stringify`), so that the wasm
-//! carries one serde path (serde_json over text) and no second (de)serializer.
+//! the monotonic clock (`performance.now()`, never `Date`), timers, randomness, sending on a
+//! socket, and values crossing to and from JavaScript as [`Js`] trees: JSON is parsed and
+//! written by the host's `JSON.parse` / `JSON.stringify`, read and built by the core's
+//! `tree` codec, so the wasm carries no serde_json.
 
-use serde::Serialize;
-#[cfg(feature = "js")]
-use serde::de::DeserializeOwned;
+use unisono_core::tree::{FromTree, ToTree, Tree, TreeError};
 use wasm_bindgen::{JsCast, prelude::*};
 
 #[wasm_bindgen]
@@ -16,6 +15,13 @@ extern "C" {
     fn set_timeout_js(f: &JsValue, ms: f64) -> JsValue;
     #[wasm_bindgen(js_namespace = Math, js_name = random)]
     fn math_random() -> f64;
+    #[wasm_bindgen(catch, js_namespace = JSON, js_name = parse)]
+    fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
+    /// Anything with `send(data)`: a `WebSocket` seen through `unchecked_ref`, so a string
+    /// parsed or built on the JavaScript side is sent without a copy into the wasm memory.
+    type Sender;
+    #[wasm_bindgen(method, catch)]
+    fn send(this: &Sender, data: &JsValue) -> Result<(), JsValue>;
 }
 
 /// Local monotonic time in ms (`performance.now()`): immune to wall-clock jumps.
@@ -31,8 +37,20 @@ pub fn random() -> f64 {
 /// Runs `f` once after `ms`. Timers are never cleared: callers hold a generation counter and the
 /// callback returns early when it is stale, so a fired closure is always freed.
 pub fn set_timeout(ms: f64, f: impl FnOnce() + 'static) {
+    set_timeout_boxed(ms, Box::new(f));
+}
+
+/// One closure type for every timer: wasm-bindgen's glue is per closure type.
+fn set_timeout_boxed(ms: f64, f: Box<dyn FnOnce()>) {
     let cb = Closure::once_into_js(f);
     set_timeout_js(cb.unchecked_ref::<JsValue>(), ms.max(0.0));
+}
+
+/// Runs a future on the page's microtask queue. Boxed, so the executor's glue exists once, not
+/// once per future type.
+pub fn spawn(f: impl std::future::Future<Output = ()> + 'static) {
+    let f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = Box::pin(f);
+    wasm_bindgen_futures::spawn_local(f);
 }
 
 /// A plain JavaScript object of `pairs` (an `undefined` value leaves its key out of the JSON).
@@ -44,28 +62,111 @@ pub fn object(pairs: &[(&str, JsValue)]) -> JsValue {
     o.into()
 }
 
-/// A Rust value as a plain JavaScript one. Floats are exact: serde_json writes the shortest text
-/// that reads back to the same `f64`, and `JSON.parse` rounds correctly.
-pub fn to_js<T: Serialize + ?Sized>(v: &T) -> JsValue {
-    serde_json::to_string(v).ok().and_then(|t| js_sys::JSON::parse(&t).ok()).unwrap_or(JsValue::NULL)
+/// `parts` joined (`[..].concat()` costs a generic join in the wasm).
+pub fn text(parts: &[&str]) -> String {
+    let mut s = String::new();
+    for p in parts {
+        s.push_str(p);
+    }
+    s
 }
 
-/// A JavaScript value as JSON text; `None` for `undefined` and `null`. Fails on what
-/// `JSON.stringify` rejects (a `BigInt`, a cycle).
-#[cfg(feature = "js")]
-pub fn json_text(v: &JsValue) -> Result<Option<String>, String> {
+/// `n` in decimal (without `core::fmt`).
+pub fn decimal(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(b'0' + (n % 10) as u8);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().map(|&d| char::from(d)).collect()
+}
+
+/// A JavaScript value as a core [`Tree`]: the client reads what `JSON.parse` built and builds
+/// what `JSON.stringify` writes through `unisono_core::tree`, so the wasm carries no JSON
+/// parser or formatter of its own (docs/ARCHITECTURE.md, "Two codecs").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Js(pub JsValue);
+
+impl Tree for Js {
+    fn field(&self, key: &str) -> Option<Self> {
+        if !self.0.is_object() {
+            return None;
+        }
+        let v = js_sys::Reflect::get(&self.0, &JsValue::from_str(key)).ok()?;
+        if v.is_undefined() { None } else { Some(Js(v)) }
+    }
+    fn number(&self) -> Option<f64> {
+        self.0.as_f64().filter(|v| v.is_finite())
+    }
+    fn string(&self) -> Option<String> {
+        self.0.as_string()
+    }
+    fn boolean(&self) -> Option<bool> {
+        self.0.as_bool()
+    }
+    fn is_null(&self) -> bool {
+        self.0.is_null()
+    }
+    fn is_object(&self) -> bool {
+        self.0.is_object() && !js_sys::Array::is_array(&self.0)
+    }
+    fn elements(&self) -> Option<Vec<Self>> {
+        if !js_sys::Array::is_array(&self.0) {
+            return None;
+        }
+        Some(js_sys::Array::from(&self.0).iter().map(Js).collect())
+    }
+    fn null() -> Self {
+        Js(JsValue::NULL)
+    }
+    fn from_number(v: f64) -> Self {
+        Js(JsValue::from_f64(v))
+    }
+    fn from_string(v: &str) -> Self {
+        Js(JsValue::from_str(v))
+    }
+    fn from_bool(v: bool) -> Self {
+        Js(JsValue::from_bool(v))
+    }
+    fn from_elements(items: Vec<Self>) -> Self {
+        Js(items.into_iter().map(|j| j.0).collect::<js_sys::Array>().into())
+    }
+    fn from_fields(fields: Vec<(&'static str, Self)>) -> Self {
+        let o = js_sys::Object::new();
+        for (k, v) in fields {
+            let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), &v.0);
+        }
+        Js(o.into())
+    }
+}
+
+/// A Rust value as a plain JavaScript one (the shape its serde derive writes).
+pub fn to_js<V: ToTree + ?Sized>(v: &V) -> JsValue {
+    v.to_tree::<Js>().0
+}
+
+/// A JavaScript value read as `V`; `None` for `undefined` and `null`.
+pub fn from_js<V: FromTree>(v: &JsValue) -> Result<Option<V>, TreeError> {
     if v.is_undefined() || v.is_null() {
         return Ok(None);
     }
-    let s = js_sys::JSON::stringify(v).map_err(|_| "not representable as JSON".to_owned())?;
-    Ok(s.as_string())
+    V::from_tree(&Js(v.clone())).map(Some)
 }
 
-/// A JavaScript value read as `T` (through its JSON text); `None` for `undefined` and `null`.
-#[cfg(feature = "js")]
-pub fn from_js<T: DeserializeOwned>(v: &JsValue) -> Result<Option<T>, String> {
-    match json_text(v)? {
-        None => Ok(None),
-        Some(t) => serde_json::from_str(&t).map(Some).map_err(|e| e.to_string()),
-    }
+/// `JSON.parse(text)`, on a JavaScript string as it came (no copy through the wasm memory).
+pub fn parse(text: &JsValue) -> Option<JsValue> {
+    json_parse(text).ok()
+}
+
+/// `JSON.stringify(v)`; `None` for what it rejects (a `BigInt`, a cycle).
+pub fn stringify(v: &JsValue) -> Option<JsValue> {
+    js_sys::JSON::stringify(v).ok().map(JsValue::from)
+}
+
+/// Sends a JavaScript string on the socket, as it is.
+pub fn send(ws: &web_sys::WebSocket, text: &JsValue) {
+    let _ = ws.unchecked_ref::<Sender>().send(text);
 }

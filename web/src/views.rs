@@ -45,9 +45,9 @@ pub fn home(ctx: &Ctx) -> Html {
             spawn_local(async move {
                 match fut.await {
                     Ok(v) => {
-                        let reply: serde_json::Value = serde_json::from_str(v.get()).unwrap_or_default();
-                        if let Some(code) = reply.get("code").and_then(|c| c.as_str()) {
-                            go.emit(Route::Room(code.to_owned()));
+                        let code = js_sys::Reflect::get(&v, &"code".into()).ok().and_then(|c| c.as_string());
+                        if let Some(code) = code {
+                            go.emit(Route::Room(code));
                         }
                     }
                     Err(e) => notify.emit(format!("could not create a room: {e}")),

@@ -140,6 +140,12 @@ impl<T: Tree> Object<T> {
         self
     }
 
+    /// Sets a field to a tree built already.
+    pub fn put(mut self, key: &'static str, v: T) -> Self {
+        self.0.push((key, v));
+        self
+    }
+
     /// Sets the field only if `v` is `Some` (`skip_serializing_if = "Option::is_none"`).
     pub fn set_some<V: ToTree>(self, key: &'static str, v: &Option<V>) -> Self {
         match v {

@@ -17,22 +17,24 @@ pub mod state;
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
     rc::{Rc, Weak},
 };
 
 use futures_channel::oneshot;
-use serde_json::value::RawValue;
 use unisono_core::{
-    protocol::{CreateRoom, JoinRoom, Push, Request, TimeSync, encode_frame},
+    protocol::{CreateRoom, JoinRoom, Push, Request, TimeSync},
     song::Song,
+    tree::{Tree, frame},
 };
 use wasm_bindgen::{JsCast, prelude::*};
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-pub use state::{Change, ClientError, Json, RawPush, RoomView, SyncStats};
+pub use state::{Change, ClientError, RoomView, SyncStats};
 
-use crate::sys;
+use crate::sys::{self, Js};
+
+/// A push outside the room protocol, its `data` as `JSON.parse` gave it.
+pub type RawPush = state::RawPush<JsValue>;
 
 /// Samples sent back to back after every (re)connect.
 const BURST: u32 = 8;
@@ -79,21 +81,25 @@ pub enum ClientEvent {
 }
 
 type Listener = Rc<dyn Fn(&ClientEvent)>;
-type Waiter = oneshot::Sender<Result<Json, ClientError>>;
+/// Reply data, as `JSON.parse` gave it.
+type Waiter = oneshot::Sender<Result<JsValue, ClientError>>;
 
 enum Pending {
     TimeSync { t0: f64 },
     Request(Waiter),
 }
 
+/// A socket event handler. One closure type for all four: wasm-bindgen's glue is per type.
+type Handler = Closure<dyn FnMut(JsValue)>;
+
 /// The socket and its handlers; dropping it detaches the handlers.
 struct Socket {
     ws: WebSocket,
-    _onopen: Closure<dyn FnMut()>,
-    _onmessage: Closure<dyn FnMut(MessageEvent)>,
-    _onclose: Closure<dyn FnMut(CloseEvent)>,
+    _onopen: Handler,
+    _onmessage: Handler,
+    _onclose: Handler,
     /// A close always follows an error; the handler exists so Node's `ws` does not throw.
-    _onerror: Closure<dyn FnMut()>,
+    _onerror: Handler,
 }
 
 impl Drop for Socket {
@@ -113,9 +119,11 @@ struct Inner {
     conn: ConnectionState,
     /// Bumped by every new socket; timers and handlers of an older one do nothing.
     generation: u32,
-    pending: HashMap<u64, Pending>,
-    /// Frames written before the socket opened (the server buffers frames until `connected`).
-    outbox: Vec<(u64, String)>,
+    /// Requests awaiting their reply, by id (a few at a time: a list is enough).
+    pending: Vec<(u64, Pending)>,
+    /// Frames written before the socket opened (the server buffers frames until `connected`),
+    /// as JavaScript strings.
+    outbox: Vec<(u64, JsValue)>,
     attempt: usize,
     burst_left: u32,
     connect_waiters: Vec<Waiter>,
@@ -162,7 +170,7 @@ impl Client {
                 socket: None,
                 conn: ConnectionState::Closed,
                 generation: 0,
-                pending: HashMap::new(),
+                pending: Vec::new(),
                 outbox: Vec::new(),
                 attempt: 0,
                 burst_left: 0,
@@ -212,7 +220,7 @@ impl Client {
             inner.url = url.to_owned();
             inner.attempt = 0;
             if inner.conn == ConnectionState::Open {
-                let _ = tx.send(Ok(state::null()));
+                let _ = tx.send(Ok(JsValue::NULL));
                 false
             } else {
                 inner.connect_waiters.push(tx);
@@ -251,7 +259,7 @@ impl Client {
             inner.socket = None;
             inner.conn = conn;
             let url = match &inner.state.resume_token {
-                Some(t) => format!("{}{}resume={t}", inner.url, if inner.url.contains('?') { '&' } else { '?' }),
+                Some(t) => sys::text(&[&inner.url, if inner.url.contains('?') { "&" } else { "?" }, "resume=", t]),
                 None => inner.url.clone(),
             };
             (url, inner.generation)
@@ -260,7 +268,7 @@ impl Client {
         let ws = match WebSocket::new(&url) {
             Ok(ws) => ws,
             Err(e) => {
-                let msg = e.as_string().unwrap_or_else(|| format!("{e:?}"));
+                let msg = e.as_string().unwrap_or_else(|| "could not open the socket".to_owned());
                 let waiters: Vec<Waiter> = self.0.inner.borrow_mut().connect_waiters.drain(..).collect();
                 for w in waiters {
                     let _ = w.send(Err(ClientError::new("CONNECT_FAILED", msg.clone())));
@@ -272,7 +280,7 @@ impl Client {
         let weak = Rc::downgrade(&self.0);
         let onopen = {
             let weak = weak.clone();
-            Closure::<dyn FnMut()>::new(move || {
+            Handler::new(move |_| {
                 if let Some(c) = upgrade(&weak) {
                     c.on_open(generation);
                 }
@@ -280,22 +288,22 @@ impl Client {
         };
         let onmessage = {
             let weak = weak.clone();
-            Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            Handler::new(move |e: JsValue| {
                 let t3 = sys::now();
-                if let (Some(c), Some(text)) = (upgrade(&weak), e.data().as_string()) {
-                    c.on_text(generation, &text, t3);
+                if let Some(c) = upgrade(&weak) {
+                    c.on_text(generation, &e.unchecked_into::<MessageEvent>().data(), t3);
                 }
             })
         };
-        let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+        let onclose = Handler::new(move |e: JsValue| {
             if let Some(c) = upgrade(&weak) {
-                c.on_close(generation, e.code());
+                c.on_close(generation, e.unchecked_into::<CloseEvent>().code());
             }
         });
         ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
-        let onerror = Closure::<dyn FnMut()>::new(|| {});
+        let onerror = Handler::new(|_| {});
         ws.set_onerror(Some(onerror.as_ref().unchecked_ref()));
         self.0.inner.borrow_mut().socket =
             Some(Socket { ws, _onopen: onopen, _onmessage: onmessage, _onclose: onclose, _onerror: onerror });
@@ -306,10 +314,10 @@ impl Client {
         if inner.generation != generation {
             return;
         }
-        let frames: Vec<(u64, String)> = inner.outbox.drain(..).collect();
+        let frames: Vec<(u64, JsValue)> = inner.outbox.drain(..).collect();
         if let Some(s) = &inner.socket {
             for (_, f) in frames {
-                let _ = s.ws.send_with_str(&f);
+                sys::send(&s.ws, &f);
             }
         }
     }
@@ -331,7 +339,8 @@ impl Client {
             inner.conn = next;
             (waiters, next)
         };
-        fail_all(waiters, ClientError::new("DISCONNECTED", format!("connection closed ({code})")));
+        let msg = sys::text(&["connection closed (", &sys::decimal(code.into()), ")"]);
+        fail_all(waiters, ClientError::new("DISCONNECTED", msg));
         let mut events = vec![ClientEvent::Connection(next)];
         if code == CLOSE_TAKEN_OVER {
             events.push(ClientEvent::Changed(Change::Error(ClientError::new(
@@ -362,24 +371,31 @@ impl Client {
         }
     }
 
-    fn on_text(&self, generation: u32, text: &str, t3: f64) {
+    /// A text frame (a JavaScript string, parsed by `JSON.parse`; a binary frame is an error).
+    fn on_text(&self, generation: u32, text: &JsValue, t3: f64) {
         if self.0.inner.borrow().generation != generation {
             return;
         }
-        match state::decode(text) {
+        let decoded = match sys::parse(text) {
+            Some(v) if text.is_string() => state::decode(&Js(v)),
+            _ => Err("invalid frame from server: not JSON text".to_owned()),
+        };
+        match decoded {
             Ok(state::Frame::Reply(r)) => self.on_reply(generation, r, t3),
             Ok(state::Frame::Push(p)) => self.on_push(generation, *p, t3),
-            Ok(state::Frame::Other(p)) => self.emit(vec![ClientEvent::Push(p)]),
+            Ok(state::Frame::Other(p)) => {
+                self.emit(vec![ClientEvent::Push(RawPush { event: p.event, data: p.data.0 })]);
+            }
             Err(e) => self.emit(vec![ClientEvent::Changed(Change::Error(ClientError::new("BAD_FRAME", e)))]),
         }
     }
 
-    fn on_reply(&self, generation: u32, r: state::Reply, t3: f64) {
-        let pending = self.0.inner.borrow_mut().pending.remove(&r.id);
+    fn on_reply(&self, generation: u32, r: state::Reply<Js>, t3: f64) {
+        let pending = take(&mut self.0.inner.borrow_mut().pending, r.id);
         match pending {
             Some(Pending::TimeSync { t0 }) => {
                 let accepted = match &r.data {
-                    Some(d) if r.ok => self.0.inner.borrow_mut().state.on_time_sync(t0, d.get(), t3),
+                    Some(d) if r.ok => self.0.inner.borrow_mut().state.on_time_sync(t0, d, t3),
                     _ => false,
                 };
                 if accepted {
@@ -389,10 +405,10 @@ impl Client {
             }
             Some(Pending::Request(tx)) => {
                 let result = if r.ok {
-                    let data = r.data.unwrap_or_else(state::null);
-                    let changes = self.0.inner.borrow_mut().state.on_reply_data(data.get());
+                    let data = r.data.unwrap_or_else(Js::null);
+                    let changes = self.0.inner.borrow_mut().state.on_reply_data(&data);
                     self.emit(changes.into_iter().map(ClientEvent::Changed).collect());
-                    Ok(data)
+                    Ok(data.0)
                 } else {
                     Err(r.error.unwrap_or_else(|| ClientError::new("BAD_REPLY", "no error body")))
                 };
@@ -419,7 +435,7 @@ impl Client {
                 (inner.connect_waiters.drain(..).collect::<Vec<_>>(), rejoin)
             };
             for w in waiters {
-                let _ = w.send(Ok(state::null()));
+                let _ = w.send(Ok(JsValue::NULL));
             }
             events.push(ClientEvent::Connection(ConnectionState::Open));
             self.send_time_sync(generation);
@@ -427,14 +443,14 @@ impl Client {
             if let Some((code, name)) = rejoin {
                 // A new session (server restart or expired token): back into the room by code.
                 let fut = self.join_room(&code, name.as_deref());
-                wasm_bindgen_futures::spawn_local(async move {
+                sys::spawn(async move {
                     let _ = fut.await;
                 });
             } else if let (true, Some((code, name))) = (resumed, in_room) {
                 // Resumed, but no `room-joined` follows if we are no longer a member (§1.3): ask.
                 let probe = self.request(Request::GetPlaybackState);
                 let me = self.clone();
-                wasm_bindgen_futures::spawn_local(async move {
+                sys::spawn(async move {
                     if let Err(e) = probe.await
                         && e.code == "NOT_IN_ROOM"
                     {
@@ -485,16 +501,16 @@ impl Client {
         }
         let id = inner.state.next_id();
         let t0 = sys::now();
-        let text = Request::TimeSync(TimeSync { t0 }).to_json(Some(id));
-        inner.pending.insert(id, Pending::TimeSync { t0 });
-        if let Some(s) = &inner.socket {
-            let _ = s.ws.send_with_str(&text);
+        let text = sys::stringify(&Request::TimeSync(TimeSync { t0 }).to_tree::<Js>(Some(id)).0);
+        inner.pending.push((id, Pending::TimeSync { t0 }));
+        if let (Some(s), Some(text)) = (&inner.socket, text) {
+            sys::send(&s.ws, &text);
         }
         // A lost reply must not stop the sync loop.
         let weak = Rc::downgrade(&self.0);
         sys::set_timeout(REQUEST_TIMEOUT_MS, move || {
             if let Some(c) = upgrade(&weak) {
-                let lost = c.0.inner.borrow_mut().pending.remove(&id).is_some();
+                let lost = take(&mut c.0.inner.borrow_mut().pending, id).is_some();
                 if lost {
                     c.after_sample(generation);
                 }
@@ -503,45 +519,50 @@ impl Client {
     }
 
     /// Sends a request; resolves with the reply's `data`, or fails with the server's error code.
-    pub fn request(&self, req: Request) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn request(&self, req: Request) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         let id = self.0.inner.borrow_mut().state.next_id();
-        self.send_request(id, req.to_json(Some(id)), REQUEST_TIMEOUT_MS)
+        self.send_request(id, req.to_tree::<Js>(Some(id)).0, REQUEST_TIMEOUT_MS)
     }
 
     /// Sends any event by name (no client-side validation: for protocols the core does not
     /// model, such as the device admin protocol's `devices:subscribe` or `command`) with `data`
-    /// (JSON text, `None` for none) and awaits its reply's `data`, or fails with the server's
-    /// code, or `TIMEOUT` after `timeout_ms`.
+    /// (any JSON-representable value; `undefined` or `null` for none) and awaits its reply's
+    /// `data`, or fails with the server's code, `INVALID_PAYLOAD` if `data` is not
+    /// representable as JSON, or `TIMEOUT` after `timeout_ms`.
     pub fn request_event(
         &self,
         event: &str,
-        data: Option<&RawValue>,
+        data: JsValue,
         timeout_ms: f64,
-    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         let id = self.0.inner.borrow_mut().state.next_id();
-        self.send_request(id, encode_frame(event, data, Some(id)), timeout_ms)
+        let data = if data.is_undefined() || data.is_null() { None } else { Some(Js(data)) };
+        self.send_request(id, frame(event, data, Some(id)).0, timeout_ms)
     }
 
-    /// Sends a frame's `text` (request `id`), or queues it until the socket opens; resolves with
-    /// its reply.
+    /// Sends a frame (request `id`), or queues it until the socket opens; resolves with its
+    /// reply.
     fn send_request(
         &self,
         id: u64,
-        text: String,
+        frame: JsValue,
         timeout_ms: f64,
-    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         let (tx, rx) = oneshot::channel();
+        let result = async move { rx.await.unwrap_or_else(|_| Err(ClientError::new("CLOSED", "client closed"))) };
+        let Some(text) = sys::stringify(&frame) else {
+            let _ = tx.send(Err(ClientError::new("INVALID_PAYLOAD", "not representable as JSON")));
+            return result;
+        };
         {
             let mut inner = self.0.inner.borrow_mut();
-            inner.pending.insert(id, Pending::Request(tx));
+            inner.pending.push((id, Pending::Request(tx)));
             let open = inner.conn == ConnectionState::Open
                 || inner.socket.as_ref().is_some_and(|s| s.ws.ready_state() == WebSocket::OPEN);
             match (&inner.socket, open) {
-                (Some(s), true) => {
-                    let _ = s.ws.send_with_str(&text);
-                }
+                (Some(s), true) => sys::send(&s.ws, &text),
                 _ if inner.conn == ConnectionState::Closed => {
-                    if let Some(Pending::Request(tx)) = inner.pending.remove(&id) {
+                    if let Some(Pending::Request(tx)) = take(&mut inner.pending, id) {
                         let _ = tx.send(Err(ClientError::new("NOT_CONNECTED", "call connect() first")));
                     }
                 }
@@ -553,14 +574,14 @@ impl Client {
             if let Some(c) = upgrade(&weak) {
                 let mut inner = c.0.inner.borrow_mut();
                 inner.outbox.retain(|(i, _)| *i != id);
-                if let Some(Pending::Request(tx)) = inner.pending.remove(&id) {
-                    // Whole seconds, formatted as an integer (float formatting is kilobytes of wasm).
-                    let msg = format!("no reply within {} s", (timeout_ms / 1000.0).round() as u64);
+                if let Some(Pending::Request(tx)) = take(&mut inner.pending, id) {
+                    let secs = sys::decimal((timeout_ms / 1000.0).round() as u64);
+                    let msg = sys::text(&["no reply within ", &secs, " s"]);
                     let _ = tx.send(Err(ClientError::new("TIMEOUT", msg)));
                 }
             }
         });
-        async move { rx.await.unwrap_or_else(|_| Err(ClientError::new("CLOSED", "client closed"))) }
+        result
     }
 
     // ---- typed requests (the ones the app uses) ------------------------------------------
@@ -569,7 +590,7 @@ impl Client {
         &self,
         name: Option<&str>,
         member_name: Option<&str>,
-    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::CreateRoom(CreateRoom {
             name: name.map(str::to_owned),
             settings: None,
@@ -581,40 +602,44 @@ impl Client {
         &self,
         code: &str,
         name: Option<&str>,
-    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::JoinRoom(JoinRoom { code: code.to_owned(), name: name.map(str::to_owned) }))
     }
 
-    pub fn leave_room(&self) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn leave_room(&self) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.0.inner.borrow_mut().rejoin = None;
         self.request(Request::LeaveRoom)
     }
 
-    pub fn load_song(&self, song: Song, autoplay: bool) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn load_song(
+        &self,
+        song: Song,
+        autoplay: bool,
+    ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::LoadSong(unisono_core::protocol::LoadSong { song, autoplay }))
     }
 
-    pub fn pause(&self) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn pause(&self) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::PausePlayback)
     }
 
-    pub fn resume(&self) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn resume(&self) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::ResumePlayback)
     }
 
-    pub fn seek(&self, position_ms: f64) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn seek(&self, position_ms: f64) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::SeekPlayback(unisono_core::protocol::SeekPlayback { position_ms }))
     }
 
-    pub fn set_rate(&self, rate: f64) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn set_rate(&self, rate: f64) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::SetRate(unisono_core::protocol::SetRate { rate }))
     }
 
-    pub fn queue_add(&self, song: Song) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn queue_add(&self, song: Song) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::QueueAdd(unisono_core::protocol::QueueAdd { song }))
     }
 
-    pub fn queue_remove(&self, item_id: &str) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn queue_remove(&self, item_id: &str) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::QueueRemove(unisono_core::protocol::QueueRemove { item_id: item_id.to_owned() }))
     }
 
@@ -622,23 +647,23 @@ impl Client {
         &self,
         item_id: &str,
         to_index: usize,
-    ) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::QueueMove(unisono_core::protocol::QueueMove { item_id: item_id.to_owned(), to_index }))
     }
 
-    pub fn play_next(&self) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn play_next(&self) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::PlayNext)
     }
 
-    pub fn set_ready(&self, ready: bool) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn set_ready(&self, ready: bool) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::SetReady(unisono_core::protocol::SetReady { ready }))
     }
 
-    pub fn transfer_host(&self, session_id: &str) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn transfer_host(&self, session_id: &str) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::TransferHost(unisono_core::protocol::TransferHost { session_id: session_id.to_owned() }))
     }
 
-    pub fn report_drift(&self, drift_ms: f64) -> impl Future<Output = Result<Json, ClientError>> + 'static {
+    pub fn report_drift(&self, drift_ms: f64) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::ReportDrift(unisono_core::protocol::ReportDrift { drift_ms }))
     }
 
@@ -682,6 +707,12 @@ impl Client {
     }
 }
 
+/// Removes and returns the pending entry of request `id`.
+fn take(pending: &mut Vec<(u64, Pending)>, id: u64) -> Option<Pending> {
+    let i = pending.iter().position(|(p, _)| *p == id)?;
+    Some(pending.swap_remove(i).1)
+}
+
 fn upgrade(weak: &Weak<Shared>) -> Option<Client> {
     weak.upgrade().map(Client)
 }
@@ -691,7 +722,7 @@ fn take_waiters(inner: &mut Inner) -> Vec<Waiter> {
     inner.outbox.retain(|_| false);
     inner
         .pending
-        .drain()
+        .drain(..)
         .filter_map(|(_, p)| match p {
             Pending::Request(tx) => Some(tx),
             Pending::TimeSync { .. } => None,

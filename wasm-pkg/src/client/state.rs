@@ -2,25 +2,13 @@
 //! and how each server frame changes that. No socket, no timer, no clock: time is a parameter,
 //! so this part is unit-tested natively like the core.
 
-use std::borrow::Cow;
-
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 use unisono_core::{
     estimator::{ClockOffsetEstimator, EstimatorConfig},
     protocol::{ErrorBody, MemberInfo, PlaybackState, Push, RoomInfo, TimeSyncReply},
     room::{QueueItem, RoomSettings},
+    tree::{Fields, FromTree, Object, ToTree, Tree, TreeError},
 };
-
-/// JSON text as the server sent it (a reply's `data`, an unmodelled push's payload), parsed only
-/// by whoever needs it: JavaScript gets it through `JSON.parse`, Rust callers through
-/// `serde_json::from_str`. Keeps `serde_json::Value` out of the client (and its wasm).
-pub type Json = Box<RawValue>;
-
-/// JSON `null`.
-pub fn null() -> Json {
-    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
-}
 
 /// A new offset estimate within this of the applied one is slewed towards, not jumped to, so
 /// the jitter of single samples does not make the expected position (and the player) jump.
@@ -29,8 +17,8 @@ const SLEW_MAX_MS: f64 = 25.0;
 const SLEW_TAU_MS: f64 = 3000.0;
 
 /// The room as this client sees it, replaced by every `room-joined` and patched by pushes.
-/// Serialized (for JavaScript's `room`) as `{room, you, members, memberCount, host, queue,
-/// playback}`.
+/// Written for JavaScript's `room` as `{room, you, members, memberCount, host, queue,
+/// playback}` ([`ToTree`]; the serde derive is the native reference it is tested against).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomView {
@@ -44,6 +32,20 @@ pub struct RoomView {
     pub host: Option<String>,
     pub queue: Vec<QueueItem>,
     pub playback: PlaybackState,
+}
+
+impl ToTree for RoomView {
+    fn to_tree<T: Tree>(&self) -> T {
+        Object::new()
+            .set("room", &self.info)
+            .set("you", &self.you)
+            .set("members", &self.members)
+            .set("memberCount", &self.member_count)
+            .set("host", &self.host)
+            .set("queue", &self.queue)
+            .set("playback", &self.playback)
+            .build()
+    }
 }
 
 impl RoomView {
@@ -73,42 +75,37 @@ pub enum Change {
 }
 
 /// The reply to a request: `data` when `ok`, else `error` (its code kept as text, so a code
-/// this client does not know yet still reaches the caller).
+/// this client does not know yet still reaches the caller). `T` is the tree the frame was
+/// parsed into (a JavaScript value in the browser).
 #[derive(Debug)]
-pub struct Reply {
+pub struct Reply<T> {
     pub id: u64,
     pub ok: bool,
-    pub data: Option<Json>,
+    pub data: Option<T>,
     pub error: Option<ClientError>,
 }
 
 /// A decoded server frame.
 #[derive(Debug)]
-pub enum Frame {
-    Reply(Reply),
+pub enum Frame<T> {
+    Reply(Reply<T>),
     Push(Box<Push>),
     /// A push the room protocol does not model (the device admin protocol's `device:online`,
     /// `state:updated`…, or a newer server's): passed on to listeners as it came.
-    Other(RawPush),
+    Other(RawPush<T>),
 }
 
-/// A push by name with its JSON payload, for protocols the client carries but does not
+/// A push by name with its payload as parsed, for protocols the client carries but does not
 /// interpret (docs/socketio.md §3: the device admin protocol on `/ws`).
-#[derive(Debug, Clone)]
-pub struct RawPush {
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPush<T> {
     pub event: String,
-    pub data: Json,
-}
-
-impl PartialEq for RawPush {
-    fn eq(&self, other: &Self) -> bool {
-        self.event == other.event && self.data.get() == other.data.get()
-    }
+    pub data: T,
 }
 
 /// A failed request or an error push: the server's stable `code` (e.g. `NOT_HOST`) or one of the
 /// client's own (`DISCONNECTED`, `TIMEOUT`, `CLOSED`, `NOT_CONNECTED`, `SESSION_TAKEN_OVER`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientError {
     pub code: String,
     pub message: String,
@@ -126,6 +123,13 @@ impl From<ErrorBody> for ClientError {
     }
 }
 
+impl FromTree for ClientError {
+    fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {
+        let f = Fields::of(t)?;
+        Ok(Self { code: f.get("code")?, message: f.get("message")? })
+    }
+}
+
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
@@ -134,38 +138,40 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// Any server frame, read once: a push's `event` and `data`, or a reply's `id`, `ok`, `data`
-/// and `error`; the payload is left as text.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(default, borrow)]
-    event: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
-    #[serde(default)]
-    id: Option<u64>,
-    #[serde(default)]
-    ok: bool,
-    #[serde(default)]
-    error: Option<ClientError>,
+/// Decodes one server frame, parsed (`JSON.parse` in the browser): a reply has no `event`
+/// key, a push always has one; the payload of a reply or of an unmodelled push is left as it
+/// is.
+pub fn decode<T: Tree>(frame: &T) -> Result<Frame<T>, String> {
+    let f = Fields::of(frame).map_err(|_| "invalid frame from server: not an object".to_owned())?;
+    let Some(event) = frame.field("event") else {
+        let id: Option<u64> = f.get("id").map_err(|e| malformed("reply", e))?;
+        let id = id.ok_or("malformed reply: no id")?;
+        return Ok(Frame::Reply(Reply {
+            id,
+            ok: f.or("ok", false).map_err(|e| malformed("reply", e))?,
+            data: frame.field("data"),
+            error: f.get("error").map_err(|e| malformed("reply", e))?,
+        }));
+    };
+    let event = event.string().ok_or("invalid frame from server: `event` is not a string")?;
+    let data = frame.field("data").unwrap_or_else(T::null);
+    match Push::from_tree(&event, &data) {
+        Some(Ok(p)) => Ok(Frame::Push(Box::new(p))),
+        Some(Err(e)) => Err(malformed(&event, e)),
+        None => Ok(Frame::Other(RawPush { event, data })),
+    }
 }
 
-/// Decodes one text frame: a reply has no `event` key, a push always has one.
-pub fn decode(text: &str) -> Result<Frame, String> {
-    let env: Envelope = serde_json::from_str(text).map_err(|e| format!("invalid frame from server: {e}"))?;
-    let Some(event) = env.event else {
-        let id = env.id.ok_or("malformed reply: no id")?;
-        return Ok(Frame::Reply(Reply { id, ok: env.ok, data: env.data.map(RawValue::to_owned), error: env.error }));
-    };
-    let data = env.data.map_or("null", RawValue::get);
-    match Push::decode(&event, data) {
-        Some(Ok(p)) => Ok(Frame::Push(Box::new(p))),
-        Some(Err(e)) => Err(format!("malformed {event} push: {e}")),
-        None => Ok(Frame::Other(RawPush {
-            event: event.into_owned(),
-            data: env.data.map_or_else(null, RawValue::to_owned),
-        })),
+/// "malformed EVENT push: missing or invalid field `x`", without `core::fmt`.
+fn malformed(what: &str, e: TreeError) -> String {
+    let mut m = String::from("malformed ");
+    m.push_str(what);
+    if what != "reply" {
+        m.push_str(" push");
     }
+    m.push_str(": ");
+    m.push_str(&e.message());
+    m
 }
 
 /// Latest round-trip figures, for a sync panel.
@@ -181,6 +187,20 @@ pub struct SyncStats {
     pub min_rtt: Option<f64>,
     pub samples: usize,
     pub stable: bool,
+}
+
+/// For JavaScript's `syncStats()`: `{offset, errorBound, rtt, minRtt, samples, stable}`.
+impl ToTree for SyncStats {
+    fn to_tree<T: Tree>(&self) -> T {
+        Object::new()
+            .set("offset", &self.offset)
+            .set("errorBound", &self.error_bound)
+            .set("rtt", &self.rtt)
+            .set("minRtt", &self.min_rtt)
+            .set("samples", &self.samples)
+            .set("stable", &self.stable)
+            .build()
+    }
 }
 
 /// Session, clock and room state of one client.
@@ -268,8 +288,8 @@ impl State {
     }
 
     /// Records a `time-sync` reply (`t0`, `t3` local). True if the sample was accepted.
-    pub fn on_time_sync(&mut self, t0: f64, data: &str, t3: f64) -> bool {
-        let Ok(TimeSyncReply { t1, t2, .. }) = serde_json::from_str(data) else { return false };
+    pub fn on_time_sync<T: Tree>(&mut self, t0: f64, data: &T, t3: f64) -> bool {
+        let Ok(TimeSyncReply { t1, t2, .. }) = TimeSyncReply::from_tree(data) else { return false };
         let applied = self.applied_offset(t3);
         match self.estimator.add_sample(t0, t1, t2, t3) {
             Ok(s) => {
@@ -283,13 +303,9 @@ impl State {
 
     /// Applies a reply's data to the room: a `playback` newer than ours replaces it
     /// (protocol §2.6: a reply's vector may be older than a push that arrived first).
-    pub fn on_reply_data(&mut self, data: &str) -> Vec<Change> {
-        #[derive(Deserialize)]
-        struct WithPlayback {
-            playback: Option<PlaybackState>,
-        }
+    pub fn on_reply_data<T: Tree>(&mut self, data: &T) -> Vec<Change> {
         let Some(room) = self.room.as_mut() else { return vec![] };
-        let Ok(WithPlayback { playback: Some(pb) }) = serde_json::from_str(data) else { return vec![] };
+        let Some(Ok(pb)) = data.field("playback").map(|p| PlaybackState::from_tree(&p)) else { return vec![] };
         if pb.clock.rev > room.playback.clock.rev {
             room.playback = pb;
             return vec![Change::Playback("reply")];
@@ -420,7 +436,18 @@ fn push_playback(push: Push) -> Option<PlaybackState> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+
+    /// A frame as `JSON.parse` gives it to the browser client, natively.
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).expect("test frames are JSON")
+    }
+
+    fn decode(text: &str) -> Result<Frame<Value>, String> {
+        super::decode(&parse(text))
+    }
 
     const JOINED: &str = r#"{"event":"room-joined","data":{"room":{"code":"K7QX4M","name":"F","createdAt":1.0,"settings":{"anyoneCanControl":false,"readyBarrier":false,"readyTimeoutMs":5000.0,"startDelayMs":0.0}},"you":"B","members":[{"sessionId":"A","name":"Alice","joinedAt":1.0,"isHost":true,"ready":true,"connected":true},{"sessionId":"B","name":"Bob","joinedAt":2.0,"isHost":false,"ready":true,"connected":true}],"host":"A","queue":[],"playback":{"song":{"id":"s","title":"","provider":"url","url":"","durationMs":60000.0},"positionMs":0.0,"serverTime":1000.0,"isPlaying":true,"rate":1.0,"rev":2,"startedAt":1000.0,"pausedAt":null,"awaitingReady":false},"serverTime":2000.0,"shouldStartAt":1000.0}}"#;
 
@@ -451,7 +478,7 @@ mod tests {
         let mut s = State::default();
         s.on_push(push(JOINED), 0.0);
         // Offset +1000 (server ahead), 10 ms each way, 1 ms processing.
-        assert!(s.on_time_sync(0.0, r#"{"t0": 0.0, "t1": 1010.0, "t2": 1011.0}"#, 21.0));
+        assert!(s.on_time_sync(0.0, &parse(r#"{"t0": 0.0, "t1": 1010.0, "t2": 1011.0}"#), 21.0));
         assert_eq!(s.server_time(500.0), 1500.0);
         assert_eq!(s.position_at_local(500.0), Some(500.0));
         assert_eq!(s.sync_stats().rtt, Some(20.0));
@@ -463,12 +490,12 @@ mod tests {
         let sync = |s: &mut State, t0: f64, offset: f64| {
             // 10 ms each way, no processing time.
             let data = serde_json::json!({"t0": t0, "t1": t0 + 10.0 + offset, "t2": t0 + 10.0 + offset});
-            assert!(s.on_time_sync(t0, &data.to_string(), t0 + 20.0));
+            assert!(s.on_time_sync(t0, &data, t0 + 20.0));
         };
         sync(&mut s, 0.0, 1000.0);
         assert_eq!(s.server_time(20.0), 1020.0);
         // A better sample (5 ms each way) moves the estimate by 4 ms: applied gradually.
-        assert!(s.on_time_sync(100.0, r#"{"t0": 100.0, "t1": 1109.0, "t2": 1109.0}"#, 110.0));
+        assert!(s.on_time_sync(100.0, &parse(r#"{"t0": 100.0, "t1": 1109.0, "t2": 1109.0}"#), 110.0));
         let est = s.sync_stats().offset.expect("estimate");
         assert!((est - 1000.0).abs() > 1.0, "the estimate moved: {est}");
         assert_eq!(s.server_time(110.0) - 110.0, 1000.0);
@@ -490,10 +517,10 @@ mod tests {
         let mut s = State::default();
         s.on_push(push(JOINED), 0.0);
         let old = r#"{"playback": {"song": null, "positionMs": 0.0, "serverTime": 0.0, "isPlaying": false, "rate": 1.0, "rev": 1, "startedAt": null, "pausedAt": null, "awaitingReady": false}}"#;
-        assert!(s.on_reply_data(old).is_empty());
+        assert!(s.on_reply_data(&parse(old)).is_empty());
         assert_eq!(s.room.as_ref().map(|r| r.playback.clock.rev), Some(2));
         let newer = old.replace("\"rev\": 1", "\"rev\": 3");
-        assert_eq!(s.on_reply_data(&newer), vec![Change::Playback("reply")]);
+        assert_eq!(s.on_reply_data(&parse(&newer)), vec![Change::Playback("reply")]);
         assert_eq!(s.room.as_ref().map(|r| r.playback.clock.rev), Some(3));
     }
 
@@ -503,7 +530,7 @@ mod tests {
         match other {
             Ok(Frame::Other(RawPush { event, data })) => {
                 assert_eq!(event, "state:updated");
-                assert_eq!(data.get(), r#"{"deviceId":"k","rev":2,"baseRev":1,"patch":{}}"#);
+                assert_eq!(data, parse(r#"{"deviceId":"k","rev":2,"baseRev":1,"patch":{}}"#));
             }
             other => panic!("expected a raw push: {other:?}"),
         }
@@ -519,8 +546,25 @@ mod tests {
         );
         let r = decode(r#"{"id":9,"ok":true,"data":{"code":"K7QX4M"}}"#);
         assert!(
-            matches!(r, Ok(Frame::Reply(Reply { id: 9, ok: true, data: Some(ref d), .. })) if d.get() == r#"{"code":"K7QX4M"}"#)
+            matches!(r, Ok(Frame::Reply(Reply { id: 9, ok: true, data: Some(ref d), .. })) if *d == parse(r#"{"code":"K7QX4M"}"#))
         );
         assert!(decode(r#"{"event":"member-left","data":{"who":"A"}}"#).is_err(), "a malformed room push is an error");
+    }
+
+    #[test]
+    fn the_room_view_is_written_as_its_serde_derive_writes_it() {
+        let mut s = State::default();
+        s.on_push(push(JOINED), 0.0);
+        let room = s.room.as_ref().expect("room");
+        assert_eq!(room.to_tree::<Value>(), serde_json::to_value(room).expect("json"));
+    }
+
+    #[test]
+    fn frames_that_are_not_objects_or_have_bad_envelopes_are_errors() {
+        assert!(decode("[1]").is_err());
+        assert!(decode(r#"{"id":"7","ok":true}"#).is_err());
+        assert!(decode(r#"{"ok":true}"#).is_err(), "a reply needs an id");
+        let e = decode(r#"{"event":"member-left","data":{"who":"A"}}"#).expect_err("malformed");
+        assert_eq!(e, "malformed member-left push: missing or invalid field `sessionId`");
     }
 }

@@ -82,12 +82,10 @@ impl Ctl {
     /// Sends an admin request; `done` gets the reply on this controller.
     fn request(&self, event: &str, data: Value, timeout_ms: f64, done: Done) {
         let Some(client) = self.client.upgrade() else { return };
-        // An object or null: always representable as JSON text.
-        let raw = if data.is_null() { None } else { serde_json::value::to_raw_value(&data).ok() };
-        let fut = client.request_event(event, raw.as_deref(), timeout_ms);
+        let fut = client.request_event(event, to_js(&data), timeout_ms);
         let me = self.clone();
         spawn_local(async move {
-            let reply = fut.await.map(|j| serde_json::from_str::<Value>(j.get()).unwrap_or(Value::Null));
+            let reply = fut.await.map(|j| from_js(&j));
             done(&me, reply);
             me.redraw.force_update();
         });
@@ -164,7 +162,7 @@ impl Ctl {
             ClientEvent::Connection(ConnectionState::Open) => self.subscribe(),
             ClientEvent::Push(p) => {
                 let now = self.now();
-                let data = serde_json::from_str::<Value>(p.data.get()).unwrap_or(Value::Null);
+                let data = from_js(&p.data);
                 let fx = self.model.borrow_mut().on_push(&p.event, &data, now);
                 self.perform(fx);
             }
@@ -276,4 +274,22 @@ pub fn dashboard() -> Html {
             if token.is_some() { { view::page(&ctl, &m, ctl.now()) } } else { { view::token_form(set) } }
         </main>
     }
+}
+
+/// A `serde_json` value for the shared client (which speaks JavaScript values; the admin model
+/// is written against `serde_json`): through JSON text, `undefined` for `null`.
+fn to_js(v: &Value) -> JsValue {
+    if v.is_null() {
+        return JsValue::UNDEFINED;
+    }
+    js_sys::JSON::parse(&v.to_string()).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// A JavaScript value from the shared client as `serde_json`'s.
+fn from_js(v: &JsValue) -> Value {
+    js_sys::JSON::stringify(v)
+        .ok()
+        .and_then(|s| s.as_string())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
 }
