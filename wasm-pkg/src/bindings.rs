@@ -99,9 +99,11 @@ pub struct Drift(DriftController);
 
 #[wasm_bindgen]
 impl Drift {
-    /// `capabilities`: `{canSetRate, rateStep, seekLatencyMs, positionGranularityMs}`;
-    /// `config` (optional) overrides the defaults, which depend on the capabilities (a tighter
-    /// dead band for exact, continuous-rate players: `DriftConfig::for_player`).
+    /// `capabilities`: `{canSetRate, rateStep, seekLatencyMs, positionGranularityMs}`.
+    /// Without `config`, the defaults for these capabilities (`DriftConfig::for_player`: a
+    /// tighter dead band for exact, continuous-rate players); with one, its fields over the
+    /// plain defaults (`DriftConfig::default()`, as the server's serde reads it), so `{}` is the
+    /// controller the test vectors were made with.
     #[wasm_bindgen(constructor)]
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "PlayerCapabilities")] capabilities: JsValue,
@@ -109,12 +111,8 @@ impl Drift {
     ) -> Result<Drift, JsError> {
         let config = config.unwrap_or(JsValue::UNDEFINED);
         let caps: PlayerCapabilities = required(&capabilities, "capabilities")?;
-        // A partial config overrides the player's own defaults.
-        let base = DriftConfig::for_player(&caps);
-        let config = match config.is_undefined() || config.is_null() {
-            true => base,
-            false => DriftConfig::from_tree_over(base, &Js(config)).map_err(js_err)?,
-        };
+        let config: DriftConfig =
+            sys::from_js(&config).map_err(js_err)?.unwrap_or_else(|| DriftConfig::for_player(&caps));
         Ok(Drift(DriftController::new(config, caps)))
     }
 

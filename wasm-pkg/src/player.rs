@@ -87,14 +87,17 @@ pub struct SyncInfo {
 /// shape of the serde derive (the native reference, tested below).
 impl ToTree for SyncInfo {
     fn to_tree<T: Tree>(&self) -> T {
-        let history = self.history.iter().map(|&(t, d)| T::from_elements(vec![t.to_tree(), d.to_tree()])).collect();
+        let mut history = T::new_array();
+        for (t, d) in &self.history {
+            history.push([*t, *d].to_tree());
+        }
         Object::new()
             .set("driftMs", &self.drift_ms)
             .set("mode", &self.mode)
             .set("rate", &self.rate)
             .set("seeks", &self.seeks)
             .set("rateChanges", &self.rate_changes)
-            .put("history", T::from_elements(history))
+            .put("history", history)
             .set("blocked", &self.blocked)
             .build()
     }

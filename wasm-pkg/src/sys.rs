@@ -131,15 +131,17 @@ impl Tree for Js {
     fn from_bool(v: bool) -> Self {
         Js(JsValue::from_bool(v))
     }
-    fn from_elements(items: Vec<Self>) -> Self {
-        Js(items.into_iter().map(|j| j.0).collect::<js_sys::Array>().into())
+    fn new_array() -> Self {
+        Js(js_sys::Array::new().into())
     }
-    fn from_fields(fields: Vec<(&'static str, Self)>) -> Self {
-        let o = js_sys::Object::new();
-        for (k, v) in fields {
-            let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), &v.0);
-        }
-        Js(o.into())
+    fn push(&mut self, v: Self) {
+        self.0.unchecked_ref::<js_sys::Array>().push(&v.0);
+    }
+    fn new_object() -> Self {
+        Js(js_sys::Object::new().into())
+    }
+    fn insert(&mut self, key: &'static str, v: Self) {
+        let _ = js_sys::Reflect::set(&self.0, &JsValue::from_str(key), &v.0);
     }
 }
 

@@ -20,14 +20,15 @@ use crate::{
 
 /// A request frame `{"event", "data"?, "id"?}` (see [`crate::protocol::Request::to_tree`]).
 pub fn frame<T: Tree>(event: &str, data: Option<T>, id: Option<u64>) -> T {
-    let mut fields = vec![("event", T::from_string(event))];
+    let mut f = T::new_object();
+    f.insert("event", T::from_string(event));
     if let Some(d) = data {
-        fields.push(("data", d));
+        f.insert("data", d);
     }
     if let Some(id) = id {
-        fields.push(("id", T::from_u64(id)));
+        f.insert("id", T::from_u64(id));
     }
-    T::from_fields(fields)
+    f
 }
 
 /// Implements [`FromTree`] and [`ToTree`] for a struct whose fields are all plain: required

@@ -45,9 +45,12 @@ pub trait Tree: Sized {
     }
     fn from_string(v: &str) -> Self;
     fn from_bool(v: bool) -> Self;
-    fn from_elements(items: Vec<Self>) -> Self;
-    /// An object of these fields, in this order.
-    fn from_fields(fields: Vec<(&'static str, Self)>) -> Self;
+    fn new_array() -> Self;
+    /// Appends to an array made by [`Tree::new_array`].
+    fn push(&mut self, v: Self);
+    fn new_object() -> Self;
+    /// Sets a field of an object made by [`Tree::new_object`].
+    fn insert(&mut self, key: &'static str, v: Self);
 }
 
 /// A field that is missing or of the wrong type or range, by its wire name (the innermost one,
@@ -122,11 +125,11 @@ fn name(e: TreeError, key: &'static str) -> TreeError {
 }
 
 /// Builds an object field by field.
-pub struct Object<T>(Vec<(&'static str, T)>);
+pub struct Object<T>(T);
 
 impl<T: Tree> Default for Object<T> {
     fn default() -> Self {
-        Object(Vec::new())
+        Object(T::new_object())
     }
 }
 
@@ -135,14 +138,13 @@ impl<T: Tree> Object<T> {
         Self::default()
     }
 
-    pub fn set<V: ToTree + ?Sized>(mut self, key: &'static str, v: &V) -> Self {
-        self.0.push((key, v.to_tree()));
-        self
+    pub fn set<V: ToTree + ?Sized>(self, key: &'static str, v: &V) -> Self {
+        self.put(key, v.to_tree())
     }
 
     /// Sets a field to a tree built already.
     pub fn put(mut self, key: &'static str, v: T) -> Self {
-        self.0.push((key, v));
+        self.0.insert(key, v);
         self
     }
 
@@ -155,7 +157,7 @@ impl<T: Tree> Object<T> {
     }
 
     pub fn build(self) -> T {
-        T::from_fields(self.0)
+        self.0
     }
 }
 
@@ -276,7 +278,11 @@ impl<V: ToTree> ToTree for Option<V> {
 
 impl<V: ToTree> ToTree for [V] {
     fn to_tree<T: Tree>(&self) -> T {
-        T::from_elements(self.iter().map(ToTree::to_tree).collect())
+        let mut a = T::new_array();
+        for v in self {
+            a.push(v.to_tree());
+        }
+        a
     }
 }
 
@@ -327,10 +333,20 @@ impl Tree for Value {
     fn from_bool(v: bool) -> Self {
         Value::Bool(v)
     }
-    fn from_elements(items: Vec<Self>) -> Self {
-        Value::Array(items)
+    fn new_array() -> Self {
+        Value::Array(Vec::new())
     }
-    fn from_fields(fields: Vec<(&'static str, Self)>) -> Self {
-        Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    fn push(&mut self, v: Self) {
+        if let Value::Array(a) = self {
+            a.push(v);
+        }
+    }
+    fn new_object() -> Self {
+        Value::Object(Default::default())
+    }
+    fn insert(&mut self, key: &'static str, v: Self) {
+        if let Value::Object(o) = self {
+            o.insert(key.to_owned(), v);
+        }
     }
 }
