@@ -162,57 +162,40 @@ fn sample_pushes() -> Vec<(&'static str, Push)> {
     ]
 }
 
-/// Every error code. The `match` makes this fail to compile when a variant is added.
+/// Every error code: `ErrorCode::ALL`, checked complete. The `match` fails to compile when a
+/// variant is added, and the count then fails the test until `ALL` lists it.
 fn all_error_codes() -> Vec<ErrorCode> {
-    let all = vec![
-        ErrorCode::BadFrame,
-        ErrorCode::UnknownEvent,
-        ErrorCode::InvalidPayload,
-        ErrorCode::NotHost,
-        ErrorCode::RoomNotFound,
-        ErrorCode::NotInRoom,
-        ErrorCode::NoSong,
-        ErrorCode::ItemNotFound,
-        ErrorCode::MemberNotFound,
-        ErrorCode::RoomFull,
-        ErrorCode::QueueFull,
-        ErrorCode::TooManyRooms,
-        ErrorCode::RateLimited,
-        ErrorCode::RoomClosed,
-        ErrorCode::StorageUnavailable,
-        ErrorCode::DeviceNotFound,
-        ErrorCode::DeviceOffline,
-        ErrorCode::InvalidCommand,
-        ErrorCode::CommandTimeout,
-        ErrorCode::NotRegistered,
-        ErrorCode::Forbidden,
-        ErrorCode::Internal,
-    ];
-    for code in &all {
+    fn position(code: ErrorCode) -> usize {
         match code {
-            ErrorCode::BadFrame
-            | ErrorCode::UnknownEvent
-            | ErrorCode::InvalidPayload
-            | ErrorCode::NotHost
-            | ErrorCode::RoomNotFound
-            | ErrorCode::NotInRoom
-            | ErrorCode::NoSong
-            | ErrorCode::ItemNotFound
-            | ErrorCode::MemberNotFound
-            | ErrorCode::RoomFull
-            | ErrorCode::QueueFull
-            | ErrorCode::TooManyRooms
-            | ErrorCode::RateLimited
-            | ErrorCode::RoomClosed
-            | ErrorCode::StorageUnavailable
-            | ErrorCode::DeviceNotFound
-            | ErrorCode::DeviceOffline
-            | ErrorCode::InvalidCommand
-            | ErrorCode::CommandTimeout
-            | ErrorCode::NotRegistered
-            | ErrorCode::Forbidden
-            | ErrorCode::Internal => {}
+            ErrorCode::BadFrame => 0,
+            ErrorCode::UnknownEvent => 1,
+            ErrorCode::InvalidPayload => 2,
+            ErrorCode::NotHost => 3,
+            ErrorCode::RoomNotFound => 4,
+            ErrorCode::NotInRoom => 5,
+            ErrorCode::NoSong => 6,
+            ErrorCode::ItemNotFound => 7,
+            ErrorCode::MemberNotFound => 8,
+            ErrorCode::RoomFull => 9,
+            ErrorCode::QueueFull => 10,
+            ErrorCode::TooManyRooms => 11,
+            ErrorCode::RateLimited => 12,
+            ErrorCode::RoomClosed => 13,
+            ErrorCode::StorageUnavailable => 14,
+            ErrorCode::DeviceNotFound => 15,
+            ErrorCode::DeviceOffline => 16,
+            ErrorCode::InvalidCommand => 17,
+            ErrorCode::CommandTimeout => 18,
+            ErrorCode::NotRegistered => 19,
+            ErrorCode::Forbidden => 20,
+            ErrorCode::Internal => 21,
         }
+    }
+    let all = ErrorCode::ALL.to_vec();
+    assert_eq!(all.len(), 22, "ErrorCode::ALL lists every variant");
+    for (i, code) in all.iter().enumerate() {
+        assert_eq!(position(*code), i, "{code:?} in ALL at its declaration position");
+        assert_eq!(ErrorCode::from_wire(code.as_str()), Some(*code));
     }
     all
 }
