@@ -33,4 +33,4 @@ pub use js_client::{JsPlayerSync, UnisonoClient};
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
-pub use sys::{now as performance_now, object as js_object};
+pub use sys::{Js, now as performance_now, object as js_object};
