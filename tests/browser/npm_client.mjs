@@ -87,12 +87,19 @@ export async function runSession({ UnisonoClient, PlayerSync }, { bin = 'target/
       check('unknown room rejects with ROOM_NOT_FOUND', e.code === 'ROOM_NOT_FOUND', e.code);
     }
     await b.joinRoom(code);
-    for (const [what, call] of [['seek(NaN)', () => a.seek(NaN)], ['loadSong without an id', () => a.loadSong({ title: 'x' })]]) {
+    // NaN is written as null (JSON) and refused by the server; a BigInt has no JSON form at all
+    // and is refused by the client before anything is sent.
+    const payloads = [
+      ['seek(NaN)', () => a.seek(NaN)],
+      ['loadSong without an id', () => a.loadSong({ title: 'x' })],
+      ['a BigInt payload', () => a.request('seek-playback', { positionMs: 10n })],
+    ];
+    for (const [what, call] of payloads) {
       try {
         await call();
         check(`${what} rejects`, false);
       } catch (e) {
-        check(`${what} rejects with the server's INVALID_PAYLOAD`, e.code === 'INVALID_PAYLOAD', `${e.code}: ${e.message}`);
+        check(`${what} rejects with INVALID_PAYLOAD`, e.code === 'INVALID_PAYLOAD', `${e.code}: ${e.message}`);
       }
     }
 
