@@ -11,8 +11,9 @@
 // 3. webpack 5 (consumer/webpack.config.cjs) bundles consumer/app.mjs twice: for Node, run
 //    here, and for the web, loaded in headless Chromium from the real server (`--web-dir`);
 //    both check every test vector, a position, and connect to the server (room, song, clock);
-// 4. Vite 8 bundles consumer/vite/ (`import … from 'unisono'`, the .wasm as an asset),
-//    loaded in Chromium from the server like the webpack bundle;
+// 4. Vite 8 bundles consumer/vite/ (`import … from 'unisono'`, the .wasm as an asset), and
+//    esbuild bundles consumer/esbuild/ (`unisono/web`, the .wasm as a file given to init()),
+//    each loaded in Chromium from the server like the webpack bundle;
 // 5. a page without a bundler imports the package's `web` build (`unisono/web`) in Chromium.
 //
 // Chromium is Debian's /usr/bin/chromium driven by playwright-core; without it the browser
@@ -149,6 +150,26 @@ try {
   } catch (e) {
     check('Vite bundles the app', false, e?.message ?? String(e));
   }
+  // esbuild (`unisono/web` with the .wasm as a file and its URL given to init()) into
+  // site/esbuild/.
+  try {
+    const esbuild = require('esbuild');
+    const out = path.join(site, 'esbuild');
+    await esbuild.build({
+      entryPoints: [path.join(project, 'esbuild/main.js')],
+      bundle: true,
+      format: 'esm',
+      outdir: out,
+      publicPath: '/esbuild',
+      loader: { '.wasm': 'file', '.jsonl': 'text' },
+      logLevel: 'warning',
+    });
+    fs.copyFileSync(path.join(project, 'esbuild/index.html'), path.join(out, 'index.html'));
+    const files = fs.readdirSync(out);
+    check('esbuild bundles the app with the package .wasm as a file', files.some((f) => f.endsWith('.wasm')), files.join(', '));
+  } catch (e) {
+    check('esbuild bundles the app', false, e?.message ?? String(e));
+  }
   const base = await startServer(server, site);
   const wasmAssets = fs.readdirSync(site).filter((f) => f.endsWith('.wasm'));
   check('the web bundle emits the package .wasm as an asset', wasmAssets.length === 1, wasmAssets.join(', '));
@@ -175,6 +196,7 @@ try {
     });
     try {
       for (const [name, page] of [['webpack bundle in Chromium', 'index.html'], ['Vite bundle in Chromium', 'vite/index.html'],
+        ['esbuild bundle in Chromium', 'esbuild/index.html'],
         ['unisono/web (no bundler) in Chromium', 'web.html']]) {
         const p = await browser.newPage();
         const errors = [];

@@ -376,9 +376,10 @@ impl Client {
         if self.0.inner.borrow().generation != generation {
             return;
         }
-        let decoded = match sys::parse(text) {
-            Some(v) if text.is_string() => state::decode(&Js(v)),
-            _ => Err("invalid frame from server: not JSON text".to_owned()),
+        let parsed = if text.is_string() { sys::parse(text) } else { None };
+        let decoded = match parsed {
+            Some(v) => state::decode(&Js(v)),
+            None => Err("invalid frame from server: not JSON text".to_owned()),
         };
         match decoded {
             Ok(state::Frame::Reply(r)) => self.on_reply(generation, r, t3),
