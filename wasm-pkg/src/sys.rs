@@ -113,11 +113,11 @@ impl Tree for Js {
     fn is_object(&self) -> bool {
         self.0.is_object() && !js_sys::Array::is_array(&self.0)
     }
-    fn elements(&self) -> Option<Vec<Self>> {
-        if !js_sys::Array::is_array(&self.0) {
-            return None;
-        }
-        Some(js_sys::Array::from(&self.0).iter().map(Js).collect())
+    fn length(&self) -> Option<usize> {
+        js_sys::Array::is_array(&self.0).then(|| self.0.unchecked_ref::<js_sys::Array>().length() as usize)
+    }
+    fn element(&self, i: usize) -> Option<Self> {
+        Some(Js(self.0.unchecked_ref::<js_sys::Array>().get(i as u32)))
     }
     fn null() -> Self {
         Js(JsValue::NULL)

@@ -35,7 +35,10 @@ pub trait Tree: Sized {
     fn is_null(&self) -> bool;
     /// A JSON object (not an array, not `null`).
     fn is_object(&self) -> bool;
-    fn elements(&self) -> Option<Vec<Self>>;
+    /// The length of an array; `None` for anything else.
+    fn length(&self) -> Option<usize>;
+    /// Element `i` of an array.
+    fn element(&self, i: usize) -> Option<Self>;
 
     fn null() -> Self;
     fn from_number(v: f64) -> Self;
@@ -221,7 +224,12 @@ impl<V: FromTree> FromTree for Option<V> {
 
 impl<V: FromTree> FromTree for Vec<V> {
     fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {
-        t.elements().ok_or(TreeError(""))?.iter().map(V::from_tree).collect()
+        let n = t.length().ok_or(TreeError(""))?;
+        let mut items = Vec::with_capacity(n);
+        for i in 0..n {
+            items.push(V::from_tree(&t.element(i).ok_or(TreeError(""))?)?);
+        }
+        Ok(items)
     }
 }
 
@@ -315,8 +323,11 @@ impl Tree for Value {
     fn is_object(&self) -> bool {
         Value::is_object(self)
     }
-    fn elements(&self) -> Option<Vec<Self>> {
-        self.as_array().cloned()
+    fn length(&self) -> Option<usize> {
+        self.as_array().map(Vec::len)
+    }
+    fn element(&self, i: usize) -> Option<Self> {
+        self.as_array()?.get(i).cloned()
     }
     fn null() -> Self {
         Value::Null
