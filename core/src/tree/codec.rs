@@ -281,27 +281,67 @@ plain_struct!(PlayerCapabilities {
     get position_granularity_ms: "positionGranularityMs",
 });
 
+/// A config's fields of one type, by wire name: one table serves its reader and its writer.
+type Slots<C, V> = [(&'static str, fn(&mut C) -> &mut V)];
+
+const DRIFT_NUMBERS: &Slots<DriftConfig, f64> = &[
+    ("deadBandMs", |c| &mut c.dead_band_ms),
+    ("exitBandMs", |c| &mut c.exit_band_ms),
+    ("nearMaxRateDelta", |c| &mut c.near_max_rate_delta),
+    ("farMaxRateDelta", |c| &mut c.far_max_rate_delta),
+    ("nearThresholdMs", |c| &mut c.near_threshold_ms),
+    ("seekThresholdMs", |c| &mut c.seek_threshold_ms),
+    ("seekOnlyThresholdMs", |c| &mut c.seek_only_threshold_ms),
+    ("correctionHorizonMs", |c| &mut c.correction_horizon_ms),
+    ("seekWindowMs", |c| &mut c.seek_window_ms),
+    ("seekBackoffMs", |c| &mut c.seek_backoff_ms),
+    ("seekSettleMs", |c| &mut c.seek_settle_ms),
+    ("rateResolution", |c| &mut c.rate_resolution),
+    ("smoothing", |c| &mut c.smoothing),
+    ("nudgeRestMs", |c| &mut c.nudge_rest_ms),
+];
+const DRIFT_COUNTS: &Slots<DriftConfig, u32> = &[("maxSeeks", |c| &mut c.max_seeks)];
+
+const ESTIMATOR_NUMBERS: &Slots<EstimatorConfig, f64> = &[
+    ("outlierFactor", |c| &mut c.outlier_factor),
+    ("outlierSlackMs", |c| &mut c.outlier_slack_ms),
+    ("stableMaxErrorMs", |c| &mut c.stable_max_error_ms),
+];
+const ESTIMATOR_COUNTS: &Slots<EstimatorConfig, usize> = &[
+    ("window", |c| &mut c.window),
+    ("bestOf", |c| &mut c.best_of),
+    ("stableMinSamples", |c| &mut c.stable_min_samples),
+];
+
+/// Reads into `c` those of the fields `slots` name that `t` has.
+fn read_over<T: Tree, C, V: FromTree>(
+    f: &super::Fields<'_, T>,
+    c: &mut C,
+    slots: &Slots<C, V>,
+) -> Result<(), TreeError> {
+    for (key, slot) in slots {
+        f.over(key, slot(c))?;
+    }
+    Ok(())
+}
+
+/// `o` with the fields `slots` name set from `c`.
+fn write<T: Tree, C: Clone, V: ToTree>(mut o: Object<T>, c: &C, slots: &Slots<C, V>) -> Object<T> {
+    let mut c = c.clone();
+    for (key, slot) in slots {
+        o = o.set(key, slot(&mut c));
+    }
+    o
+}
+
 impl DriftConfig {
     /// `base` with the fields present in `t` replaced (serde reads a partial config over
     /// `DriftConfig::default()`; the npm API reads it over the player's own defaults).
     pub fn from_tree_over<T: Tree>(base: DriftConfig, t: &T) -> Result<Self, TreeError> {
         let f = super::Fields::of(t)?;
         let mut c = base;
-        f.over("deadBandMs", &mut c.dead_band_ms)?;
-        f.over("exitBandMs", &mut c.exit_band_ms)?;
-        f.over("nearMaxRateDelta", &mut c.near_max_rate_delta)?;
-        f.over("farMaxRateDelta", &mut c.far_max_rate_delta)?;
-        f.over("nearThresholdMs", &mut c.near_threshold_ms)?;
-        f.over("seekThresholdMs", &mut c.seek_threshold_ms)?;
-        f.over("seekOnlyThresholdMs", &mut c.seek_only_threshold_ms)?;
-        f.over("correctionHorizonMs", &mut c.correction_horizon_ms)?;
-        f.over("maxSeeks", &mut c.max_seeks)?;
-        f.over("seekWindowMs", &mut c.seek_window_ms)?;
-        f.over("seekBackoffMs", &mut c.seek_backoff_ms)?;
-        f.over("seekSettleMs", &mut c.seek_settle_ms)?;
-        f.over("rateResolution", &mut c.rate_resolution)?;
-        f.over("smoothing", &mut c.smoothing)?;
-        f.over("nudgeRestMs", &mut c.nudge_rest_ms)?;
+        read_over(&f, &mut c, DRIFT_NUMBERS)?;
+        read_over(&f, &mut c, DRIFT_COUNTS)?;
         Ok(c)
     }
 }
@@ -314,23 +354,7 @@ impl FromTree for DriftConfig {
 
 impl ToTree for DriftConfig {
     fn to_tree<T: Tree>(&self) -> T {
-        Object::new()
-            .set("deadBandMs", &self.dead_band_ms)
-            .set("exitBandMs", &self.exit_band_ms)
-            .set("nearMaxRateDelta", &self.near_max_rate_delta)
-            .set("farMaxRateDelta", &self.far_max_rate_delta)
-            .set("nearThresholdMs", &self.near_threshold_ms)
-            .set("seekThresholdMs", &self.seek_threshold_ms)
-            .set("seekOnlyThresholdMs", &self.seek_only_threshold_ms)
-            .set("correctionHorizonMs", &self.correction_horizon_ms)
-            .set("maxSeeks", &self.max_seeks)
-            .set("seekWindowMs", &self.seek_window_ms)
-            .set("seekBackoffMs", &self.seek_backoff_ms)
-            .set("seekSettleMs", &self.seek_settle_ms)
-            .set("rateResolution", &self.rate_resolution)
-            .set("smoothing", &self.smoothing)
-            .set("nudgeRestMs", &self.nudge_rest_ms)
-            .build()
+        write(write(Object::new(), self, DRIFT_NUMBERS), self, DRIFT_COUNTS).build()
     }
 }
 
@@ -338,26 +362,15 @@ impl FromTree for EstimatorConfig {
     fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {
         let f = super::Fields::of(t)?;
         let mut c = EstimatorConfig::default();
-        f.over("window", &mut c.window)?;
-        f.over("bestOf", &mut c.best_of)?;
-        f.over("outlierFactor", &mut c.outlier_factor)?;
-        f.over("outlierSlackMs", &mut c.outlier_slack_ms)?;
-        f.over("stableMinSamples", &mut c.stable_min_samples)?;
-        f.over("stableMaxErrorMs", &mut c.stable_max_error_ms)?;
+        read_over(&f, &mut c, ESTIMATOR_NUMBERS)?;
+        read_over(&f, &mut c, ESTIMATOR_COUNTS)?;
         Ok(c)
     }
 }
 
 impl ToTree for EstimatorConfig {
     fn to_tree<T: Tree>(&self) -> T {
-        Object::new()
-            .set("window", &self.window)
-            .set("bestOf", &self.best_of)
-            .set("outlierFactor", &self.outlier_factor)
-            .set("outlierSlackMs", &self.outlier_slack_ms)
-            .set("stableMinSamples", &self.stable_min_samples)
-            .set("stableMaxErrorMs", &self.stable_max_error_ms)
-            .build()
+        write(write(Object::new(), self, ESTIMATOR_NUMBERS), self, ESTIMATOR_COUNTS).build()
     }
 }
 
