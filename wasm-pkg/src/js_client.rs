@@ -2,15 +2,14 @@
 //! camelCase methods, promise-returning requests that reject with an `Error` carrying the
 //! server's `code`, and `on…` callback properties; `PlayerSync` with one factory per adapter.
 
-use std::{cell::RefCell, future::Future, rc::Rc};
+use std::{cell::RefCell, rc::Rc};
 
 use js_sys::{Function, Promise, Reflect};
 use unisono_core::{drift::PlayerCapabilities, protocol::REQUEST_EVENTS};
 use wasm_bindgen::{JsCast, prelude::*};
-use wasm_bindgen_futures::future_to_promise;
 
 use crate::{
-    client::{Change, Client, ClientError, ClientEvent, REQUEST_TIMEOUT_MS, RoomView},
+    client::{Change, Client, ClientError, ClientEvent, Done, REQUEST_TIMEOUT_MS, RoomView},
     player::{HtmlMediaAdapter, JsAdapter, PlayerSync, SpotifyAdapter, YouTubeAdapter},
     sys::{object, to_js},
 };
@@ -18,14 +17,18 @@ use crate::{
 /// Reply timeout of requests outside the room protocol (a device command may take a while).
 const OTHER_REQUEST_TIMEOUT_MS: f64 = 30_000.0;
 
-/// A promise of a request's reply data.
-fn promise(f: impl Future<Output = Result<JsValue, ClientError>> + 'static) -> Promise {
-    boxed_promise(Box::pin(f))
-}
-
-/// One future type for every promise: the executor's glue exists once.
-fn boxed_promise(f: std::pin::Pin<Box<dyn Future<Output = Result<JsValue, ClientError>>>>) -> Promise {
-    future_to_promise(async move { f.await.map_err(|e| js_error(&e)) })
+/// A promise completed by the client's callback (`start` runs at once and hands it on): it
+/// resolves with the reply's data and rejects with an `Error` carrying the server's code. No
+/// Rust future is involved, so the package carries no executor for its requests.
+fn promise(start: &mut dyn FnMut(Done)) -> Promise {
+    Promise::new(&mut |resolve: Function, reject: Function| {
+        start(Box::new(move |r| {
+            let _ = match r {
+                Ok(v) => resolve.call1(&JsValue::UNDEFINED, &v),
+                Err(e) => reject.call1(&JsValue::UNDEFINED, &js_error(&e)),
+            };
+        }));
+    })
 }
 
 /// An `Error` whose `code` property is the stable error code.
@@ -113,8 +116,7 @@ impl UnisonoClient {
     /// Connects to the server's `/ws` URL; resolves once the session is established.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn connect(&self, url: &str) -> Promise {
-        let f = self.inner.connect(url);
-        promise(async move { f.await.map(|_| JsValue::UNDEFINED) })
+        promise(&mut |done| self.inner.connect_then(url, done))
     }
 
     /// Closes for good: no reconnect.
@@ -262,7 +264,10 @@ impl UnisonoClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<any>")]
     pub fn request(&self, event: &str, data: JsValue) -> Promise {
         let timeout = if REQUEST_EVENTS.contains(&event) { REQUEST_TIMEOUT_MS } else { OTHER_REQUEST_TIMEOUT_MS };
-        promise(self.inner.request_event(event, data, timeout))
+        let mut data = Some(data);
+        promise(&mut |done| {
+            self.inner.request_event_then(event, data.take().unwrap_or(JsValue::UNDEFINED), timeout, done)
+        })
     }
 
     /// `{name?, memberName?, settings?}` → `{code, room}`.
@@ -283,7 +288,7 @@ impl UnisonoClient {
     }
     #[wasm_bindgen(js_name = leaveRoom)]
     pub fn leave_room(&self) -> Promise {
-        promise(self.inner.leave_room())
+        promise(&mut |done| self.inner.leave_room_then(done))
     }
     /// `song`: `{id, title?, provider?: "url"|"youtube"|"spotify", url?, durationMs?}`.
     #[wasm_bindgen(js_name = loadSong)]

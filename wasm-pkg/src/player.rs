@@ -17,6 +17,7 @@ use std::{
 use js_sys::{Function, Reflect};
 use unisono_core::{
     drift::{Correction, DriftConfig, DriftController, Mode, PlayerCapabilities},
+    protocol::{ReportDrift, Request, SetReady},
     song::{Provider, Song},
     tree::{Object, ToTree, Tree},
 };
@@ -274,10 +275,7 @@ impl Inner {
             }
             if pb.awaiting_ready && position.is_some() && self.ready_sent_rev != Some(clock.rev) {
                 self.ready_sent_rev = Some(clock.rev);
-                let f = self.client.set_ready(true);
-                sys::spawn(async move {
-                    let _ = f.await;
-                });
+                self.client.send(Request::SetReady(SetReady { ready: true }));
             }
             let wait = clock.server_time - now;
             if clock.is_playing && wait <= ARM_START_MS && self.armed_rev != Some(clock.rev) {
@@ -332,10 +330,7 @@ impl Inner {
         self.info.mode = self.drift.mode();
         if now - self.last_report >= REPORT_EVERY_MS {
             self.last_report = now;
-            let f = self.client.report_drift(drift_ms);
-            sys::spawn(async move {
-                let _ = f.await;
-            });
+            self.client.send(Request::ReportDrift(ReportDrift { drift_ms }));
         }
         None
     }
@@ -417,8 +412,8 @@ impl MediaAdapter for HtmlMediaAdapter {
         if let Ok(p) = self.el.play() {
             let blocked = self.blocked.clone();
             *blocked.borrow_mut() = false;
-            sys::spawn(async move {
-                if wasm_bindgen_futures::JsFuture::from(p).await.is_err() {
+            sys::on_settled(&p, move |r| {
+                if r.is_err() {
                     *blocked.borrow_mut() = true;
                 }
             });
@@ -562,10 +557,9 @@ impl SpotifyAdapter {
 
     fn poll(&self) {
         let p = call(&self.player, "getCurrentState", &[]);
-        let Ok(p) = p.dyn_into::<js_sys::Promise>() else { return };
         let last = self.last.clone();
-        sys::spawn(async move {
-            if let Ok(state) = wasm_bindgen_futures::JsFuture::from(p).await {
+        sys::on_settled(&p, move |r| {
+            if let Ok(state) = r {
                 let get = |k: &str| Reflect::get(&state, &k.into()).ok();
                 let pos = get("position").and_then(|v| v.as_f64());
                 let paused = get("paused").and_then(|v| v.as_bool()).unwrap_or(true);

@@ -17,6 +17,12 @@ extern "C" {
     fn math_random() -> f64;
     #[wasm_bindgen(catch, js_namespace = JSON, js_name = parse)]
     fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_namespace = Promise, js_name = allSettled)]
+    fn promise_all_settled(promises: &js_sys::Array) -> JsValue;
+    /// A promise, for `then` with a plain function.
+    type Thenable;
+    #[wasm_bindgen(method)]
+    fn then(this: &Thenable, f: &JsValue) -> JsValue;
     /// Anything with `send(data)`: a `WebSocket` seen through `unchecked_ref`, so a string
     /// parsed or built on the JavaScript side is sent without a copy into the wasm memory.
     type Sender;
@@ -46,11 +52,25 @@ fn set_timeout_boxed(ms: f64, f: Box<dyn FnOnce()>) {
     set_timeout_js(cb.unchecked_ref::<JsValue>(), ms.max(0.0));
 }
 
-/// Runs a future on the page's microtask queue. Boxed, so the executor's glue exists once, not
-/// once per future type.
-pub fn spawn(f: impl std::future::Future<Output = ()> + 'static) {
-    let f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = Box::pin(f);
-    wasm_bindgen_futures::spawn_local(f);
+/// Calls `f` once `p` settles: `Ok(value)` or `Err(reason)`. Through `Promise.allSettled`, so
+/// one closure serves both outcomes and is always called, hence freed (a pair of `then`
+/// closures would leave the uncalled one behind).
+pub fn on_settled(p: &JsValue, f: impl FnOnce(Result<JsValue, JsValue>) + 'static) {
+    on_settled_boxed(p, Box::new(f));
+}
+
+fn on_settled_boxed(p: &JsValue, f: Box<dyn FnOnce(Result<JsValue, JsValue>)>) {
+    let cb = Closure::once_into_js(move |results: JsValue| {
+        let outcome = js_sys::Reflect::get_u32(&results, 0).unwrap_or(JsValue::UNDEFINED);
+        let get = |k: &str| js_sys::Reflect::get(&outcome, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+        if get("status").as_string().as_deref() == Some("fulfilled") {
+            f(Ok(get("value")))
+        } else {
+            f(Err(get("reason")))
+        }
+    });
+    let all = promise_all_settled(&js_sys::Array::of1(p));
+    let _ = all.unchecked_ref::<Thenable>().then(&cb);
 }
 
 /// A plain JavaScript object of `pairs` (an `undefined` value leaves its key out of the JSON).

@@ -81,8 +81,12 @@ pub enum ClientEvent {
 }
 
 type Listener = Rc<dyn Fn(&ClientEvent)>;
-/// Reply data, as `JSON.parse` gave it.
-type Waiter = oneshot::Sender<Result<JsValue, ClientError>>;
+/// Completes a request (or a connect): called once, with the reply's data as `JSON.parse` gave
+/// it, or the error. JavaScript's promises and Rust's futures are both made from one of these
+/// ([`Client::request_then`], [`Client::request`]), so the npm wasm carries no future
+/// machinery for its requests.
+pub type Done = Box<dyn FnOnce(Result<JsValue, ClientError>)>;
+type Waiter = Done;
 
 enum Pending {
     TimeSync { t0: f64 },
@@ -214,27 +218,27 @@ impl Client {
     /// Connects to `url` (e.g. `wss://host/ws`); resolves when the server's `connected` push
     /// arrives. Drops are then handled by reconnecting with the resume token.
     pub fn connect(&self, url: &str) -> impl Future<Output = Result<(), ClientError>> + 'static {
-        let (tx, rx) = oneshot::channel();
-        let open = {
+        let (done, f) = future();
+        self.connect_then(url, done);
+        async move { f.await.map(|_| ()) }
+    }
+
+    /// [`Client::connect`] with a callback: `done(Ok(undefined))` once connected.
+    pub fn connect_then(&self, url: &str, done: Done) {
+        let already = {
             let mut inner = self.0.inner.borrow_mut();
             inner.url = url.to_owned();
             inner.attempt = 0;
             if inner.conn == ConnectionState::Open {
-                let _ = tx.send(Ok(JsValue::NULL));
-                false
+                Some(done)
             } else {
-                inner.connect_waiters.push(tx);
-                true
+                inner.connect_waiters.push(done);
+                None
             }
         };
-        if open {
-            self.open_socket(ConnectionState::Connecting);
-        }
-        async move {
-            match rx.await {
-                Ok(r) => r.map(|_| ()),
-                Err(_) => Err(ClientError::new("CLOSED", "client closed")),
-            }
+        match already {
+            Some(done) => done(Ok(JsValue::UNDEFINED)),
+            None => self.open_socket(ConnectionState::Connecting),
         }
     }
 
@@ -271,7 +275,7 @@ impl Client {
                 let msg = e.as_string().unwrap_or_else(|| "could not open the socket".to_owned());
                 let waiters: Vec<Waiter> = self.0.inner.borrow_mut().connect_waiters.drain(..).collect();
                 for w in waiters {
-                    let _ = w.send(Err(ClientError::new("CONNECT_FAILED", msg.clone())));
+                    w(Err(ClientError::new("CONNECT_FAILED", msg.clone())));
                 }
                 self.on_close(generation, 1006);
                 return;
@@ -413,7 +417,7 @@ impl Client {
                 } else {
                     Err(r.error.unwrap_or_else(|| ClientError::new("BAD_REPLY", "no error body")))
                 };
-                let _ = tx.send(result);
+                tx(result);
             }
             None => {}
         }
@@ -436,28 +440,27 @@ impl Client {
                 (inner.connect_waiters.drain(..).collect::<Vec<_>>(), rejoin)
             };
             for w in waiters {
-                let _ = w.send(Ok(JsValue::NULL));
+                w(Ok(JsValue::UNDEFINED));
             }
             events.push(ClientEvent::Connection(ConnectionState::Open));
             self.send_time_sync(generation);
             let in_room = self.0.inner.borrow().rejoin.clone();
             if let Some((code, name)) = rejoin {
                 // A new session (server restart or expired token): back into the room by code.
-                let fut = self.join_room(&code, name.as_deref());
-                sys::spawn(async move {
-                    let _ = fut.await;
-                });
+                self.send(join_request(&code, name.as_deref()));
             } else if let (true, Some((code, name))) = (resumed, in_room) {
                 // Resumed, but no `room-joined` follows if we are no longer a member (§1.3): ask.
-                let probe = self.request(Request::GetPlaybackState);
-                let me = self.clone();
-                sys::spawn(async move {
-                    if let Err(e) = probe.await
-                        && e.code == "NOT_IN_ROOM"
-                    {
-                        let _ = me.join_room(&code, name.as_deref()).await;
-                    }
-                });
+                let weak = self.downgrade();
+                self.request_then(
+                    Request::GetPlaybackState,
+                    Box::new(move |r| {
+                        if let (Err(e), Some(me)) = (r, weak.upgrade())
+                            && e.code == "NOT_IN_ROOM"
+                        {
+                            me.send(join_request(&code, name.as_deref()));
+                        }
+                    }),
+                );
             }
         }
         // Remember the room for a re-join; forget it when we leave for real.
@@ -521,8 +524,20 @@ impl Client {
 
     /// Sends a request; resolves with the reply's `data`, or fails with the server's error code.
     pub fn request(&self, req: Request) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
+        let (done, f) = future();
+        self.request_then(req, done);
+        f
+    }
+
+    /// [`Client::request`] with a callback.
+    pub fn request_then(&self, req: Request, done: Done) {
         let id = self.0.inner.borrow_mut().state.next_id();
-        self.send_request(id, req.to_tree::<Js>(Some(id)).0, REQUEST_TIMEOUT_MS)
+        self.send_request(id, req.to_tree::<Js>(Some(id)).0, REQUEST_TIMEOUT_MS, done);
+    }
+
+    /// Sends a request whose reply nobody waits for (a failure is the server's to report).
+    pub fn send(&self, req: Request) {
+        self.request_then(req, Box::new(|_| {}));
     }
 
     /// Sends any event by name (no client-side validation: for protocols the core does not
@@ -536,53 +551,59 @@ impl Client {
         data: JsValue,
         timeout_ms: f64,
     ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
-        let id = self.0.inner.borrow_mut().state.next_id();
-        let data = if data.is_undefined() || data.is_null() { None } else { Some(Js(data)) };
-        self.send_request(id, frame(event, data, Some(id)).0, timeout_ms)
+        let (done, f) = future();
+        self.request_event_then(event, data, timeout_ms, done);
+        f
     }
 
-    /// Sends a frame (request `id`), or queues it until the socket opens; resolves with its
-    /// reply.
-    fn send_request(
-        &self,
-        id: u64,
-        frame: JsValue,
-        timeout_ms: f64,
-    ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
-        let (tx, rx) = oneshot::channel();
-        let result = async move { rx.await.unwrap_or_else(|_| Err(ClientError::new("CLOSED", "client closed"))) };
+    /// [`Client::request_event`] with a callback.
+    pub fn request_event_then(&self, event: &str, data: JsValue, timeout_ms: f64, done: Done) {
+        let id = self.0.inner.borrow_mut().state.next_id();
+        let data = if data.is_undefined() || data.is_null() { None } else { Some(Js(data)) };
+        self.send_request(id, frame(event, data, Some(id)).0, timeout_ms, done);
+    }
+
+    /// Sends a frame (request `id`), or queues it until the socket opens; `done` gets its reply.
+    fn send_request(&self, id: u64, frame: JsValue, timeout_ms: f64, done: Done) {
         let Some(text) = sys::stringify(&frame) else {
-            let _ = tx.send(Err(ClientError::new("INVALID_PAYLOAD", "not representable as JSON")));
-            return result;
+            done(Err(ClientError::new("INVALID_PAYLOAD", "not representable as JSON")));
+            return;
         };
-        {
+        let refused = {
             let mut inner = self.0.inner.borrow_mut();
-            inner.pending.push((id, Pending::Request(tx)));
             let open = inner.conn == ConnectionState::Open
                 || inner.socket.as_ref().is_some_and(|s| s.ws.ready_state() == WebSocket::OPEN);
             match (&inner.socket, open) {
-                (Some(s), true) => sys::send(&s.ws, &text),
-                _ if inner.conn == ConnectionState::Closed => {
-                    if let Some(Pending::Request(tx)) = take(&mut inner.pending, id) {
-                        let _ = tx.send(Err(ClientError::new("NOT_CONNECTED", "call connect() first")));
-                    }
+                (Some(s), true) => {
+                    sys::send(&s.ws, &text);
+                    inner.pending.push((id, Pending::Request(done)));
+                    None
                 }
-                _ => inner.outbox.push((id, text)),
+                _ if inner.conn == ConnectionState::Closed => Some(done),
+                _ => {
+                    inner.outbox.push((id, text));
+                    inner.pending.push((id, Pending::Request(done)));
+                    None
+                }
             }
+        };
+        if let Some(done) = refused {
+            done(Err(ClientError::new("NOT_CONNECTED", "call connect() first")));
+            return;
         }
         let weak = Rc::downgrade(&self.0);
         sys::set_timeout(timeout_ms, move || {
-            if let Some(c) = upgrade(&weak) {
+            let Some(c) = upgrade(&weak) else { return };
+            let expired = {
                 let mut inner = c.0.inner.borrow_mut();
                 inner.outbox.retain(|(i, _)| *i != id);
-                if let Some(Pending::Request(tx)) = take(&mut inner.pending, id) {
-                    let secs = sys::decimal((timeout_ms / 1000.0).round() as u64);
-                    let msg = sys::text(&["no reply within ", &secs, " s"]);
-                    let _ = tx.send(Err(ClientError::new("TIMEOUT", msg)));
-                }
+                take(&mut inner.pending, id)
+            };
+            if let Some(Pending::Request(done)) = expired {
+                let secs = sys::decimal((timeout_ms / 1000.0).round() as u64);
+                done(Err(ClientError::new("TIMEOUT", sys::text(&["no reply within ", &secs, " s"]))));
             }
         });
-        result
     }
 
     // ---- typed requests (the ones the app uses) ------------------------------------------
@@ -604,12 +625,19 @@ impl Client {
         code: &str,
         name: Option<&str>,
     ) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
-        self.request(Request::JoinRoom(JoinRoom { code: code.to_owned(), name: name.map(str::to_owned) }))
+        self.request(join_request(code, name))
     }
 
     pub fn leave_room(&self) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
+        let (done, f) = future();
+        self.leave_room_then(done);
+        f
+    }
+
+    /// [`Client::leave_room`] with a callback.
+    pub fn leave_room_then(&self, done: Done) {
         self.0.inner.borrow_mut().rejoin = None;
-        self.request(Request::LeaveRoom)
+        self.request_then(Request::LeaveRoom, done);
     }
 
     pub fn load_song(
@@ -708,6 +736,21 @@ impl Client {
     }
 }
 
+/// `join-room` with this code and name.
+fn join_request(code: &str, name: Option<&str>) -> Request {
+    Request::JoinRoom(JoinRoom { code: code.to_owned(), name: name.map(str::to_owned) })
+}
+
+/// The Rust face of a callback-completed operation: the callback to hand it, and the future of
+/// its result.
+fn future() -> (Done, impl Future<Output = Result<JsValue, ClientError>> + 'static) {
+    let (tx, rx) = oneshot::channel();
+    let done: Done = Box::new(move |r| {
+        let _ = tx.send(r);
+    });
+    (done, async move { rx.await.unwrap_or_else(|_| Err(ClientError::new("CLOSED", "client closed"))) })
+}
+
 /// Removes and returns the pending entry of request `id`.
 fn take(pending: &mut Vec<(u64, Pending)>, id: u64) -> Option<Pending> {
     let i = pending.iter().position(|(p, _)| *p == id)?;
@@ -734,6 +777,6 @@ fn take_waiters(inner: &mut Inner) -> Vec<Waiter> {
 
 fn fail_all(waiters: Vec<Waiter>, e: ClientError) {
     for w in waiters {
-        let _ = w.send(Err(e.clone()));
+        w(Err(e.clone()));
     }
 }
