@@ -1,5 +1,6 @@
-//! The browser client: one WebSocket to `/ws`, time sync, room state, requests as futures,
-//! reconnect with the resume token. Shared by the npm package (wrapped for JavaScript in
+//! The browser client: one WebSocket to `/ws`, time sync, room state, requests completed by
+//! callbacks ([`Done`]; futures for Rust callers, promises for JavaScript), reconnect with the
+//! resume token. Shared by the npm package (wrapped for JavaScript in
 //! `js_client.rs`) and the Yew app (used directly from Rust), so both run one implementation.
 //!
 //! - [`state`]: the sans-IO half (session, clock estimate, room view; how frames change them).
