@@ -198,10 +198,15 @@ pub async fn serve(
     let burst = NonZeroU32::new(cfg.frames_per_sec.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);
     let limiter = RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst));
 
+    // A request is read only when a batch of replies fits in the queue (`Outbox::room_for`).
+    let headroom = (cfg.session_queue / 4).max(1);
     let mut writer_done = false;
     loop {
         let msg = tokio::select! {
-            m = stream.next() => m,
+            m = async {
+                outbox.room_for(headroom).await;
+                stream.next().await
+            } => m,
             _ = &mut writer => {
                 writer_done = true;
                 break;

@@ -4,9 +4,15 @@
 //! consumer: it is disconnected (close code 4008) instead of buffering more, so one stalled
 //! client can neither grow server memory nor delay anyone else. The client resumes with its
 //! token and receives a fresh `room-joined` snapshot, which replaces everything it missed.
+//!
+//! A client's own requests are different: its connection reads the next request only when the
+//! queue has room for a batch of replies ([`Outbox::room_for`]), so a client that sends a burst
+//! of requests and reads the replies meets TCP backpressure, not the slow-consumer policy.
 
 use std::sync::{Arc, OnceLock};
 
+#[cfg(test)]
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -77,6 +83,15 @@ impl Outbox {
         }
     }
 
+    /// Waits until `n` more frames fit (at most the queue's capacity). The connection's reader
+    /// calls it before taking the next request.
+    pub async fn room_for(&self, n: usize) {
+        let n = n.clamp(1, self.tx.max_capacity());
+        if let Ok(permits) = self.tx.reserve_many(n).await {
+            drop(permits);
+        }
+    }
+
     /// Asks the writer to close the connection with `code` now, skipping queued frames.
     pub fn close(&self, code: u16, reason: &'static str) {
         let _ = self.kill.reason.set((code, reason));
@@ -109,5 +124,27 @@ mod tests {
         assert!(!out.push(Frame::text("c")));
         assert_eq!(inbox.kill.killed().await.0, CLOSE_SLOW_CONSUMER);
         assert_eq!(inbox.rx.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn room_for_waits_until_the_writer_drains() {
+        let (out, mut inbox) = Outbox::new(4);
+        for f in ["a", "b", "c"] {
+            assert!(out.push(Frame::text(f)));
+        }
+        // One slot is free; two are not until the writer takes a frame.
+        tokio::time::timeout(Duration::from_millis(50), out.room_for(1)).await.expect("one slot is free");
+        assert!(tokio::time::timeout(Duration::from_millis(50), out.room_for(2)).await.is_err());
+        let waiter = tokio::spawn({
+            let out = out.clone();
+            async move { out.room_for(2).await }
+        });
+        assert!(inbox.rx.recv().await.is_some());
+        tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("room after a drain").expect("task");
+        // Asking for more than the capacity waits for an empty queue, not forever.
+        while inbox.rx.try_recv().is_ok() {}
+        tokio::time::timeout(Duration::from_millis(50), out.room_for(100))
+            .await
+            .expect("an empty queue is room enough");
     }
 }
