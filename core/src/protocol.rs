@@ -18,6 +18,7 @@ use crate::{
     clock::PlaybackClock,
     room::{QueueItem, RoomSettingsPatch},
     song::Song,
+    tree::FromTree,
 };
 
 /// A frame as sent by a client, before its payload is interpreted.
@@ -664,25 +665,28 @@ impl Push {
     /// Decodes a push from its event name and its `data` as JSON text; `None` for an event this
     /// protocol does not define (a device admin push, or a newer server's).
     pub fn decode(event: &str, data: &str) -> Option<Result<Push, serde_json::Error>> {
-        fn de<T: DeserializeOwned>(data: &str, wrap: fn(T) -> Push) -> Result<Push, serde_json::Error> {
-            serde_json::from_str(data).map(wrap)
-        }
+        Push::by_event(event, JsonText(data))
+    }
+
+    /// The push named `event`, its payload read by `data`: the one table of push names, shared
+    /// by serde's decoder ([`Push::decode`]) and the tree codec's ([`Push::from_tree`]).
+    pub(crate) fn by_event<P: PushPayload>(event: &str, data: P) -> Option<Result<Push, P::Error>> {
         Some(match event {
-            "connected" => de(data, Push::Connected),
-            "room-joined" => de(data, |j| Push::RoomJoined(Box::new(j))),
-            "member-joined" => de(data, Push::MemberJoined),
-            "member-left" => de(data, Push::MemberLeft),
-            "member-updated" => de(data, Push::MemberUpdated),
-            "host-changed" => de(data, Push::HostChanged),
-            "playback-state-update" => de(data, Push::PlaybackStateUpdate),
-            "playback-paused" => de(data, Push::PlaybackPaused),
-            "playback-resumed" => de(data, Push::PlaybackResumed),
-            "playback-seeked" => de(data, Push::PlaybackSeeked),
-            "song-changed" => de(data, Push::SongChanged),
-            "queue-updated" => de(data, Push::QueueUpdated),
-            "settings-updated" => de(data, Push::SettingsUpdated),
-            "room-closed" => de(data, Push::RoomClosed),
-            "error" => de(data, Push::Error),
+            "connected" => data.read().map(Push::Connected),
+            "room-joined" => data.read().map(|j| Push::RoomJoined(Box::new(j))),
+            "member-joined" => data.read().map(Push::MemberJoined),
+            "member-left" => data.read().map(Push::MemberLeft),
+            "member-updated" => data.read().map(Push::MemberUpdated),
+            "host-changed" => data.read().map(Push::HostChanged),
+            "playback-state-update" => data.read().map(Push::PlaybackStateUpdate),
+            "playback-paused" => data.read().map(Push::PlaybackPaused),
+            "playback-resumed" => data.read().map(Push::PlaybackResumed),
+            "playback-seeked" => data.read().map(Push::PlaybackSeeked),
+            "song-changed" => data.read().map(Push::SongChanged),
+            "queue-updated" => data.read().map(Push::QueueUpdated),
+            "settings-updated" => data.read().map(Push::SettingsUpdated),
+            "room-closed" => data.read().map(Push::RoomClosed),
+            "error" => data.read().map(Push::Error),
             _ => return None,
         })
     }
@@ -691,6 +695,24 @@ impl Push {
     pub fn to_json(&self) -> String {
         // Every push is a tree of plain structs with string keys: serialization cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"event\":\"error\"}"))
+    }
+}
+
+/// A push's payload, readable as any payload type: JSON text read by serde, or a parsed tree read
+/// by the tree codec (`crate::tree`). Only the reader's own path is compiled in (the wasm
+/// client never instantiates serde's).
+pub(crate) trait PushPayload {
+    type Error;
+    fn read<T: DeserializeOwned + FromTree>(self) -> Result<T, Self::Error>;
+}
+
+/// A payload as JSON text, for serde.
+struct JsonText<'a>(&'a str);
+
+impl PushPayload for JsonText<'_> {
+    type Error = serde_json::Error;
+    fn read<T: DeserializeOwned + FromTree>(self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0)
     }
 }
 

@@ -10,9 +10,9 @@ use crate::{
     estimator::EstimatorConfig,
     protocol::{
         Connected, CreateRoom, ErrorBody, ErrorCode, GetMembers, HostChanged, JoinRoom, LoadSong, MemberInfo,
-        MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, QueueAdd, QueueMove, QueueRemove, QueueUpdated,
-        ReportDrift, RoomClosed, RoomInfo, RoomJoined, SeekPlayback, SetRate, SetReady, SettingsUpdated, TimeSync,
-        TimeSyncReply, TransferHost, UpdatePlayback, UpdateSettings,
+        MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, PushPayload, QueueAdd, QueueMove, QueueRemove,
+        QueueUpdated, ReportDrift, RoomClosed, RoomInfo, RoomJoined, SeekPlayback, SetRate, SetReady, SettingsUpdated,
+        TimeSync, TimeSyncReply, TransferHost, UpdatePlayback, UpdateSettings,
     },
     room::{QueueItem, RoomSettings, RoomSettingsPatch},
     song::{Provider, Song},
@@ -226,31 +226,21 @@ impl ToTree for ErrorCode {
 
 plain_struct!(ErrorBody { get code: "code", get message: "message" });
 
+/// A payload as a parsed tree, for the tree codec.
+struct TreePayload<'a, T>(&'a T);
+
+impl<T: Tree> PushPayload for TreePayload<'_, T> {
+    type Error = TreeError;
+    fn read<V: serde::de::DeserializeOwned + FromTree>(self) -> Result<V, TreeError> {
+        V::from_tree(self.0)
+    }
+}
+
 impl Push {
     /// Reads a push from its event name and its `data` tree: [`Push::decode`] for trees.
     /// `None` for an event this protocol does not define.
     pub fn from_tree<T: Tree>(event: &str, data: &T) -> Option<Result<Push, TreeError>> {
-        fn read<T: Tree, V: FromTree>(data: &T, wrap: fn(V) -> Push) -> Result<Push, TreeError> {
-            V::from_tree(data).map(wrap)
-        }
-        Some(match event {
-            "connected" => read(data, Push::Connected),
-            "room-joined" => read(data, |j| Push::RoomJoined(Box::new(j))),
-            "member-joined" => read(data, Push::MemberJoined),
-            "member-left" => read(data, Push::MemberLeft),
-            "member-updated" => read(data, Push::MemberUpdated),
-            "host-changed" => read(data, Push::HostChanged),
-            "playback-state-update" => read(data, Push::PlaybackStateUpdate),
-            "playback-paused" => read(data, Push::PlaybackPaused),
-            "playback-resumed" => read(data, Push::PlaybackResumed),
-            "playback-seeked" => read(data, Push::PlaybackSeeked),
-            "song-changed" => read(data, Push::SongChanged),
-            "queue-updated" => read(data, Push::QueueUpdated),
-            "settings-updated" => read(data, Push::SettingsUpdated),
-            "room-closed" => read(data, Push::RoomClosed),
-            "error" => read(data, Push::Error),
-            _ => return None,
-        })
+        Push::by_event(event, TreePayload(data))
     }
 }
 
