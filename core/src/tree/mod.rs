@@ -59,7 +59,7 @@ pub trait Tree: Sized {
 /// A field that is missing or of the wrong type or range, by its wire name (the innermost one,
 /// for a nested object). An empty name is a value that is not of the wanted type at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("missing or invalid field `{0}`")]
+#[error("{}", self.message())]
 pub struct TreeError(pub &'static str);
 
 impl TreeError {
