@@ -1,7 +1,11 @@
-// Shared by the browser end-to-end scripts (sync.mjs, youtube.mjs, admin.mjs): a generated WAV file, the
-// real `unisono` binary serving a copy of the built web app, quantiles, logging and waiting.
+// Shared by the browser end-to-end scripts (sync.mjs, youtube.mjs, spotify.mjs, admin.mjs): a
+// generated WAV file, the real `unisono` binary serving a copy of the built web app, quantiles,
+// logging and waiting, and the run-and-clean-up frame of a script (`runAppScript`).
 
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 export const log = (...a) => console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -95,4 +99,45 @@ export async function openRoom(host, guest, url) {
   await guest.goto(`${url}/r/${code}`);
   await guest.waitForSelector('#room-code');
   return code;
+}
+
+/**
+ * Runs a browser script against the built app in `dist`: a temp copy of it (with `media`, a map
+ * of file name to contents, under `/media/`) served by the binary at `bin`, one headless
+ * Chromium, and a `check(name, pass, detail)` that logs and counts failures. `body` gets
+ * `{ url, browser, check }`. Cleans up, then exits 0 only if every check passed (1 on an
+ * exception).
+ */
+export function runAppScript({ name, bin, dist, out, media = {} }, body) {
+  const run = async () => {
+    if (!fs.existsSync(path.join(dist, 'index.html'))) throw new Error(`no built app in ${dist} (cargo xtask web)`);
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `unisono-${name}-`));
+    const webDir = path.join(tmp, 'web');
+    fs.cpSync(dist, webDir, { recursive: true });
+    const files = Object.entries(media);
+    if (files.length) fs.mkdirSync(path.join(webDir, 'media'));
+    for (const [file, contents] of files) fs.writeFileSync(path.join(webDir, 'media', file), contents);
+    fs.mkdirSync(out, { recursive: true });
+    const { child, url } = await startServer(bin, webDir, path.join(tmp, 'data'));
+    log('server', url);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+    let ok = true;
+    const check = (what, pass, detail = '') => {
+      if (!pass) ok = false;
+      log(pass ? 'PASS' : 'FAIL', what, detail);
+    };
+    try {
+      await body({ url, browser, check });
+    } finally {
+      await browser.close().catch(() => {});
+      child.kill('SIGTERM');
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+    process.exit(ok ? 0 : 1);
+  };
+  run().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
 }

@@ -14,12 +14,9 @@
 //
 // Usage: node tests/browser/spotify.mjs [--bin target/debug/unisono] [--dist dist] [--out tests/browser/out]
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, inStepErrors, log, openRoom, opt, quantile, startServer, waitFor } from './lib.mjs';
+import { inStepErrors, log, openRoom, opt, quantile, runAppScript, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
@@ -72,100 +69,75 @@ const probe = () => {
   return [performance.timeOrigin + performance.now(), p && p.uri ? p.now() : NaN, p ? p.paused : true];
 };
 
-async function main() {
-  if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error(`no built app in ${DIST} (cargo xtask web)`);
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-spotify-'));
-  const webDir = path.join(tmp, 'web');
-  fs.cpSync(DIST, webDir, { recursive: true });
-  fs.mkdirSync(OUT, { recursive: true });
-  const { child, url } = await startServer(BIN, webDir, path.join(tmp, 'data'));
-  log('server', url);
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
-  let ok = true;
-  const check = (name, pass, detail = '') => {
-    if (!pass) ok = false;
-    log(pass ? 'PASS' : 'FAIL', name, detail);
-  };
+runAppScript({ name: 'spotify', bin: BIN, dist: DIST, out: OUT }, async ({ url, browser, check }) => {
   const apiCalls = { host: [], guest: [] };
-  try {
-    const pages = [];
-    for (const name of ['host', 'guest']) {
-      const ctx = await browser.newContext({ viewport: { width: 1000, height: 1100 } });
-      if (name === 'guest') await ctx.addInitScript(() => localStorage.setItem('unisono.spotifyToken', 'guest-token'));
-      await ctx.route('https://sdk.scdn.co/spotify-player.js', (r) =>
-        r.fulfill({ contentType: 'text/javascript', body: standIn }));
-      const page = await ctx.newPage();
-      await ctx.route('https://api.spotify.com/**', async (r) => {
-        const req = r.request();
-        if (req.method() === 'OPTIONS') return r.fulfill({ status: 204, headers: CORS });
-        apiCalls[name].push({ method: req.method(), url: req.url(), auth: await req.headerValue('authorization'), body: req.postData() });
-        const uri = JSON.parse(req.postData() ?? '{}').uris?.[0];
-        if (uri) await page.evaluate((u) => window.__sp && window.__sp.startTrack(u), uri);
-        return r.fulfill({ status: 204, headers: CORS });
-      });
-      page.on('pageerror', (e) => log(`${name} page error:`, e.message));
-      pages.push(page);
-    }
-    const [host, guest] = pages;
-    await openRoom(host, guest, url);
-
-    await host.fill('#link', `https://open.spotify.com/track/${TRACK}?si=x`);
-    await host.click('#add');
-    await waitFor(host, () => document.querySelectorAll('#queue li').length === 1);
-    await host.click('#play');
-    // Without a token the host's page asks for one (and shows the position only).
-    await host.waitForSelector('#spotify-token', { timeout: 5000 }).then(
-      () => check('without a token the room page asks for one', true),
-      () => check('without a token the room page asks for one', false));
-    await host.fill('#spotify-token', 'host-token');
-    await host.click('#spotify-save');
-
-    const playing = () => window.__sp && window.__sp.uri && !window.__sp.paused && window.__sp.now() > 300;
-    await Promise.all([waitFor(host, playing), waitFor(guest, playing)]).then(
-      () => check('both pages play the track through Spotify.Player', true),
-      (e) => check('both pages play the track through Spotify.Player', false, e.message));
-    for (const [n, p] of [['host', host], ['guest', guest]]) {
-      const token = `${n}-token`;
-      const calls = await p.evaluate(() => window.__spCalls);
-      check(`${n} connected a player with its token`, calls.some((c) => c[0] === 'connect' && c[1] === token),
-        JSON.stringify(calls.slice(0, 3)));
-      const put = apiCalls[n].find((c) => c.method === 'PUT');
-      const body = put ? JSON.parse(put.body) : null;
-      check(`${n} started the track on its own device through the Web API`,
-        !!put && new URL(put.url).pathname === '/v1/me/player/play'
-          && new URL(put.url).searchParams.get('device_id') === `dev-${token}`
-          && put.auth === `Bearer ${token}` && body?.uris?.[0] === `spotify:track:${TRACK}`,
-        JSON.stringify(put));
-    }
-    check('the <audio> element stays silent', await guest.evaluate(() => document.querySelector('main > audio').paused));
-
-    // In step: both players against one clock, for 5 s after 2 s to settle.
-    const errors = await inStepErrors(host, guest, probe, { settleMs: 2000, forMs: 5000 });
-    const p95 = quantile(errors, 0.95);
-    check(`Spotify players within ${SP_TOLERANCE_MS} ms of each other (p95)`, errors.length > 20 && p95 <= SP_TOLERANCE_MS,
-      `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
-    await host.screenshot({ path: path.join(OUT, 'spotify.png'), fullPage: true });
-
-    await host.click('#play');
-    await waitFor(guest, () => window.__sp.paused, undefined, 3000).then(
-      () => check('pause reaches the guest\'s Spotify player', true),
-      () => check('pause reaches the guest\'s Spotify player', false));
-
-    await guest.click('#spotify-forget');
-    await waitFor(guest, () => window.__spCalls.some((c) => c[0] === 'disconnect') && !!document.querySelector('#spotify-token'),
-      undefined, 3000).then(
-      () => check('forgetting the token disconnects the player and asks again', true),
-      () => check('forgetting the token disconnects the player and asks again', false));
-    check('the token is gone from storage', await guest.evaluate(() => localStorage.getItem('unisono.spotifyToken') === null));
-  } finally {
-    await browser.close().catch(() => {});
-    child.kill('SIGTERM');
-    fs.rmSync(tmp, { recursive: true, force: true });
+  const pages = [];
+  for (const name of ['host', 'guest']) {
+    const ctx = await browser.newContext({ viewport: { width: 1000, height: 1100 } });
+    if (name === 'guest') await ctx.addInitScript(() => localStorage.setItem('unisono.spotifyToken', 'guest-token'));
+    await ctx.route('https://sdk.scdn.co/spotify-player.js', (r) =>
+      r.fulfill({ contentType: 'text/javascript', body: standIn }));
+    const page = await ctx.newPage();
+    await ctx.route('https://api.spotify.com/**', async (r) => {
+      const req = r.request();
+      if (req.method() === 'OPTIONS') return r.fulfill({ status: 204, headers: CORS });
+      apiCalls[name].push({ method: req.method(), url: req.url(), auth: await req.headerValue('authorization'), body: req.postData() });
+      const uri = JSON.parse(req.postData() ?? '{}').uris?.[0];
+      if (uri) await page.evaluate((u) => window.__sp && window.__sp.startTrack(u), uri);
+      return r.fulfill({ status: 204, headers: CORS });
+    });
+    page.on('pageerror', (e) => log(`${name} page error:`, e.message));
+    pages.push(page);
   }
-  process.exit(ok ? 0 : 1);
-}
+  const [host, guest] = pages;
+  await openRoom(host, guest, url);
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
+  await host.fill('#link', `https://open.spotify.com/track/${TRACK}?si=x`);
+  await host.click('#add');
+  await waitFor(host, () => document.querySelectorAll('#queue li').length === 1);
+  await host.click('#play');
+  // Without a token the host's page asks for one (and shows the position only).
+  await host.waitForSelector('#spotify-token', { timeout: 5000 }).then(
+    () => check('without a token the room page asks for one', true),
+    () => check('without a token the room page asks for one', false));
+  await host.fill('#spotify-token', 'host-token');
+  await host.click('#spotify-save');
+
+  const playing = () => window.__sp && window.__sp.uri && !window.__sp.paused && window.__sp.now() > 300;
+  await Promise.all([waitFor(host, playing), waitFor(guest, playing)]).then(
+    () => check('both pages play the track through Spotify.Player', true),
+    (e) => check('both pages play the track through Spotify.Player', false, e.message));
+  for (const [n, p] of [['host', host], ['guest', guest]]) {
+    const token = `${n}-token`;
+    const calls = await p.evaluate(() => window.__spCalls);
+    check(`${n} connected a player with its token`, calls.some((c) => c[0] === 'connect' && c[1] === token),
+      JSON.stringify(calls.slice(0, 3)));
+    const put = apiCalls[n].find((c) => c.method === 'PUT');
+    const body = put ? JSON.parse(put.body) : null;
+    check(`${n} started the track on its own device through the Web API`,
+      !!put && new URL(put.url).pathname === '/v1/me/player/play'
+        && new URL(put.url).searchParams.get('device_id') === `dev-${token}`
+        && put.auth === `Bearer ${token}` && body?.uris?.[0] === `spotify:track:${TRACK}`,
+      JSON.stringify(put));
+  }
+  check('the <audio> element stays silent', await guest.evaluate(() => document.querySelector('main > audio').paused));
+
+  // In step: both players against one clock, for 5 s after 2 s to settle.
+  const errors = await inStepErrors(host, guest, probe, { settleMs: 2000, forMs: 5000 });
+  const p95 = quantile(errors, 0.95);
+  check(`Spotify players within ${SP_TOLERANCE_MS} ms of each other (p95)`, errors.length > 20 && p95 <= SP_TOLERANCE_MS,
+    `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
+  await host.screenshot({ path: path.join(OUT, 'spotify.png'), fullPage: true });
+
+  await host.click('#play');
+  await waitFor(guest, () => window.__sp.paused, undefined, 3000).then(
+    () => check('pause reaches the guest\'s Spotify player', true),
+    () => check('pause reaches the guest\'s Spotify player', false));
+
+  await guest.click('#spotify-forget');
+  await waitFor(guest, () => window.__spCalls.some((c) => c[0] === 'disconnect') && !!document.querySelector('#spotify-token'),
+    undefined, 3000).then(
+    () => check('forgetting the token disconnects the player and asks again', true),
+    () => check('forgetting the token disconnects the player and asks again', false));
+  check('the token is gone from storage', await guest.evaluate(() => localStorage.getItem('unisono.spotifyToken') === null));
 });

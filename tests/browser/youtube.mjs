@@ -12,12 +12,9 @@
 //
 // Usage: node tests/browser/youtube.mjs [--bin target/debug/unisono] [--dist dist] [--out tests/browser/out]
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, inStepErrors, log, openRoom, opt, quantile, sleep, startServer, wav, waitFor } from './lib.mjs';
+import { inStepErrors, log, openRoom, opt, quantile, runAppScript, sleep, wav, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
@@ -62,89 +59,61 @@ const probe = () => {
   return [performance.timeOrigin + performance.now(), p ? p.getCurrentTime() * 1000 : NaN, p ? p.audio.paused : true];
 };
 
-async function main() {
-  if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error(`no built app in ${DIST} (cargo xtask web)`);
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'unisono-youtube-'));
-  const webDir = path.join(tmp, 'web');
-  fs.cpSync(DIST, webDir, { recursive: true });
-  fs.mkdirSync(path.join(webDir, 'media'));
-  fs.writeFileSync(path.join(webDir, 'media', 'video.wav'), wav(120));
-  fs.writeFileSync(path.join(webDir, 'media', 'tone.wav'), wav(60));
-  fs.mkdirSync(OUT, { recursive: true });
-  const { child, url } = await startServer(BIN, webDir, path.join(tmp, 'data'));
-  log('server', url);
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
-  let ok = true;
-  const check = (name, pass, detail = '') => {
-    if (!pass) ok = false;
-    log(pass ? 'PASS' : 'FAIL', name, detail);
-  };
-  try {
-    const pages = [];
-    for (const name of ['host', 'guest']) {
-      const ctx = await browser.newContext({ viewport: { width: 1000, height: 1100 } });
-      await ctx.route('https://www.youtube.com/iframe_api', (r) =>
-        r.fulfill({ contentType: 'text/javascript', body: standIn(`${url}/media/video.wav`) }));
-      const page = await ctx.newPage();
-      page.on('pageerror', (e) => log(`${name} page error:`, e.message));
-      pages.push(page);
-    }
-    const [host, guest] = pages;
-    await openRoom(host, guest, url);
-
-    await host.fill('#link', `https://www.youtube.com/watch?v=${VIDEO}&t=3`);
-    await host.click('#add');
-    await waitFor(host, () => document.querySelectorAll('#queue li').length === 1);
-    await host.click('#play');
-    const playing = () => window.__yt && !window.__yt.audio.paused && window.__yt.getCurrentTime() > 0.3;
-    await Promise.all([waitFor(host, playing), waitFor(guest, playing)]).then(
-      () => check('both pages play the video through YT.Player', true),
-      (e) => check('both pages play the video through YT.Player', false, e.message));
-    for (const [n, p] of [['host', host], ['guest', guest]]) {
-      const calls = await p.evaluate(() => window.__ytCalls);
-      check(`${n} cued the linked video`, calls.some((c) => c[0] === 'cueVideoById' && c[1] === 'dQw4w9WgXcQ'),
-        JSON.stringify(calls.slice(0, 4)));
-      const shown = await p.evaluate(() => !document.querySelector('#video').classList.contains('hidden'));
-      check(`${n} shows the video box`, shown);
-    }
-    check('the <audio> element stays silent', await guest.evaluate(() => document.querySelector('main > audio').paused));
-
-    // In step: both players against one clock, for 6 s after 3 s to settle.
-    const errors = await inStepErrors(host, guest, probe, { settleMs: 3000, forMs: 6000 });
-    const p95 = quantile(errors, 0.95);
-    check(`YouTube players within ${YT_TOLERANCE_MS} ms of each other (p95)`, errors.length > 20 && p95 <= YT_TOLERANCE_MS,
-      `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
-    await host.screenshot({ path: path.join(OUT, 'youtube.png'), fullPage: true });
-
-    await host.click('#play');
-    await waitFor(guest, () => window.__yt.audio.paused, undefined, 3000).then(
-      () => check('pause reaches the guest\'s YouTube player', true),
-      () => check('pause reaches the guest\'s YouTube player', false));
-
-    // The next song is a plain URL: the <audio> element takes over, the video box goes away.
-    const queued = await host.evaluate(() => document.querySelectorAll('#queue li').length);
-    await host.fill('#link', `${url}/media/tone.wav`);
-    await host.click('#add');
-    await waitFor(host, (n) => document.querySelectorAll('#queue li').length === n + 1, queued);
-    await host.click('#next');
-    await sleep(300);
-    if (await host.evaluate(() => document.querySelector('main > audio').paused)) await host.click('#play');
-    const audioPlays = () => { const a = document.querySelector('main > audio'); return !a.paused && a.currentTime > 0.2; };
-    await Promise.all([waitFor(host, audioPlays), waitFor(guest, audioPlays)]).then(
-      () => check('a URL song after it plays in <audio> again', true),
-      (e) => check('a URL song after it plays in <audio> again', false, e.message));
-    const hidden = await guest.evaluate(() => document.querySelector('#video').classList.contains('hidden')
-      && !document.querySelector('#video').children.length);
-    check('the video box is hidden and emptied', hidden);
-  } finally {
-    await browser.close().catch(() => {});
-    child.kill('SIGTERM');
-    fs.rmSync(tmp, { recursive: true, force: true });
+runAppScript({ name: 'youtube', bin: BIN, dist: DIST, out: OUT, media: { 'video.wav': wav(120), 'tone.wav': wav(60) } }, async ({ url, browser, check }) => {
+  const pages = [];
+  for (const name of ['host', 'guest']) {
+    const ctx = await browser.newContext({ viewport: { width: 1000, height: 1100 } });
+    await ctx.route('https://www.youtube.com/iframe_api', (r) =>
+      r.fulfill({ contentType: 'text/javascript', body: standIn(`${url}/media/video.wav`) }));
+    const page = await ctx.newPage();
+    page.on('pageerror', (e) => log(`${name} page error:`, e.message));
+    pages.push(page);
   }
-  process.exit(ok ? 0 : 1);
-}
+  const [host, guest] = pages;
+  await openRoom(host, guest, url);
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
+  await host.fill('#link', `https://www.youtube.com/watch?v=${VIDEO}&t=3`);
+  await host.click('#add');
+  await waitFor(host, () => document.querySelectorAll('#queue li').length === 1);
+  await host.click('#play');
+  const playing = () => window.__yt && !window.__yt.audio.paused && window.__yt.getCurrentTime() > 0.3;
+  await Promise.all([waitFor(host, playing), waitFor(guest, playing)]).then(
+    () => check('both pages play the video through YT.Player', true),
+    (e) => check('both pages play the video through YT.Player', false, e.message));
+  for (const [n, p] of [['host', host], ['guest', guest]]) {
+    const calls = await p.evaluate(() => window.__ytCalls);
+    check(`${n} cued the linked video`, calls.some((c) => c[0] === 'cueVideoById' && c[1] === 'dQw4w9WgXcQ'),
+      JSON.stringify(calls.slice(0, 4)));
+    const shown = await p.evaluate(() => !document.querySelector('#video').classList.contains('hidden'));
+    check(`${n} shows the video box`, shown);
+  }
+  check('the <audio> element stays silent', await guest.evaluate(() => document.querySelector('main > audio').paused));
+
+  // In step: both players against one clock, for 6 s after 3 s to settle.
+  const errors = await inStepErrors(host, guest, probe, { settleMs: 3000, forMs: 6000 });
+  const p95 = quantile(errors, 0.95);
+  check(`YouTube players within ${YT_TOLERANCE_MS} ms of each other (p95)`, errors.length > 20 && p95 <= YT_TOLERANCE_MS,
+    `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
+  await host.screenshot({ path: path.join(OUT, 'youtube.png'), fullPage: true });
+
+  await host.click('#play');
+  await waitFor(guest, () => window.__yt.audio.paused, undefined, 3000).then(
+    () => check('pause reaches the guest\'s YouTube player', true),
+    () => check('pause reaches the guest\'s YouTube player', false));
+
+  // The next song is a plain URL: the <audio> element takes over, the video box goes away.
+  const queued = await host.evaluate(() => document.querySelectorAll('#queue li').length);
+  await host.fill('#link', `${url}/media/tone.wav`);
+  await host.click('#add');
+  await waitFor(host, (n) => document.querySelectorAll('#queue li').length === n + 1, queued);
+  await host.click('#next');
+  await sleep(300);
+  if (await host.evaluate(() => document.querySelector('main > audio').paused)) await host.click('#play');
+  const audioPlays = () => { const a = document.querySelector('main > audio'); return !a.paused && a.currentTime > 0.2; };
+  await Promise.all([waitFor(host, audioPlays), waitFor(guest, audioPlays)]).then(
+    () => check('a URL song after it plays in <audio> again', true),
+    (e) => check('a URL song after it plays in <audio> again', false, e.message));
+  const hidden = await guest.evaluate(() => document.querySelector('#video').classList.contains('hidden')
+    && !document.querySelector('#video').children.length);
+  check('the video box is hidden and emptied', hidden);
 });
