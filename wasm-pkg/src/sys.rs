@@ -75,11 +75,11 @@ fn on_settled_boxed(p: &JsValue, f: Box<dyn FnOnce(Result<JsValue, JsValue>)>) {
 
 /// A plain JavaScript object of `pairs` (an `undefined` value leaves its key out of the JSON).
 pub fn object(pairs: &[(&str, JsValue)]) -> JsValue {
-    let o = js_sys::Object::new();
+    let mut o = Js::new_object();
     for (k, v) in pairs {
-        let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), v);
+        o.insert(k, Js(v.clone()));
     }
-    o.into()
+    o.0
 }
 
 /// `parts` joined (`[..].concat()` costs a generic join in the wasm).
@@ -160,7 +160,7 @@ impl Tree for Js {
     fn new_object() -> Self {
         Js(js_sys::Object::new().into())
     }
-    fn insert(&mut self, key: &'static str, v: Self) {
+    fn insert(&mut self, key: &str, v: Self) {
         let _ = js_sys::Reflect::set(&self.0, &JsValue::from_str(key), &v.0);
     }
 }

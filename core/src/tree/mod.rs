@@ -53,7 +53,7 @@ pub trait Tree: Sized {
     fn push(&mut self, v: Self);
     fn new_object() -> Self;
     /// Sets a field of an object made by [`Tree::new_object`].
-    fn insert(&mut self, key: &'static str, v: Self);
+    fn insert(&mut self, key: &str, v: Self);
 }
 
 /// A field that is missing or of the wrong type or range, by its wire name (the innermost one,
@@ -355,7 +355,7 @@ impl Tree for Value {
     fn new_object() -> Self {
         Value::Object(Default::default())
     }
-    fn insert(&mut self, key: &'static str, v: Self) {
+    fn insert(&mut self, key: &str, v: Self) {
         if let Value::Object(o) = self {
             o.insert(key.to_owned(), v);
         }
