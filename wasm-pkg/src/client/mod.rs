@@ -685,16 +685,8 @@ impl Client {
         self.request(Request::PlayNext)
     }
 
-    pub fn set_ready(&self, ready: bool) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
-        self.request(Request::SetReady(unisono_core::protocol::SetReady { ready }))
-    }
-
     pub fn transfer_host(&self, session_id: &str) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
         self.request(Request::TransferHost(unisono_core::protocol::TransferHost { session_id: session_id.to_owned() }))
-    }
-
-    pub fn report_drift(&self, drift_ms: f64) -> impl Future<Output = Result<JsValue, ClientError>> + 'static {
-        self.request(Request::ReportDrift(unisono_core::protocol::ReportDrift { drift_ms }))
     }
 
     // ---- state ----------------------------------------------------------------------------
