@@ -30,6 +30,11 @@ fn js_err(e: TreeError) -> JsError {
     JsError::new(&e.message())
 }
 
+/// An optional argument read as `T`; `None` when left out, `undefined` or `null`.
+fn optional<T: FromTree>(v: Option<JsValue>) -> Result<Option<T>, JsError> {
+    v.map_or(Ok(None), |v| sys::from_js(&v).map_err(js_err))
+}
+
 /// `v` read as `T`; `undefined` or `null` is an error naming `what`.
 fn required<T: FromTree>(v: &JsValue, what: &str) -> Result<T, JsError> {
     sys::from_js(v).map_err(js_err)?.ok_or_else(|| JsError::new(&sys::text(&[what, " is required"])))
@@ -56,8 +61,7 @@ impl Estimator {
     pub fn new(
         #[wasm_bindgen(unchecked_optional_param_type = "Partial<EstimatorConfig>")] config: Option<JsValue>,
     ) -> Result<Estimator, JsError> {
-        let config = config.unwrap_or(JsValue::UNDEFINED);
-        let config: EstimatorConfig = sys::from_js(&config).map_err(js_err)?.unwrap_or_default();
+        let config: EstimatorConfig = optional(config)?.unwrap_or_default();
         Ok(Estimator(ClockOffsetEstimator::new(config)))
     }
 
@@ -109,10 +113,8 @@ impl Drift {
         #[wasm_bindgen(unchecked_param_type = "PlayerCapabilities")] capabilities: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "Partial<DriftConfig>")] config: Option<JsValue>,
     ) -> Result<Drift, JsError> {
-        let config = config.unwrap_or(JsValue::UNDEFINED);
         let caps: PlayerCapabilities = required(&capabilities, "capabilities")?;
-        let config: DriftConfig =
-            sys::from_js(&config).map_err(js_err)?.unwrap_or_else(|| DriftConfig::for_player(&caps));
+        let config: DriftConfig = optional(config)?.unwrap_or_else(|| DriftConfig::for_player(&caps));
         Ok(Drift(DriftController::new(config, caps)))
     }
 
@@ -181,8 +183,7 @@ impl PlaybackClock {
     pub fn new(
         #[wasm_bindgen(unchecked_optional_param_type = "Playback")] playback: Option<JsValue>,
     ) -> Result<PlaybackClock, JsError> {
-        let playback = playback.unwrap_or(JsValue::UNDEFINED);
-        let p: Option<PlaybackState> = sys::from_js(&playback).map_err(js_err)?;
+        let p: Option<PlaybackState> = optional(playback)?;
         Ok(PlaybackClock(p.map(|p| p.clock).unwrap_or_default()))
     }
 
