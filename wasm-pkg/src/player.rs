@@ -545,8 +545,7 @@ impl SpotifyAdapter {
         let device: String = js_sys::encode_uri_component(device).into();
         let url = sys::text(&[SPOTIFY_PLAY_URL, "?device_id=", &device]);
         let uris = js_sys::Array::of1(&sys::text(&["spotify:track:", track_id]).into());
-        let body =
-            js_sys::JSON::stringify(&sys::object(&[("uris", uris.into())])).map(JsValue::from).unwrap_or(JsValue::NULL);
+        let body = sys::stringify(&sys::object(&[("uris", uris.into())])).unwrap_or(JsValue::NULL);
         let headers = sys::object(&[
             ("Authorization", sys::text(&["Bearer ", token]).into()),
             ("Content-Type", "application/json".into()),
