@@ -4,6 +4,8 @@
 //! server feeds it from the OS RNG. 30 symbols over 6 characters give 729 million codes, so a
 //! blind guess at a few open rooms has negligible odds, and join attempts are rate-limited.
 
+use crate::prelude::*;
+
 /// The code alphabet: digits and capitals without the look-alikes `0 O 1 I L` and without `U`.
 pub const ALPHABET: &[u8; 30] = b"23456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Default code length.

@@ -7,7 +7,9 @@
 //! `object`, `array`. Built in: `vlc:play`, `vlc:pause`, `vlc:stop`, `vlc:fullscreen`,
 //! `vlc:snapshot`; more come from configuration (`--commands-file`).
 
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -29,7 +31,9 @@ impl ParamType {
         match self {
             ParamType::String => v.is_string(),
             ParamType::Number => v.is_number(),
-            ParamType::Integer => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
+            ParamType::Integer => {
+                v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.is_finite() && libm::trunc(f) == f)
+            }
             ParamType::Boolean => v.is_boolean(),
             ParamType::Object => v.is_object(),
             ParamType::Array => v.is_array(),

@@ -20,7 +20,7 @@
 //! The controller is fed positions in song milliseconds; it should only be called while the room
 //! is playing.
 
-use std::collections::VecDeque;
+use crate::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -237,7 +237,7 @@ pub struct DriftController {
     /// While set, no new nudge starts (`nudge_rest_ms` after the last one ended).
     rest_until: Option<Millis>,
     /// When the recent seeks were issued, oldest first, pruned to `seek_window_ms`.
-    seeks: VecDeque<Millis>,
+    seeks: Vec<Millis>,
     /// Widening factor of the seek thresholds, `1` unless thrashing was detected.
     threshold_scale: f64,
     /// Last time the error exceeded the unwidened seek threshold; widening is undone once this
@@ -260,7 +260,7 @@ impl DriftController {
             settle_until: None,
             backoff_until: None,
             rest_until: None,
-            seeks: VecDeque::new(),
+            seeks: Vec::new(),
             threshold_scale: 1.0,
             last_seek_wanted: None,
         }
@@ -313,9 +313,9 @@ impl DriftController {
     /// Drops state whose time has passed.
     fn expire(&mut self, now: Millis) {
         let window = self.config.seek_window_ms;
-        while self.seeks.front().is_some_and(|t| now - t >= window) {
-            self.seeks.pop_front();
-        }
+        let stale = self.seeks.iter().take_while(|t| now - **t >= window).count();
+        self.seeks.copy_within(stale.., 0);
+        self.seeks.truncate(self.seeks.len() - stale);
         if self.settle_until.is_some_and(|t| now >= t) {
             self.settle_until = None;
         }
@@ -388,7 +388,7 @@ impl DriftController {
         }
         let latency = self.caps.seek_latency_ms.max(0.0);
         self.smoothed = None;
-        self.seeks.push_back(now);
+        self.seeks.push(now);
         self.settle_until = Some(now + latency + self.config.seek_settle_ms.max(0.0));
         Some(Correction::Seek { to_ms: expected + latency * base_rate })
     }
@@ -501,8 +501,8 @@ fn quantise(wanted: f64, step: f64, cap: f64) -> f64 {
         return if wanted < cap { wanted } else { cap };
     }
     // The epsilon absorbs representation error, e.g. 0.15 / 0.05 = 2.9999999999999996.
-    let max_steps = (cap / step + 1e-9).floor().max(1.0);
-    let steps = (wanted / step).round();
+    let max_steps = libm::floor(cap / step + 1e-9).max(1.0);
+    let steps = libm::round(wanted / step);
     let steps = if steps > max_steps {
         max_steps
     } else if steps >= 1.0 {

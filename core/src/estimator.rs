@@ -27,7 +27,7 @@
 //!
 //! Only IEEE-754 basic operations are used, so native and WebAssembly builds agree bit for bit.
 
-use std::collections::VecDeque;
+use crate::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -127,15 +127,15 @@ struct Estimate {
 pub struct ClockOffsetEstimator {
     config: EstimatorConfig,
     /// Accepted samples, oldest first, at most `capacity()` of them.
-    window: VecDeque<Sample>,
+    window: Vec<Sample>,
     /// Outlier verdicts of the last `capacity()` valid samples, oldest first; `true` = rejected.
-    verdicts: VecDeque<bool>,
+    verdicts: Vec<bool>,
     estimate: Option<Estimate>,
 }
 
 impl ClockOffsetEstimator {
     pub fn new(config: EstimatorConfig) -> Self {
-        Self { config, window: VecDeque::new(), verdicts: VecDeque::new(), estimate: None }
+        Self { config, window: Vec::new(), verdicts: Vec::new(), estimate: None }
     }
 
     pub fn config(&self) -> &EstimatorConfig {
@@ -165,17 +165,19 @@ impl ClockOffsetEstimator {
         let sample = Sample::from_timestamps(t0, t1, t2, t3).ok_or(SampleRejected::Invalid)?;
         let rejected = self.is_outlier(&sample) && !self.reference_is_stale();
 
-        self.verdicts.push_back(rejected);
+        // Oldest first. A `Vec` rather than a `VecDeque`: a few dozen entries at most, and a
+        // second collection type is code the npm wasm pays for.
+        self.verdicts.push(rejected);
         if self.verdicts.len() > self.capacity() {
-            self.verdicts.pop_front();
+            self.verdicts.remove(0);
         }
         if rejected {
             return Err(SampleRejected::Outlier);
         }
 
-        self.window.push_back(sample);
+        self.window.push(sample);
         if self.window.len() > self.capacity() {
-            self.window.pop_front();
+            self.window.remove(0);
         }
         self.estimate = self.compute_estimate();
         Ok(sample)

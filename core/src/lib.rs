@@ -20,10 +20,19 @@
 //! - [`code`]: room-code alphabet and validation (generation takes randomness as a parameter).
 //! - [`vectors`]: cross-platform test vectors (inputs and bit-exact outputs of the math above).
 //!
+//! ## `no_std`
+//! The crate needs only `alloc` (and `libm` for `floor`/`round`, exact operations that give the
+//! same results as std's). The npm package builds without std, so it carries none of std's
+//! panic and formatting machinery; the server links it with std as usual.
+//!
 //! ## Determinism
 //! Only IEEE-754 basic operations (`+ - * /`, comparisons, `min`/`max`) are used on `f64` in the
 //! clock and estimator paths. These are exactly specified and give bit-identical results natively
 //! and in WebAssembly; no transcendental functions, no fused multiply-add.
+
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
 
 pub mod clock;
 pub mod code;
@@ -36,6 +45,18 @@ pub mod room;
 pub mod song;
 pub mod tree;
 pub mod vectors;
+
+/// What `std`'s prelude would bring, for the `no_std` build.
+mod prelude {
+    pub(crate) use alloc::{
+        borrow::ToOwned,
+        boxed::Box,
+        format,
+        string::{String, ToString},
+        vec,
+        vec::Vec,
+    };
+}
 
 /// Milliseconds on the server's clock (Unix epoch based), or a duration in milliseconds.
 pub type Millis = f64;

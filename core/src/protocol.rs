@@ -8,7 +8,9 @@
 //! Event names are fixed by existing clients (seed 002): kebab-case, e.g. `pause-playback`.
 //! The same types are used by the server, the wasm client and the tests.
 
-use std::borrow::Cow;
+use crate::prelude::*;
+
+use alloc::borrow::Cow;
 
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 use serde_json::{Value, value::RawValue};

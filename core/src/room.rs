@@ -7,7 +7,9 @@
 //! Timers are not run here: the driver asks [`Room::next_deadline`] and sends [`Command::Tick`]
 //! when it passes (host grace, ready-barrier timeout, end of song, empty-room TTL).
 
-use std::collections::{BTreeMap, HashMap};
+use crate::prelude::*;
+
+use alloc::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -345,7 +347,7 @@ struct Member {
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Members {
     by_seq: BTreeMap<u64, Member>,
-    seq_of: HashMap<SessionId, u64>,
+    seq_of: BTreeMap<SessionId, u64>,
     next_seq: u64,
 }
 
@@ -712,7 +714,7 @@ impl Room {
         if self.host == new {
             return;
         }
-        let previous = std::mem::replace(&mut self.host, new.clone());
+        let previous = core::mem::replace(&mut self.host, new.clone());
         self.host_grace_until = None;
         out.persist();
         out.broadcast(Push::HostChanged(HostChanged { host: new, previous }));

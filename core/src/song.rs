@@ -1,5 +1,7 @@
 //! What a room can play: a [`Song`] and the [`Provider`] whose player renders it.
 
+use crate::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Millis;

@@ -7,6 +7,8 @@
 //! The file is JSON: serde_json writes the shortest representation that parses back to the
 //! same `f64`, in Rust and in JavaScript alike.
 
+use crate::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -79,7 +81,7 @@ impl Rng {
     fn range(&mut self, lo: f64, hi: f64) -> f64 {
         let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
         let v = lo + (hi - lo) * unit;
-        if self.next() & 1 == 0 { (v * 1024.0).floor() / 1024.0 } else { v }
+        if self.next() & 1 == 0 { libm::floor(v * 1024.0) / 1024.0 } else { v }
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)

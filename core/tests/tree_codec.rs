@@ -393,16 +393,16 @@ fn a_partial_drift_config_is_read_over_the_given_base() {
     assert_eq!(c, DriftConfig { max_seeks: 1, ..base });
     assert_eq!(
         DriftConfig::from_tree_over(DriftConfig::default(), &json!({ "maxSeeks": -1 })),
-        Err(TreeError("maxSeeks"))
+        Err(TreeError(&"maxSeeks"))
     );
 }
 
 #[test]
 fn errors_name_the_innermost_field() {
     let bad = json!({ "member": { "sessionId": "a", "name": 7 } });
-    assert_eq!(MemberJoined::from_tree(&bad), Err(TreeError("name")));
-    assert_eq!(TreeError("name").message(), "missing or invalid field `name`");
-    assert_eq!(Song::from_tree(&json!("not an object")), Err(TreeError("")));
+    assert_eq!(MemberJoined::from_tree(&bad), Err(TreeError(&"name")));
+    assert_eq!(TreeError(&"name").message(), "missing or invalid field `name`");
+    assert_eq!(Song::from_tree(&json!("not an object")), Err(TreeError(&"")));
     // The one known difference: a JavaScript number cannot say it was written `2.0`.
     let rev_as_float = json!({"song": null, "positionMs": 0, "serverTime": 0, "isPlaying": false, "rate": 1, "rev": 2.0, "startedAt": null, "pausedAt": null});
     assert!(serde_json::from_value::<PlaybackState>(rev_as_float.clone()).is_err());

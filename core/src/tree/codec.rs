@@ -3,6 +3,8 @@
 //! estimator types the npm API takes and returns. Each mirrors its serde derive field for field
 //! (names, defaults, `null` versus left out); `tests/tree_codec.rs` checks that it does.
 
+use crate::prelude::*;
+
 use super::{FromTree, Object, ToTree, Tree, TreeError};
 use crate::{
     clock::PlaybackClock,
@@ -51,9 +53,9 @@ macro_rules! plain_struct {
             }
         }
     };
-    (@read get $f:ident $key:literal) => { $f.get($key)? };
-    (@read or $f:ident $key:literal) => { $f.or($key, Default::default())? };
-    (@read some $f:ident $key:literal) => { $f.get($key)? };
+    (@read get $f:ident $key:literal) => { $f.get(&$key)? };
+    (@read or $f:ident $key:literal) => { $f.or(&$key, Default::default())? };
+    (@read some $f:ident $key:literal) => { $f.get(&$key)? };
     (@write get $o:ident $key:literal $v:expr) => { $o.set($key, &$v) };
     (@write or $o:ident $key:literal $v:expr) => { $o.set($key, &$v) };
     (@write some $o:ident $key:literal $v:expr) => { $o.set_some($key, &$v) };
@@ -67,7 +69,7 @@ impl FromTree for Provider {
             Some("youtube") => Ok(Provider::Youtube),
             Some("spotify") => Ok(Provider::Spotify),
             Some("url") => Ok(Provider::Url),
-            _ => Err(TreeError("")),
+            _ => Err(TreeError(&"")),
         }
     }
 }
@@ -102,10 +104,10 @@ impl FromTree for RoomSettings {
     fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {
         let f = super::Fields::of(t)?;
         let mut s = RoomSettings::default();
-        f.over("anyoneCanControl", &mut s.anyone_can_control)?;
-        f.over("readyBarrier", &mut s.ready_barrier)?;
-        f.over("readyTimeoutMs", &mut s.ready_timeout_ms)?;
-        f.over("startDelayMs", &mut s.start_delay_ms)?;
+        f.over(&"anyoneCanControl", &mut s.anyone_can_control)?;
+        f.over(&"readyBarrier", &mut s.ready_barrier)?;
+        f.over(&"readyTimeoutMs", &mut s.ready_timeout_ms)?;
+        f.over(&"startDelayMs", &mut s.start_delay_ms)?;
         Ok(s)
     }
 }
@@ -134,18 +136,18 @@ impl FromTree for PlaybackState {
     fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {
         let f = super::Fields::of(t)?;
         let clock = PlaybackClock {
-            song: f.get("song")?,
-            position_ms: f.get("positionMs")?,
-            server_time: f.get("serverTime")?,
-            is_playing: f.get("isPlaying")?,
-            rate: f.get("rate")?,
-            rev: f.get("rev")?,
+            song: f.get(&"song")?,
+            position_ms: f.get(&"positionMs")?,
+            server_time: f.get(&"serverTime")?,
+            is_playing: f.get(&"isPlaying")?,
+            rate: f.get(&"rate")?,
+            rev: f.get(&"rev")?,
         };
         Ok(PlaybackState {
             clock,
-            started_at: f.get("startedAt")?,
-            paused_at: f.get("pausedAt")?,
-            awaiting_ready: f.or("awaitingReady", false)?,
+            started_at: f.get(&"startedAt")?,
+            paused_at: f.get(&"pausedAt")?,
+            awaiting_ready: f.or(&"awaitingReady", false)?,
         })
     }
 }
@@ -214,7 +216,7 @@ plain_struct!(TimeSyncReply { get t0: "t0", get t1: "t1", get t2: "t2" });
 
 impl FromTree for ErrorCode {
     fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {
-        t.string().and_then(|s| ErrorCode::from_wire(&s)).ok_or(TreeError(""))
+        t.string().and_then(|s| ErrorCode::from_wire(&s)).ok_or(TreeError(&""))
     }
 }
 
@@ -307,7 +309,7 @@ const ESTIMATOR_COUNTS: &Slots<EstimatorConfig, usize> = &[
 fn read_over<T: Tree, C, V: FromTree>(
     f: &super::Fields<'_, T>,
     c: &mut C,
-    slots: &Slots<C, V>,
+    slots: &'static Slots<C, V>,
 ) -> Result<(), TreeError> {
     for (key, slot) in slots {
         f.over(key, slot(c))?;
@@ -378,11 +380,11 @@ impl ToTree for Correction {
 impl FromTree for Correction {
     fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {
         let f = super::Fields::of(t)?;
-        match f.get::<String>("kind")?.as_str() {
+        match f.get::<String>(&"kind")?.as_str() {
             "none" => Ok(Correction::None),
-            "rate" => Ok(Correction::Rate { rate: f.get("rate")? }),
-            "seek" => Ok(Correction::Seek { to_ms: f.get("toMs")? }),
-            _ => Err(TreeError("kind")),
+            "rate" => Ok(Correction::Rate { rate: f.get(&"rate")? }),
+            "seek" => Ok(Correction::Seek { to_ms: f.get(&"toMs")? }),
+            _ => Err(TreeError(&"kind")),
         }
     }
 }
