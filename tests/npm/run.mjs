@@ -238,6 +238,11 @@ function assertApp(name, r) {
   check(`${name}: every test vector, bit for bit`, r.vectors.cases === 1200 && r.vectors.failed === 0,
     `${r.vectors.cases} cases ${JSON.stringify(r.vectors.byKind)}; ${r.vectors.failed} failures ${r.vectors.first.join(' | ')}`);
   check(`${name}: positionAt`, r.position === 2000, `${r.position}`);
+  const a = r.adapters ?? {};
+  check(`${name}: the built-in adapters (adapters.js) load`,
+    a.youtube === 'idle' && a.spotify === 'idle' && (a.media ?? 'idle') === 'idle'
+      && (a.notMedia === undefined || /not a media element/.test(a.notMedia)),
+    JSON.stringify(a));
   const s = r.session;
   check(`${name}: connects, creates a room, follows its clock`,
     s && s.state === 'open' && s.isHost && /^[0-9A-Z]{6}$/.test(s.code) && s.positionMs > 300 && s.positionMs < 1500

@@ -13,6 +13,8 @@
 //! from JavaScript through these functions (`tests/npm/vectors.mjs`), not by a checker shipped
 //! in the package.
 
+use crate::prelude::*;
+
 use unisono_core::{
     drift::{DriftConfig, DriftController, PlayerCapabilities},
     estimator::{ClockOffsetEstimator, EstimatorConfig},

@@ -2,16 +2,18 @@
 //! camelCase methods, promise-returning requests that reject with an `Error` carrying the
 //! server's `code`, and `on…` callback properties; `PlayerSync` with one factory per adapter.
 
-use std::{cell::RefCell, rc::Rc};
+use crate::prelude::*;
 
-use js_sys::{Function, Promise, Reflect};
+use crate::cell::RefCell;
+use alloc::rc::Rc;
+
 use unisono_core::{drift::PlayerCapabilities, protocol::REQUEST_EVENTS};
-use wasm_bindgen::{JsCast, prelude::*};
+use wasm_bindgen::prelude::*;
 
 use crate::{
     client::{Change, Client, ClientError, ClientEvent, Done, REQUEST_TIMEOUT_MS, RoomView},
-    player::{HtmlMediaAdapter, JsAdapter, PlayerSync, SpotifyAdapter, YouTubeAdapter},
-    sys::{object, to_js},
+    player::{self, JsAdapter, PlayerSync},
+    sys::{self, Function, Promise, array, call_function, object, to_js},
 };
 
 /// Reply timeout of requests outside the room protocol (a device command may take a while).
@@ -24,8 +26,8 @@ fn promise(start: &mut dyn FnMut(Done)) -> Promise {
     Promise::new(&mut |resolve: Function, reject: Function| {
         start(Box::new(move |r| {
             let _ = match r {
-                Ok(v) => resolve.call1(&JsValue::UNDEFINED, &v),
-                Err(e) => reject.call1(&JsValue::UNDEFINED, &js_error(&e)),
+                Ok(v) => call_function(&resolve, &JsValue::UNDEFINED, &[v]),
+                Err(e) => call_function(&reject, &JsValue::UNDEFINED, &[js_error(&e)]),
             };
         }));
     })
@@ -33,9 +35,9 @@ fn promise(start: &mut dyn FnMut(Done)) -> Promise {
 
 /// An `Error` whose `code` property is the stable error code.
 fn js_error(e: &ClientError) -> JsValue {
-    let err = js_sys::Error::new(&crate::sys::text(&[&e.code, ": ", &e.message]));
-    let _ = Reflect::set(&err, &"code".into(), &e.code.as_str().into());
-    err.into()
+    let err: JsValue = sys::Error::new(&sys::text(&[&e.code, ": ", &e.message])).into();
+    sys::set_field(&err, "code", &e.code.as_str().into());
+    err
 }
 
 #[derive(Default)]
@@ -90,12 +92,12 @@ impl UnisonoClient {
                 }
                 ClientEvent::Changed(Change::Members) => {
                     let m = reader.with_room(|r| r.map(|r| (to_js(&r.members), to_js(&r.host))));
-                    let (m, h) = m.unwrap_or((js_sys::Array::new().into(), JsValue::NULL));
+                    let (m, h) = m.unwrap_or((array(&[]), JsValue::NULL));
                     (&cbs.members, vec![m, h])
                 }
                 ClientEvent::Changed(Change::Queue) => {
                     let q = reader.with_room(|r| r.map(|r| to_js(&r.queue)));
-                    (&cbs.queue, vec![q.unwrap_or_else(|| js_sys::Array::new().into())])
+                    (&cbs.queue, vec![q.unwrap_or_else(|| array(&[]))])
                 }
                 ClientEvent::Changed(Change::Room) => {
                     let r = reader.with_room(|r| r.map(to_js));
@@ -106,8 +108,7 @@ impl UnisonoClient {
                 ClientEvent::Push(p) => (&cbs.push, vec![p.event.as_str().into(), p.data.clone()]),
             };
             if let Some(f) = f {
-                let arr: js_sys::Array = args.iter().collect();
-                let _ = f.apply(&JsValue::NULL, &arr);
+                call_function(f, &JsValue::NULL, &args);
             }
         });
         UnisonoClient { inner, callbacks }
@@ -155,12 +156,12 @@ impl UnisonoClient {
 
     #[wasm_bindgen(getter, unchecked_return_type = "Member[]")]
     pub fn members(&self) -> JsValue {
-        self.inner.with_room(|r| r.map(|r| to_js(&r.members))).unwrap_or_else(|| js_sys::Array::new().into())
+        self.inner.with_room(|r| r.map(|r| to_js(&r.members))).unwrap_or_else(|| array(&[]))
     }
 
     #[wasm_bindgen(getter, unchecked_return_type = "QueueItem[]")]
     pub fn queue(&self) -> JsValue {
-        self.inner.with_room(|r| r.map(|r| to_js(&r.queue))).unwrap_or_else(|| js_sys::Array::new().into())
+        self.inner.with_room(|r| r.map(|r| to_js(&r.queue))).unwrap_or_else(|| array(&[]))
     }
 
     #[wasm_bindgen(getter, js_name = sessionId)]
@@ -386,15 +387,14 @@ pub struct JsPlayerSync(PlayerSync);
 impl JsPlayerSync {
     /// An `<audio>`/`<video>` element; plays `url` songs. Rate nudges (continuous rate).
     #[wasm_bindgen(js_name = forMediaElement)]
-    pub fn for_media_element(client: &UnisonoClient, element: JsValue) -> Result<JsPlayerSync, JsError> {
-        let el = element.dyn_into::<web_sys::HtmlMediaElement>().map_err(|_| JsError::new("not a media element"))?;
-        Ok(JsPlayerSync(PlayerSync::new(&client.inner, Box::new(HtmlMediaAdapter::new(el)))))
+    pub fn for_media_element(client: &UnisonoClient, element: JsValue) -> Result<JsPlayerSync, JsValue> {
+        Ok(JsPlayerSync(PlayerSync::new(&client.inner, player::html_media(&element)?)))
     }
 
     /// A `YT.Player`; plays `youtube` songs (`song.id` is the video id). Quantised rates.
     #[wasm_bindgen(js_name = forYouTube)]
     pub fn for_youtube(client: &UnisonoClient, player: JsValue) -> JsPlayerSync {
-        JsPlayerSync(PlayerSync::new(&client.inner, Box::new(YouTubeAdapter::new(player))))
+        JsPlayerSync(PlayerSync::new(&client.inner, player::youtube(&player)))
     }
 
     /// A `Spotify.Player` (Web Playback SDK); plays `spotify` songs (`song.id` is the track
@@ -407,13 +407,8 @@ impl JsPlayerSync {
         player: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "{ deviceId: string; token: string }")] web_api: Option<JsValue>,
     ) -> JsPlayerSync {
-        let field =
-            |k: &str| web_api.as_ref().and_then(|o| Reflect::get(o, &k.into()).ok()).and_then(|v| v.as_string());
-        let adapter = match (field("deviceId"), field("token")) {
-            (Some(device), Some(token)) => SpotifyAdapter::with_web_api(player, device, token),
-            _ => SpotifyAdapter::new(player),
-        };
-        JsPlayerSync(PlayerSync::new(&client.inner, Box::new(adapter)))
+        let web_api = web_api.unwrap_or(JsValue::UNDEFINED);
+        JsPlayerSync(PlayerSync::new(&client.inner, player::spotify(&player, &web_api)))
     }
 
     /// Any object with `load(song)`, `positionMs()`, `isPlaying()`, `play()`, `pause()`,

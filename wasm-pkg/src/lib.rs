@@ -11,6 +11,13 @@
 //!   `encodeRequest`, `decodeServerFrame`.
 //! - `js_client` (feature `js`): `UnisonoClient` and `PlayerSync` for JavaScript.
 
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod cell;
 pub mod client;
 pub mod player;
 mod sys;
@@ -26,6 +33,20 @@ mod types;
 pub use bindings::*;
 #[cfg(feature = "js")]
 pub use js_client::{JsPlayerSync, UnisonoClient};
+
+/// What `std`'s prelude would bring, for the `no_std` build.
+mod prelude {
+    pub(crate) use alloc::{borrow::ToOwned, boxed::Box, string::String, vec, vec::Vec};
+}
+
+/// The npm build (feature `panic-handler`) links no std, so it brings the panic handler: trap at
+/// once. A panic ends the same way with std's handler under `panic = "abort"` (wasm has no
+/// stderr to print to), without std's formatting and hook machinery in the package.
+#[cfg(all(target_arch = "wasm32", feature = "panic-handler", not(test)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
 /// Talc instead of the standard library's dlmalloc on wasm32: the same job (growing the wasm
 /// memory on demand) in a fraction of the code, which counts against the package's size budget.

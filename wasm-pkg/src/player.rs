@@ -4,25 +4,23 @@
 //!
 //! Players are reached through [`MediaAdapter`]; each adapter declares its
 //! [`PlayerCapabilities`] and the controller picks its tier from them (rate nudges for an HTML5
-//! media element, quantised rates or seeks for YouTube, seeks only for Spotify). Adapters here:
-//! [`HtmlMediaAdapter`], [`YouTubeAdapter`], [`SpotifyAdapter`] and [`JsAdapter`] (any object
-//! with the same methods).
+//! media element, quantised rates or seeks for YouTube, seeks only for Spotify). Every adapter is
+//! a JavaScript object behind [`JsAdapter`]: the built-in ones ([`html_media`], [`youtube`],
+//! [`spotify`]) are in `js/adapters.js`, since all they do is call each player's JavaScript API;
+//! a page can bring its own (`PlayerSync.custom`).
 
-use std::{
-    cell::RefCell,
-    collections::VecDeque,
-    rc::{Rc, Weak},
-};
+use crate::prelude::*;
 
-use js_sys::{Function, Reflect};
+use crate::cell::RefCell;
+use alloc::rc::{Rc, Weak};
+
 use unisono_core::{
     drift::{Correction, DriftConfig, DriftController, Mode, PlayerCapabilities},
     protocol::{ReportDrift, Request, SetReady},
-    song::{Provider, Song},
+    song::Song,
     tree::{Object, ToTree, Tree},
 };
-use wasm_bindgen::{JsCast, JsValue};
-use web_sys::HtmlMediaElement;
+use wasm_bindgen::prelude::*;
 
 use crate::{
     client::{Change, Client, ClientEvent, ListenerId},
@@ -79,7 +77,7 @@ pub struct SyncInfo {
     pub seeks: u32,
     pub rate_changes: u32,
     /// `(server time, drift)` over the last minute.
-    pub history: VecDeque<(f64, f64)>,
+    pub history: Vec<(f64, f64)>,
     /// The player refused to play (autoplay policy).
     pub blocked: bool,
 }
@@ -297,10 +295,11 @@ impl Inner {
         let local = position?;
         let drift_ms = local - expected;
         self.info.drift_ms = Some(drift_ms);
-        self.info.history.push_back((now, drift_ms));
-        while self.info.history.front().is_some_and(|(t, _)| now - t > HISTORY_MS) {
-            self.info.history.pop_front();
-        }
+        self.info.history.push((now, drift_ms));
+        let h = &mut self.info.history;
+        let stale = h.iter().take_while(|(t, _)| now - t > HISTORY_MS).count();
+        h.copy_within(stale.., 0);
+        h.truncate(h.len() - stale);
         if let Some((until, last, seeks)) = self.startup {
             if now - last < STARTUP_SETTLE_MS {
                 return None;
@@ -373,245 +372,40 @@ impl Inner {
 // Adapters
 // ---------------------------------------------------------------------------------------------
 
-/// An HTML5 `<audio>`/`<video>` element: continuous rate (pitch preserved), precise
-/// `currentTime`, fast seeks. Plays songs whose provider is `url`.
-pub struct HtmlMediaAdapter {
-    el: HtmlMediaElement,
-    blocked: Rc<RefCell<bool>>,
+#[wasm_bindgen(module = "/js/adapters.js")]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = mediaElement)]
+    fn media_element_js(el: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = youTube)]
+    fn youtube_js(player: &JsValue) -> JsValue;
+    #[wasm_bindgen(js_name = spotify)]
+    fn spotify_js(player: &JsValue, web_api: &JsValue) -> JsValue;
 }
 
-impl HtmlMediaAdapter {
-    pub fn new(el: HtmlMediaElement) -> Self {
-        el.set_preload("auto");
-        Self { el, blocked: Rc::new(RefCell::new(false)) }
-    }
+/// An `<audio>`/`<video>` element (`js/adapters.js`, `mediaElement`): plays `url` songs, with
+/// rate nudges (continuous rate). `Err` if `el` is not a media element.
+pub fn html_media(el: &JsValue) -> Result<Box<dyn MediaAdapter>, JsValue> {
+    media_element_js(el).map(JsAdapter::built_in)
 }
 
-impl MediaAdapter for HtmlMediaAdapter {
-    fn capabilities(&self) -> PlayerCapabilities {
-        PlayerCapabilities { can_set_rate: true, rate_step: None, seek_latency_ms: 30.0, position_granularity_ms: 0.0 }
-    }
-    fn load(&mut self, song: &Song) -> bool {
-        if song.provider != Provider::Url || song.url.is_empty() {
-            self.el.pause().ok();
-            return false;
-        }
-        if self.el.src() != song.url {
-            self.el.set_src(&song.url);
-        }
-        true
-    }
-    fn position_ms(&self) -> Option<f64> {
-        // HAVE_METADATA (1) or more: the position is meaningful.
-        (self.el.ready_state() >= 1).then(|| self.el.current_time() * 1000.0)
-    }
-    fn is_playing(&self) -> bool {
-        !self.el.paused()
-    }
-    fn play(&mut self) {
-        if let Ok(p) = self.el.play() {
-            let blocked = self.blocked.clone();
-            *blocked.borrow_mut() = false;
-            sys::on_settled(&p, move |r| {
-                if r.is_err() {
-                    *blocked.borrow_mut() = true;
-                }
-            });
-        }
-    }
-    fn pause(&mut self) {
-        let _ = self.el.pause();
-    }
-    fn seek(&mut self, ms: f64) {
-        self.el.set_current_time((ms / 1000.0).max(0.0));
-    }
-    fn set_rate(&mut self, rate: f64) {
-        if self.el.playback_rate() != rate {
-            self.el.set_playback_rate(rate);
-        }
-    }
-    fn blocked(&self) -> bool {
-        *self.blocked.borrow()
-    }
+/// A YouTube IFrame player, `YT.Player` (`js/adapters.js`, `youTube`): plays `youtube` songs
+/// (`song.id` is the video id); `setPlaybackRate` restricted to `getAvailablePlaybackRates()`
+/// (the step decides whether rate nudges are possible at all), coarse `getCurrentTime()`.
+pub fn youtube(player: &JsValue) -> Box<dyn MediaAdapter> {
+    JsAdapter::built_in(youtube_js(player))
 }
 
+/// A Spotify Web Playback SDK player, `Spotify.Player` (`js/adapters.js`, `spotify`): plays
+/// `spotify` songs (`song.id` is the track id), seeks only. With `web_api = {deviceId, token}`
+/// each loaded song is started on that device through the Web API
+/// (`PUT /v1/me/player/play`); without (`undefined`), that is the page's job.
+pub fn spotify(player: &JsValue, web_api: &JsValue) -> Box<dyn MediaAdapter> {
+    JsAdapter::built_in(spotify_js(player, web_api))
+}
+
+/// `obj[method](...args)`, `undefined` if there is no such method or it throws.
 fn call(obj: &JsValue, method: &str, args: &[JsValue]) -> JsValue {
-    let Ok(f) = Reflect::get(obj, &JsValue::from_str(method)) else { return JsValue::UNDEFINED };
-    let Some(f) = f.dyn_ref::<Function>() else { return JsValue::UNDEFINED };
-    let arr: js_sys::Array = args.iter().collect();
-    f.apply(obj, &arr).unwrap_or(JsValue::UNDEFINED)
-}
-
-/// A YouTube IFrame player (`YT.Player`): `seekTo`, `setPlaybackRate` restricted to
-/// `getAvailablePlaybackRates()` (the step decides whether rate nudges are possible at all), and
-/// a coarse `getCurrentTime()`. Plays songs whose provider is `youtube` (`song.id` = video id).
-pub struct YouTubeAdapter {
-    player: JsValue,
-    step: Option<f64>,
-}
-
-impl YouTubeAdapter {
-    pub fn new(player: JsValue) -> Self {
-        let rates: Vec<f64> = js_sys::Array::from(&call(&player, "getAvailablePlaybackRates", &[]))
-            .iter()
-            .filter_map(|v| v.as_f64())
-            .collect();
-        // The finest spacing around 1.0; the usual list (0.25 steps) makes YouTube seek-only.
-        let step = rates
-            .windows(2)
-            .map(|w| (w[1] - w[0]).abs())
-            .filter(|d| *d > 0.0)
-            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))));
-        Self { player, step: step.or(Some(0.25)) }
-    }
-}
-
-impl MediaAdapter for YouTubeAdapter {
-    fn capabilities(&self) -> PlayerCapabilities {
-        PlayerCapabilities {
-            can_set_rate: true,
-            rate_step: self.step,
-            seek_latency_ms: 300.0,
-            position_granularity_ms: 50.0,
-        }
-    }
-    fn load(&mut self, song: &Song) -> bool {
-        if song.provider != Provider::Youtube {
-            return false;
-        }
-        let data = call(&self.player, "getVideoData", &[]);
-        let current = Reflect::get(&data, &"video_id".into()).ok().and_then(|v| v.as_string());
-        if current.as_deref() != Some(song.id.as_str()) {
-            call(&self.player, "cueVideoById", &[JsValue::from_str(&song.id)]);
-        }
-        true
-    }
-    fn position_ms(&self) -> Option<f64> {
-        call(&self.player, "getCurrentTime", &[]).as_f64().map(|s| s * 1000.0)
-    }
-    fn is_playing(&self) -> bool {
-        // YT.PlayerState.PLAYING = 1, BUFFERING = 3.
-        matches!(call(&self.player, "getPlayerState", &[]).as_f64(), Some(1.0) | Some(3.0))
-    }
-    fn play(&mut self) {
-        call(&self.player, "playVideo", &[]);
-    }
-    fn pause(&mut self) {
-        call(&self.player, "pauseVideo", &[]);
-    }
-    fn seek(&mut self, ms: f64) {
-        call(&self.player, "seekTo", &[JsValue::from_f64((ms / 1000.0).max(0.0)), JsValue::TRUE]);
-    }
-    fn set_rate(&mut self, rate: f64) {
-        let q = match self.step {
-            Some(s) if s > 0.0 => (rate / s).round() * s,
-            _ => rate,
-        };
-        call(&self.player, "setPlaybackRate", &[JsValue::from_f64(q)]);
-    }
-}
-
-/// Spotify's Web API call that starts a track on a device.
-pub const SPOTIFY_PLAY_URL: &str = "https://api.spotify.com/v1/me/player/play";
-
-/// A Spotify Web Playback SDK player (`Spotify.Player`): seek only, no rate. Its state comes
-/// from the asynchronous `getCurrentState()`, polled each tick and extrapolated in between.
-/// Plays songs whose provider is `spotify` (`song.id` is the track id). The SDK cannot choose a
-/// track; with [`SpotifyAdapter::with_web_api`] the adapter starts each song on the SDK's
-/// device through the Web API, otherwise that is the page's job.
-pub struct SpotifyAdapter {
-    player: JsValue,
-    /// `(position ms, paused, local time read)` from the last `getCurrentState()`.
-    last: Rc<RefCell<Option<(f64, bool, f64)>>>,
-    /// `(device id, OAuth token)` for starting tracks through the Web API.
-    web_api: Option<(String, String)>,
-}
-
-impl SpotifyAdapter {
-    pub fn new(player: JsValue) -> Self {
-        Self { player, last: Rc::new(RefCell::new(None)), web_api: None }
-    }
-
-    /// Also starts each loaded song on the SDK's `device_id` (its `ready` event gives it) with
-    /// `PUT /v1/me/player/play` and the user's OAuth `token` (Premium, scope `streaming`).
-    pub fn with_web_api(player: JsValue, device_id: String, token: String) -> Self {
-        Self { web_api: Some((device_id, token)), ..Self::new(player) }
-    }
-
-    /// `PUT /v1/me/player/play?device_id=…` with `{"uris": ["spotify:track:ID"]}`; the result
-    /// shows in the SDK's state, which the sync polls.
-    fn start_track(&self, track_id: &str) {
-        let Some((device, token)) = &self.web_api else { return };
-        let device: String = js_sys::encode_uri_component(device).into();
-        let url = sys::text(&[SPOTIFY_PLAY_URL, "?device_id=", &device]);
-        let uris = js_sys::Array::of1(&sys::text(&["spotify:track:", track_id]).into());
-        let body = sys::stringify(&sys::object(&[("uris", uris.into())])).unwrap_or(JsValue::NULL);
-        let headers = sys::object(&[
-            ("Authorization", sys::text(&["Bearer ", token]).into()),
-            ("Content-Type", "application/json".into()),
-        ]);
-        let init = sys::object(&[("method", "PUT".into()), ("headers", headers), ("body", body)]);
-        call(&js_sys::global(), "fetch", &[url.into(), init]);
-    }
-
-    fn poll(&self) {
-        let p = call(&self.player, "getCurrentState", &[]);
-        let last = self.last.clone();
-        sys::on_settled(&p, move |r| {
-            if let Ok(state) = r {
-                let get = |k: &str| Reflect::get(&state, &k.into()).ok();
-                let pos = get("position").and_then(|v| v.as_f64());
-                let paused = get("paused").and_then(|v| v.as_bool()).unwrap_or(true);
-                *last.borrow_mut() = pos.map(|p| (p, paused, sys::now()));
-            }
-        });
-    }
-}
-
-impl MediaAdapter for SpotifyAdapter {
-    fn capabilities(&self) -> PlayerCapabilities {
-        PlayerCapabilities {
-            can_set_rate: false,
-            rate_step: None,
-            seek_latency_ms: 300.0,
-            position_granularity_ms: 100.0,
-        }
-    }
-    fn load(&mut self, song: &Song) -> bool {
-        if song.provider != Provider::Spotify {
-            return false;
-        }
-        *self.last.borrow_mut() = None;
-        self.start_track(&song.id);
-        true
-    }
-    fn position_ms(&self) -> Option<f64> {
-        self.poll();
-        let (pos, paused, at) = (*self.last.borrow())?;
-        Some(if paused { pos } else { pos + (sys::now() - at) })
-    }
-    fn is_playing(&self) -> bool {
-        self.last.borrow().is_some_and(|(_, paused, _)| !paused)
-    }
-    fn play(&mut self) {
-        call(&self.player, "resume", &[]);
-        if let Some(l) = self.last.borrow_mut().as_mut() {
-            l.1 = false;
-        }
-    }
-    fn pause(&mut self) {
-        call(&self.player, "pause", &[]);
-        if let Some(l) = self.last.borrow_mut().as_mut() {
-            l.1 = true;
-        }
-    }
-    fn seek(&mut self, ms: f64) {
-        call(&self.player, "seek", &[JsValue::from_f64(ms.max(0.0).round())]);
-        if let Some(l) = self.last.borrow_mut().as_mut() {
-            *l = (ms, l.1, sys::now());
-        }
-    }
-    fn set_rate(&mut self, _rate: f64) {}
+    sys::call_method(obj, method, args)
 }
 
 /// Any JavaScript object with the adapter's methods: `capabilities` (property: `{canSetRate,
@@ -625,6 +419,18 @@ pub struct JsAdapter {
 impl JsAdapter {
     pub fn new(obj: JsValue, caps: PlayerCapabilities) -> Self {
         Self { obj, caps }
+    }
+
+    /// One of `js/adapters.js`'s, which carries its `capabilities`.
+    fn built_in(obj: JsValue) -> Box<dyn MediaAdapter> {
+        // Always there; were it not, seeks alone are safe with any player.
+        let caps = sys::from_js(&sys::field(&obj, "capabilities")).ok().flatten().unwrap_or(PlayerCapabilities {
+            can_set_rate: false,
+            rate_step: None,
+            seek_latency_ms: 0.0,
+            position_granularity_ms: 0.0,
+        });
+        Box::new(Self::new(obj, caps))
     }
 }
 
@@ -653,6 +459,9 @@ impl MediaAdapter for JsAdapter {
     fn set_rate(&mut self, rate: f64) {
         call(&self.obj, "setRate", &[JsValue::from_f64(rate)]);
     }
+    fn blocked(&self) -> bool {
+        call(&self.obj, "blocked", &[]).as_bool().unwrap_or(false)
+    }
 }
 
 #[cfg(test)]
@@ -669,7 +478,7 @@ mod tests {
             rate: 1.02,
             seeks: 1,
             rate_changes: 7,
-            history: VecDeque::from(vec![(1000.0, 1.5), (1250.0, -0.25)]),
+            history: vec![(1000.0, 1.5), (1250.0, -0.25)],
             blocked: true,
         };
         assert_eq!(info.to_tree::<Value>(), serde_json::to_value(&info).expect("json"));

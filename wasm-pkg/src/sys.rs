@@ -1,8 +1,14 @@
 //! The few host facilities the client needs, bound so they work in a page, a worker and Node:
-//! the monotonic clock (`performance.now()`, never `Date`), timers, randomness, sending on a
-//! socket, and values crossing to and from JavaScript as [`Js`] trees: JSON is parsed and
+//! the monotonic clock (`performance.now()`, never `Date`), timers, randomness, the
+//! `WebSocket`, promises, calling JavaScript functions, and values crossing to and from JavaScript as [`Js`] trees: JSON is parsed and
 //! written by the host's `JSON.parse` / `JSON.stringify`, read and built by the core's
 //! `tree` codec, so the wasm carries no serde_json.
+//!
+//! Declared here rather than taken from js-sys and web-sys: these ~30 imports are all the package
+//! uses, and linking js-sys alone keeps ~3 KB of closure glue for its callback-taking methods in
+//! the wasm whether they are called or not (docs/benchmarks.md, "npm package size").
+
+use crate::prelude::*;
 
 use unisono_core::tree::{FromTree, ToTree, Tree, TreeError};
 use wasm_bindgen::{JsCast, prelude::*};
@@ -15,24 +21,87 @@ extern "C" {
     fn set_timeout_js(f: &JsValue, ms: f64) -> JsValue;
     #[wasm_bindgen(js_namespace = Math, js_name = random)]
     fn math_random() -> f64;
+    #[wasm_bindgen(js_namespace = Math, js_name = exp)]
+    fn math_exp(x: f64) -> f64;
     #[wasm_bindgen(catch, js_namespace = JSON, js_name = parse)]
     fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_namespace = Promise, js_name = allSettled)]
-    fn promise_all_settled(promises: &js_sys::Array) -> JsValue;
-    /// A promise, for `then` with a plain function.
-    type Thenable;
+    #[wasm_bindgen(catch, js_namespace = JSON, js_name = stringify)]
+    fn json_stringify(v: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_namespace = Reflect, js_name = get)]
+    fn reflect_get(target: &JsValue, key: &str) -> JsValue;
+    #[wasm_bindgen(js_namespace = Reflect, js_name = set)]
+    fn reflect_set(target: &JsValue, key: &str, value: &JsValue) -> bool;
+    #[wasm_bindgen(js_namespace = Array, js_name = isArray)]
+    fn is_array(v: &JsValue) -> bool;
+
+    #[wasm_bindgen(js_name = Array)]
+    type JsArray;
+    #[wasm_bindgen(constructor, js_class = "Array")]
+    fn new() -> JsArray;
+    #[wasm_bindgen(method, getter)]
+    fn length(this: &JsArray) -> u32;
+    #[wasm_bindgen(method, indexing_getter)]
+    fn at(this: &JsArray, i: u32) -> JsValue;
     #[wasm_bindgen(method)]
-    fn then(this: &Thenable, f: &JsValue) -> JsValue;
-    /// Anything with `send(data)`: a `WebSocket` seen through `unchecked_ref`, so a string
-    /// parsed or built on the JavaScript side is sent without a copy into the wasm memory.
-    type Sender;
+    fn push(this: &JsArray, v: &JsValue) -> u32;
+
+    #[wasm_bindgen(js_name = Object)]
+    type JsObject;
+    #[wasm_bindgen(constructor, js_class = "Object")]
+    fn new() -> JsObject;
+
+    /// A JavaScript function, called with an array of arguments.
+    pub type Function;
     #[wasm_bindgen(method, catch)]
-    fn send(this: &Sender, data: &JsValue) -> Result<(), JsValue>;
+    fn apply(this: &Function, this_arg: &JsValue, args: &JsValue) -> Result<JsValue, JsValue>;
+
+    /// A `Promise`, made around a callback (`Promise::new`).
+    #[wasm_bindgen(typescript_type = "Promise<any>")]
+    pub type Promise;
+    #[wasm_bindgen(constructor, js_class = "Promise")]
+    pub fn new(executor: &mut dyn FnMut(Function, Function)) -> Promise;
+
+    /// An `Error` with a message.
+    #[wasm_bindgen(js_name = Error)]
+    pub type Error;
+    #[wasm_bindgen(constructor, js_class = "Error")]
+    pub fn new(message: &str) -> Error;
+
+    /// The host's `WebSocket` (the browser's, or Node's global one).
+    pub type WebSocket;
+    #[wasm_bindgen(constructor, catch, js_class = "WebSocket")]
+    pub fn new(url: &str) -> Result<WebSocket, JsValue>;
+    /// `send(data)`, with a string parsed or built on the JavaScript side: no copy through the
+    /// wasm memory.
+    #[wasm_bindgen(method, catch)]
+    fn send(this: &WebSocket, data: &JsValue) -> Result<(), JsValue>;
+    #[wasm_bindgen(method, catch)]
+    pub fn close(this: &WebSocket) -> Result<(), JsValue>;
+    #[wasm_bindgen(method, getter, js_name = readyState)]
+    pub fn ready_state(this: &WebSocket) -> u16;
+    #[wasm_bindgen(method, setter)]
+    pub fn set_onopen(this: &WebSocket, f: &JsValue);
+    #[wasm_bindgen(method, setter)]
+    pub fn set_onmessage(this: &WebSocket, f: &JsValue);
+    #[wasm_bindgen(method, setter)]
+    pub fn set_onclose(this: &WebSocket, f: &JsValue);
+    #[wasm_bindgen(method, setter)]
+    pub fn set_onerror(this: &WebSocket, f: &JsValue);
 }
+
+/// `WebSocket.OPEN`.
+pub const OPEN: u16 = 1;
 
 /// Local monotonic time in ms (`performance.now()`): immune to wall-clock jumps.
 pub fn now() -> f64 {
     performance_now()
+}
+
+/// `e^x` by the host's `Math.exp` (libm's is 0.5 KB of the package; the client's smoothing does
+/// not need bit-exact results). Native builds (unit tests) use libm's.
+#[cfg(target_arch = "wasm32")]
+pub fn exp(x: f64) -> f64 {
+    math_exp(x)
 }
 
 /// A uniform random number in `[0, 1)`.
@@ -50,27 +119,6 @@ pub fn set_timeout(ms: f64, f: impl FnOnce() + 'static) {
 fn set_timeout_boxed(ms: f64, f: Box<dyn FnOnce()>) {
     let cb = Closure::once_into_js(f);
     set_timeout_js(cb.unchecked_ref::<JsValue>(), ms.max(0.0));
-}
-
-/// Calls `f` once `p` settles: `Ok(value)` or `Err(reason)`. Through `Promise.allSettled`, so
-/// one closure serves both outcomes and is always called, hence freed (a pair of `then`
-/// closures would leave the uncalled one behind).
-pub fn on_settled(p: &JsValue, f: impl FnOnce(Result<JsValue, JsValue>) + 'static) {
-    on_settled_boxed(p, Box::new(f));
-}
-
-fn on_settled_boxed(p: &JsValue, f: Box<dyn FnOnce(Result<JsValue, JsValue>)>) {
-    let cb = Closure::once_into_js(move |results: JsValue| {
-        let outcome = js_sys::Reflect::get_u32(&results, 0).unwrap_or(JsValue::UNDEFINED);
-        let get = |k: &str| js_sys::Reflect::get(&outcome, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
-        if get("status").as_string().as_deref() == Some("fulfilled") {
-            f(Ok(get("value")))
-        } else {
-            f(Err(get("reason")))
-        }
-    });
-    let all = promise_all_settled(&js_sys::Array::of1(p));
-    let _ = all.unchecked_ref::<Thenable>().then(&cb);
 }
 
 /// A plain JavaScript object of `pairs` (an `undefined` value leaves its key out of the JSON).
@@ -115,7 +163,7 @@ impl Tree for Js {
         if !self.0.is_object() {
             return None;
         }
-        let v = js_sys::Reflect::get(&self.0, &JsValue::from_str(key)).ok()?;
+        let v = reflect_get(&self.0, key);
         if v.is_undefined() { None } else { Some(Js(v)) }
     }
     fn number(&self) -> Option<f64> {
@@ -131,13 +179,13 @@ impl Tree for Js {
         self.0.is_null()
     }
     fn is_object(&self) -> bool {
-        self.0.is_object() && !js_sys::Array::is_array(&self.0)
+        self.0.is_object() && !is_array(&self.0)
     }
     fn length(&self) -> Option<usize> {
-        js_sys::Array::is_array(&self.0).then(|| self.0.unchecked_ref::<js_sys::Array>().length() as usize)
+        is_array(&self.0).then(|| self.0.unchecked_ref::<JsArray>().length() as usize)
     }
     fn element(&self, i: usize) -> Option<Self> {
-        Some(Js(self.0.unchecked_ref::<js_sys::Array>().get(i as u32)))
+        Some(Js(self.0.unchecked_ref::<JsArray>().at(i as u32)))
     }
     fn null() -> Self {
         Js(JsValue::NULL)
@@ -152,16 +200,16 @@ impl Tree for Js {
         Js(JsValue::from_bool(v))
     }
     fn new_array() -> Self {
-        Js(js_sys::Array::new().into())
+        Js(JsArray::new().into())
     }
     fn push(&mut self, v: Self) {
-        self.0.unchecked_ref::<js_sys::Array>().push(&v.0);
+        self.0.unchecked_ref::<JsArray>().push(&v.0);
     }
     fn new_object() -> Self {
-        Js(js_sys::Object::new().into())
+        Js(JsObject::new().into())
     }
     fn insert(&mut self, key: &str, v: Self) {
-        let _ = js_sys::Reflect::set(&self.0, &JsValue::from_str(key), &v.0);
+        reflect_set(&self.0, key, &v.0);
     }
 }
 
@@ -185,10 +233,45 @@ pub fn parse(text: &JsValue) -> Option<JsValue> {
 
 /// `JSON.stringify(v)`; `None` for what it rejects (a `BigInt`, a cycle).
 pub fn stringify(v: &JsValue) -> Option<JsValue> {
-    js_sys::JSON::stringify(v).ok().map(JsValue::from)
+    json_stringify(v).ok()
 }
 
 /// Sends a JavaScript string on the socket, as it is.
-pub fn send(ws: &web_sys::WebSocket, text: &JsValue) {
-    let _ = ws.unchecked_ref::<Sender>().send(text);
+pub fn send(ws: &WebSocket, text: &JsValue) {
+    let _ = ws.send(text);
+}
+
+/// `v[key]` of an object or function; `undefined` for anything else or a missing key.
+pub fn field(v: &JsValue, key: &str) -> JsValue {
+    if v.is_object() || v.is_function() { reflect_get(v, key) } else { JsValue::UNDEFINED }
+}
+
+/// Sets `v[key]` (an object's).
+#[cfg(feature = "js")]
+pub fn set_field(v: &JsValue, key: &str, value: &JsValue) {
+    if v.is_object() {
+        reflect_set(v, key, value);
+    }
+}
+
+/// A JavaScript array of `items`.
+pub fn array(items: &[JsValue]) -> JsValue {
+    let a = JsArray::new();
+    for v in items {
+        a.push(v);
+    }
+    a.into()
+}
+
+/// `f(...args)` with `this` = `this_arg`; `undefined` if `f` is not a function or throws.
+pub fn call_function(f: &JsValue, this_arg: &JsValue, args: &[JsValue]) -> JsValue {
+    if !f.is_function() {
+        return JsValue::UNDEFINED;
+    }
+    f.unchecked_ref::<Function>().apply(this_arg, &array(args)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `obj[method](...args)`; `undefined` if there is no such method or it throws.
+pub fn call_method(obj: &JsValue, method: &str, args: &[JsValue]) -> JsValue {
+    call_function(&field(obj, method), obj, args)
 }

@@ -8,7 +8,7 @@ use std::{cell::RefCell, future::Future, rc::Rc};
 
 use unisono::{
     client::{Client, ClientError, ConnectionState},
-    player::{HtmlMediaAdapter, MediaAdapter, PlayerSync, SpotifyAdapter, YouTubeAdapter},
+    player::{self, MediaAdapter, PlayerSync},
 };
 use unisono_core::song::Provider;
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
@@ -189,7 +189,7 @@ pub fn app() -> Html {
                     let cancelled = cancelled.clone();
                     spawn_local(async move {
                         match youtube::create().await {
-                            Ok(player) if !cancelled.get() => bind(Box::new(YouTubeAdapter::new(player))),
+                            Ok(player) if !cancelled.get() => bind(player::youtube(&player)),
                             Ok(_) => {}
                             Err(e) => notify.emit(format!("YouTube: {e}")),
                         }
@@ -202,15 +202,17 @@ pub fn app() -> Html {
                             Ok((player, _)) if cancelled.get() => spotify::disconnect(&player),
                             Ok((player, device)) => {
                                 *spotify_player.borrow_mut() = Some(player.clone());
-                                bind(Box::new(SpotifyAdapter::with_web_api(player, device, token)));
+                                let web_api =
+                                    unisono::js_object(&[("deviceId", device.into()), ("token", token.into())]);
+                                bind(player::spotify(&player, &web_api));
                             }
                             Err(e) => notify.emit(format!("Spotify: {e}")),
                         }
                     });
                 }
                 Player::Audio => {
-                    if let Some(el) = audio.cast::<HtmlMediaElement>() {
-                        bind(Box::new(HtmlMediaAdapter::new(el)));
+                    if let Some(Ok(adapter)) = audio.cast::<HtmlMediaElement>().map(|el| player::html_media(&el)) {
+                        bind(adapter);
                     }
                 }
             }

@@ -61,11 +61,10 @@ fn span_label(ms: f64) -> String {
 
 /// The room's drift over the last minute: y scaled to the largest drift (at least ±20 ms), the
 /// ±10 ms dead band shaded.
-pub fn drift_chart(history: &std::collections::VecDeque<(f64, f64)>, now: f64) -> Html {
+pub fn drift_chart(history: &[(f64, f64)], now: f64) -> Html {
     let max = history.iter().map(|(_, d)| d.abs()).fold(20.0_f64, f64::max).min(2000.0);
-    let points: Vec<(f64, f64)> = history.iter().copied().collect();
     line_chart(LineChart {
-        points: &points,
+        points: history,
         now,
         span_ms: 60_000.0,
         y: (-max, max),

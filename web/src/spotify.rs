@@ -1,6 +1,6 @@
 //! Spotify songs in the room page: loads Spotify's Web Playback SDK once and creates a
 //! `Spotify.Player` (this page becomes a Spotify Connect device) with the user's OAuth token,
-//! for the npm package's `SpotifyAdapter`, which starts each song on that device through the
+//! for the npm package's Spotify adapter (`wasm-pkg/js/adapters.js`), which starts each song on that device through the
 //! Web API and keeps it on the room's clock (seek-only tier). The token (a Premium account's,
 //! scope `streaming`) is pasted by the user and kept in localStorage; nothing else in the app is
 //! Spotify-specific: `app.rs` picks this player when the song is a Spotify one and a token is

@@ -1,6 +1,6 @@
 //! YouTube songs in the room page: loads YouTube's IFrame Player API once, creates a `YT.Player`
 //! inside the page's video box and resolves when the player is ready, for the npm package's
-//! `YouTubeAdapter` (the same adapter npm users get). Nothing YouTube-specific lives anywhere
+//! YouTube adapter (`wasm-pkg/js/adapters.js`, the same one npm users get). Nothing YouTube-specific lives anywhere
 //! else in the app: `app.rs` picks this player when the room's song is a YouTube one.
 
 use std::{cell::Cell, rc::Rc};

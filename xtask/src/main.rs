@@ -141,6 +141,13 @@ fn browser_test() -> Result<()> {
     let packed = npm::pack()?;
     for (dir, raw, gz) in &packed.wasm_sizes {
         eprintln!("npm package {dir}/unisono_bg.wasm: {raw} bytes raw, {gz} bytes gzip -9");
+        if *gz > npm::WASM_GZIP_BUDGET {
+            bail!(
+                "npm package {dir}/unisono_bg.wasm is {gz} bytes gzip -9, over its budget of {} \
+                 (docs/benchmarks.md, \"npm package size\", says where the bytes go)",
+                npm::WASM_GZIP_BUDGET
+            );
+        }
     }
     let mut c = Command::new("node");
     c.current_dir(root())

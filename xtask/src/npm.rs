@@ -45,6 +45,11 @@ fn ensure_wasm_pack() -> Result<()> {
     crate::ensure_cargo_tool("wasm-pack", "wasm-pack", WASM_PACK, true, "builds the npm package")
 }
 
+/// The package's `.wasm` budget, gzip -9 bytes (issue 3; docs/benchmarks.md). `cargo xtask test`
+/// fails above it: the size is deterministic for the pinned toolchain, and every byte of it is
+/// downloaded and compiled by every page that uses the package.
+pub const WASM_GZIP_BUDGET: u64 = 40_000;
+
 /// Builds the three targets, assembles the package and packs it.
 pub fn pack() -> Result<Packed> {
     ensure_wasm_target()?;
@@ -69,7 +74,9 @@ pub fn pack() -> Result<Packed> {
             .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
             .args(["build", "wasm-pkg", "--mode", "no-install", "--release", "--target", target])
             .args(["--out-name", "unisono", "--out-dir"])
-            .arg(pkg.join(dir));
+            .arg(pkg.join(dir))
+            // No std in the package's wasm: the crate brings its own panic handler (lib.rs).
+            .args(["--", "--no-default-features", "--features", "js,panic-handler"]);
         run(&format!("wasm-pack build --release --target {target}"), c)?;
     }
     // Name, version, description, licence and repository as wasm-pack derives them from Cargo.
@@ -82,6 +89,11 @@ pub fn pack() -> Result<Packed> {
         }
         // Only the module type: tells Node (and webpack) how to read the folder's `.js`.
         fs::write(dir.join("package.json"), format!("{{ \"type\": \"{kind}\" }}\n"))?;
+        // wasm-bindgen's snippets (`js/adapters.js`) are ES modules; the CommonJS build
+        // `require`s them, which Node does for ES modules from 20.19 (`require(esm)`).
+        if kind == "commonjs" && dir.join("snippets").is_dir() {
+            fs::write(dir.join("snippets/package.json"), "{ \"type\": \"module\" }\n")?;
+        }
     }
     fs::copy(root().join("wasm-pkg/README.md"), pkg.join("README.md"))?;
     let manifest = manifest(&generated)?;
@@ -124,6 +136,7 @@ fn manifest(g: &Value) -> Result<String> {
   "description": {description},
   "license": {license},{repository}
   "keywords": ["sync", "playback", "websocket", "wasm", "webassembly"],
+  "engines": {{ "node": ">=20.19" }},
   "files": ["bundler/", "node/", "web/", "README.md"],
   "main": "./node/unisono.js",
   "module": "./bundler/unisono.js",

@@ -14,12 +14,14 @@
 //! Local time is `performance.now()` only. Positions are computed from the timing vector when
 //! asked, never advanced by timers, so a throttled background tab is right as soon as it looks.
 
+use crate::prelude::*;
+
 pub mod state;
 
-use std::{
-    cell::{Cell, RefCell},
-    rc::{Rc, Weak},
-};
+use alloc::rc::{Rc, Weak};
+use core::cell::Cell;
+
+use crate::cell::RefCell;
 
 use futures_channel::oneshot;
 use unisono_core::{
@@ -27,8 +29,7 @@ use unisono_core::{
     song::Song,
     tree::{Tree, frame},
 };
-use wasm_bindgen::{JsCast, prelude::*};
-use web_sys::{CloseEvent, MessageEvent, WebSocket};
+use wasm_bindgen::prelude::*;
 
 pub use state::{Change, ClientError, RoomView, SyncStats};
 
@@ -99,7 +100,7 @@ type Handler = Closure<dyn FnMut(JsValue)>;
 
 /// The socket and its handlers; dropping it detaches the handlers.
 struct Socket {
-    ws: WebSocket,
+    ws: sys::WebSocket,
     _onopen: Handler,
     _onmessage: Handler,
     _onclose: Handler,
@@ -109,10 +110,10 @@ struct Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        self.ws.set_onerror(None);
+        self.ws.set_onopen(&JsValue::NULL);
+        self.ws.set_onmessage(&JsValue::NULL);
+        self.ws.set_onclose(&JsValue::NULL);
+        self.ws.set_onerror(&JsValue::NULL);
         let _ = self.ws.close();
     }
 }
@@ -270,11 +271,11 @@ impl Client {
             (url, inner.generation)
         };
         self.emit(vec![ClientEvent::Connection(conn)]);
-        let ws = match WebSocket::new(&url) {
+        let ws = match sys::WebSocket::new(&url) {
             Ok(ws) => ws,
             Err(e) => {
                 let msg = e.as_string().unwrap_or_else(|| "could not open the socket".to_owned());
-                let waiters: Vec<Waiter> = self.0.inner.borrow_mut().connect_waiters.drain(..).collect();
+                let waiters = core::mem::take(&mut self.0.inner.borrow_mut().connect_waiters);
                 for w in waiters {
                     w(Err(ClientError::new("CONNECT_FAILED", msg.clone())));
                 }
@@ -296,20 +297,20 @@ impl Client {
             Handler::new(move |e: JsValue| {
                 let t3 = sys::now();
                 if let Some(c) = upgrade(&weak) {
-                    c.on_text(generation, &e.unchecked_into::<MessageEvent>().data(), t3);
+                    c.on_text(generation, &sys::field(&e, "data"), t3);
                 }
             })
         };
         let onclose = Handler::new(move |e: JsValue| {
             if let Some(c) = upgrade(&weak) {
-                c.on_close(generation, e.unchecked_into::<CloseEvent>().code());
+                c.on_close(generation, sys::field(&e, "code").as_f64().map_or(1006, |c| c as u16));
             }
         });
-        ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+        ws.set_onopen(onopen.as_ref());
+        ws.set_onmessage(onmessage.as_ref());
+        ws.set_onclose(onclose.as_ref());
         let onerror = Handler::new(|_| {});
-        ws.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+        ws.set_onerror(onerror.as_ref());
         self.0.inner.borrow_mut().socket =
             Some(Socket { ws, _onopen: onopen, _onmessage: onmessage, _onclose: onclose, _onerror: onerror });
     }
@@ -319,7 +320,7 @@ impl Client {
         if inner.generation != generation {
             return;
         }
-        let frames: Vec<(u64, JsValue)> = inner.outbox.drain(..).collect();
+        let frames = core::mem::take(&mut inner.outbox);
         if let Some(s) = &inner.socket {
             for (_, f) in frames {
                 sys::send(&s.ws, &f);
@@ -438,7 +439,7 @@ impl Client {
                 inner.attempt = 0;
                 inner.burst_left = BURST;
                 let rejoin = if resumed { None } else { inner.rejoin.clone() };
-                (inner.connect_waiters.drain(..).collect::<Vec<_>>(), rejoin)
+                (core::mem::take(&mut inner.connect_waiters), rejoin)
             };
             for w in waiters {
                 w(Ok(JsValue::UNDEFINED));
@@ -573,7 +574,7 @@ impl Client {
         let refused = {
             let mut inner = self.0.inner.borrow_mut();
             let open = inner.conn == ConnectionState::Open
-                || inner.socket.as_ref().is_some_and(|s| s.ws.ready_state() == WebSocket::OPEN);
+                || inner.socket.as_ref().is_some_and(|s| s.ws.ready_state() == sys::OPEN);
             match (&inner.socket, open) {
                 (Some(s), true) => {
                     sys::send(&s.ws, &text);
@@ -601,7 +602,7 @@ impl Client {
                 take(&mut inner.pending, id)
             };
             if let Some(Pending::Request(done)) = expired {
-                let secs = sys::decimal((timeout_ms / 1000.0).round() as u64);
+                let secs = sys::decimal(libm::round(timeout_ms / 1000.0) as u64);
                 done(Err(ClientError::new("TIMEOUT", sys::text(&["no reply within ", &secs, " s"]))));
             }
         });
@@ -756,15 +757,15 @@ fn upgrade(weak: &Weak<Shared>) -> Option<Client> {
 
 /// Takes every pending request waiter (time-sync entries are dropped too).
 fn take_waiters(inner: &mut Inner) -> Vec<Waiter> {
-    inner.outbox.retain(|_| false);
-    inner
-        .pending
-        .drain(..)
+    inner.outbox.clear();
+    // `mem::take` rather than `drain(..)`: the same here, without `Drain`'s code per type.
+    core::mem::take(&mut inner.pending)
+        .into_iter()
         .filter_map(|(_, p)| match p {
             Pending::Request(tx) => Some(tx),
             Pending::TimeSync { .. } => None,
         })
-        .chain(inner.connect_waiters.drain(..))
+        .chain(core::mem::take(&mut inner.connect_waiters))
         .collect()
 }
 

@@ -2,6 +2,8 @@
 //! and how each server frame changes that. No socket, no timer, no clock: time is a parameter,
 //! so this part is unit-tested natively like the core.
 
+use crate::prelude::*;
+
 use serde::Serialize;
 use unisono_core::{
     estimator::{ClockOffsetEstimator, EstimatorConfig},
@@ -126,17 +128,17 @@ impl From<ErrorBody> for ClientError {
 impl FromTree for ClientError {
     fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {
         let f = Fields::of(t)?;
-        Ok(Self { code: f.get("code")?, message: f.get("message")? })
+        Ok(Self { code: f.get(&"code")?, message: f.get(&"message")? })
     }
 }
 
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
     }
 }
 
-impl std::error::Error for ClientError {}
+impl core::error::Error for ClientError {}
 
 /// Decodes one server frame, parsed (`JSON.parse` in the browser): a reply has no `event`
 /// key, a push always has one; the payload of a reply or of an unmodelled push is left as it
@@ -144,13 +146,13 @@ impl std::error::Error for ClientError {}
 pub fn decode<T: Tree>(frame: &T) -> Result<Frame<T>, String> {
     let f = Fields::of(frame).map_err(|_| "invalid frame from server: not an object".to_owned())?;
     let Some(event) = frame.field("event") else {
-        let id: Option<u64> = f.get("id").map_err(|e| malformed("reply", e))?;
+        let id: Option<u64> = f.get(&"id").map_err(|e| malformed("reply", e))?;
         let id = id.ok_or("malformed reply: no id")?;
         return Ok(Frame::Reply(Reply {
             id,
-            ok: f.or("ok", false).map_err(|e| malformed("reply", e))?,
+            ok: f.or(&"ok", false).map_err(|e| malformed("reply", e))?,
             data: frame.field("data"),
-            error: f.get("error").map_err(|e| malformed("reply", e))?,
+            error: f.get(&"error").map_err(|e| malformed("reply", e))?,
         }));
     };
     let event = event.string().ok_or("invalid frame from server: `event` is not a string")?;
@@ -160,6 +162,14 @@ pub fn decode<T: Tree>(frame: &T) -> Result<Frame<T>, String> {
         Some(Err(e)) => Err(malformed(&event, e)),
         None => Ok(Frame::Other(RawPush { event, data })),
     }
+}
+
+/// `e^x`: the host's `Math.exp` in the wasm, libm's natively (where this state is unit-tested).
+fn exp(x: f64) -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    return crate::sys::exp(x);
+    #[cfg(not(target_arch = "wasm32"))]
+    return libm::exp(x);
 }
 
 /// "malformed EVENT push: missing or invalid field `x`", without `core::fmt`.
@@ -247,7 +257,7 @@ impl State {
         let target = self.estimator.offset()?;
         Some(match self.slew {
             Some((from, at)) if (target - from).abs() <= SLEW_MAX_MS => {
-                let k = (-(local - at).max(0.0) / SLEW_TAU_MS).exp();
+                let k = exp(-(local - at).max(0.0) / SLEW_TAU_MS);
                 target + (from - target) * k
             }
             _ => target,
