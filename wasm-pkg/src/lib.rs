@@ -6,10 +6,17 @@
 //!
 //! - [`client`]: `Client`, the WebSocket client (time sync, room state, requests, reconnect);
 //!   its sans-IO half is `client::state`.
-//! - [`player`]: `PlayerSync` and the media adapters (HTML5, YouTube, Spotify, custom).
+//! - [`player`]: `PlayerSync` and the media adapters (HTML5, YouTube, Spotify, custom; the
+//!   built-in ones are JavaScript, `js/adapters.js`).
 //! - `bindings` (feature `js`): `positionAt`, `PlaybackClock`, `Estimator`, `Drift`,
 //!   `encodeRequest`, `decodeServerFrame`.
 //! - `js_client` (feature `js`): `UnisonoClient` and `PlayerSync` for JavaScript.
+//! - `sys`: the JavaScript APIs used (declared here, no js-sys/web-sys); `cell`: a `RefCell`
+//!   whose failed borrow traps.
+//!
+//! `no_std` (+ `alloc`). Feature `std` (default) links std for ordinary builds; the npm build
+//! (`cargo xtask npm-pack`) turns it off and sets `panic-handler`, so the package's wasm carries
+//! none of std's panic and formatting code (docs/benchmarks.md, "npm package size").
 
 #![cfg_attr(not(test), no_std)]
 
