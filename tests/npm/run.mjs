@@ -12,8 +12,9 @@
 //    here, and for the web, loaded in headless Chromium from the real server (`--web-dir`);
 //    both check every test vector, a position, and connect to the server (room, song, clock);
 // 4. Vite 8 bundles consumer/vite/ (`import … from 'unisono'`, the .wasm as an asset), and
-//    esbuild bundles consumer/esbuild/ (`unisono/web`, the .wasm as a file given to init()),
-//    each loaded in Chromium from the server like the webpack bundle;
+//    esbuild and Rollup 4 bundle consumer/esbuild/ and consumer/rollup/ (`unisono/web`, the
+//    .wasm as a file given to init()), each loaded in Chromium from the server like the
+//    webpack bundle;
 // 5. a page without a bundler imports the package's `web` build (`unisono/web`) in Chromium.
 //
 // Chromium is Debian's /usr/bin/chromium driven by playwright-core; without it the browser
@@ -170,6 +171,29 @@ try {
   } catch (e) {
     check('esbuild bundles the app', false, e?.message ?? String(e));
   }
+  // Rollup 4 (the same recipe as esbuild: `unisono/web`, the .wasm emitted as a file by
+  // @rollup/plugin-url, its URL given to init()) into site/rollup/.
+  try {
+    const { rollup } = require('rollup');
+    const { nodeResolve } = require('@rollup/plugin-node-resolve');
+    const url = require('@rollup/plugin-url');
+    const out = path.join(site, 'rollup');
+    const text = { name: 'text', transform: (code, id) => (id.endsWith('.jsonl') ? { code: `export default ${JSON.stringify(code)};`, map: null } : null) };
+    const warnings = [];
+    const bundle = await rollup({
+      input: path.join(project, 'rollup/main.js'),
+      plugins: [nodeResolve({ browser: true }), (url.default ?? url)({ include: ['**/*.wasm'], limit: 0, publicPath: '/rollup/' }), text],
+      onwarn: (w) => warnings.push(w.message),
+    });
+    await bundle.write({ dir: out, format: 'es' });
+    await bundle.close();
+    fs.copyFileSync(path.join(project, 'rollup/index.html'), path.join(out, 'index.html'));
+    const files = fs.readdirSync(out);
+    check('Rollup bundles the app with the package .wasm as a file', files.some((f) => f.endsWith('.wasm')),
+      `${files.join(', ')}${warnings.length ? `; warnings: ${warnings.join(' | ')}` : ''}`);
+  } catch (e) {
+    check('Rollup bundles the app', false, e?.message ?? String(e));
+  }
   const base = await startServer(server, site);
   const wasmAssets = fs.readdirSync(site).filter((f) => f.endsWith('.wasm'));
   check('the web bundle emits the package .wasm as an asset', wasmAssets.length === 1, wasmAssets.join(', '));
@@ -197,6 +221,7 @@ try {
     try {
       for (const [name, page] of [['webpack bundle in Chromium', 'index.html'], ['Vite bundle in Chromium', 'vite/index.html'],
         ['esbuild bundle in Chromium', 'esbuild/index.html'],
+        ['Rollup bundle in Chromium', 'rollup/index.html'],
         ['unisono/web (no bundler) in Chromium', 'web.html']]) {
         const p = await browser.newPage();
         const errors = [];
