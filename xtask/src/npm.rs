@@ -136,7 +136,7 @@ fn manifest(g: &Value) -> Result<String> {
   "description": {description},
   "license": {license},{repository}
   "keywords": ["sync", "playback", "websocket", "wasm", "webassembly"],
-  "engines": {{ "node": ">=20.19" }},
+  "engines": {{ "node": "^20.19.0 || >=22.12.0" }},
   "files": ["bundler/", "node/", "web/", "README.md"],
   "main": "./node/unisono.js",
   "module": "./bundler/unisono.js",
