@@ -32,6 +32,22 @@ pub struct Ready {
     pub secs: f64,
 }
 
+impl Ready {
+    /// Fails when any client failed to set up: the figures of a scenario run with part of its
+    /// clients would be of another scenario (a server limit in the way reads as a result).
+    pub fn require_all(&self, what: &str) -> Result<()> {
+        if self.failed > 0 {
+            bail!(
+                "{} of {} {what} failed to set up (errors above); raise the server limit in the way \
+                 (benches/src/server.rs, BENCH_FLAGS) rather than report this run",
+                self.failed,
+                self.failed + self.connected
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Running worker processes.
 pub struct Pool {
     children: Vec<Child>,

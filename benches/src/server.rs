@@ -14,9 +14,20 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::Target;
 
-/// Flags that lift the per-connection and per-room limits out of the way of a benchmark.
-pub const BENCH_FLAGS: &[&str] =
-    &["--max-members", "20000", "--frames-per-sec", "100000", "--joins-per-min", "1000000", "--session-queue", "1024"];
+/// Flags that lift the per-connection, per-room and per-tenant limits out of the way of a
+/// benchmark (every benchmark client is the anonymous tenant's).
+pub const BENCH_FLAGS: &[&str] = &[
+    "--max-members",
+    "20000",
+    "--frames-per-sec",
+    "100000",
+    "--joins-per-min",
+    "1000000",
+    "--session-queue",
+    "1024",
+    "--max-rooms-per-tenant",
+    "100000",
+];
 
 /// A server to run a scenario against.
 pub struct Server {

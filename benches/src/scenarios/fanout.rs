@@ -83,6 +83,7 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     for e in &ready.errors {
         eprintln!("  join errors: {e}");
     }
+    ready.require_all("members")?;
     // Let the last member-joined pushes drain before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.check_alive()?;

@@ -87,6 +87,7 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     for e in &ready.errors {
         eprintln!("  setup errors: {e}");
     }
+    ready.require_all("connections")?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.check_alive()?;
     let server_rss_kib = server.pid.and_then(|p| sys::rss_kib(p).ok());
