@@ -89,6 +89,17 @@ export async function inStepErrors(a, b, probe, { settleMs, forMs }) {
   return errors;
 }
 
+/**
+ * Checks that two pages' players of `what` stay within `toleranceMs` of each other (p95 of
+ * [`inStepErrors`], more than 20 samples), logging median, p95 and sample count.
+ */
+export async function checkInStep(check, what, toleranceMs, a, b, probe, timing) {
+  const errors = await inStepErrors(a, b, probe, timing);
+  const p95 = quantile(errors, 0.95);
+  check(`${what} players within ${toleranceMs} ms of each other (p95)`, errors.length > 20 && p95 <= toleranceMs,
+    `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
+}
+
 /** In the web app at `url`: `host` creates a room, `guest` opens its `/r/CODE` link. Resolves to the code. */
 export async function openRoom(host, guest, url) {
   await host.goto(url);

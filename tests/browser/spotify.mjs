@@ -16,7 +16,7 @@
 
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { inStepErrors, log, openRoom, opt, quantile, runAppScript, waitFor } from './lib.mjs';
+import { checkInStep, log, openRoom, opt, runAppScript, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
@@ -123,10 +123,7 @@ runAppScript({ name: 'spotify', bin: BIN, dist: DIST, out: OUT }, async ({ url, 
   check('the <audio> element stays silent', await guest.evaluate(() => document.querySelector('main > audio').paused));
 
   // In step: both players against one clock, for 5 s after 2 s to settle.
-  const errors = await inStepErrors(host, guest, probe, { settleMs: 2000, forMs: 5000 });
-  const p95 = quantile(errors, 0.95);
-  check(`Spotify players within ${SP_TOLERANCE_MS} ms of each other (p95)`, errors.length > 20 && p95 <= SP_TOLERANCE_MS,
-    `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
+  await checkInStep(check, 'Spotify', SP_TOLERANCE_MS, host, guest, probe, { settleMs: 2000, forMs: 5000 });
   await host.screenshot({ path: path.join(OUT, 'spotify.png'), fullPage: true });
 
   await host.click('#play');

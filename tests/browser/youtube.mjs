@@ -14,7 +14,7 @@
 
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { inStepErrors, log, openRoom, opt, quantile, runAppScript, sleep, wav, waitFor } from './lib.mjs';
+import { checkInStep, log, openRoom, opt, runAppScript, sleep, wav, waitFor } from './lib.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.resolve(root, opt('bin', 'target/debug/unisono'));
@@ -90,10 +90,7 @@ runAppScript({ name: 'youtube', bin: BIN, dist: DIST, out: OUT, media: { 'video.
   check('the <audio> element stays silent', await guest.evaluate(() => document.querySelector('main > audio').paused));
 
   // In step: both players against one clock, for 6 s after 3 s to settle.
-  const errors = await inStepErrors(host, guest, probe, { settleMs: 3000, forMs: 6000 });
-  const p95 = quantile(errors, 0.95);
-  check(`YouTube players within ${YT_TOLERANCE_MS} ms of each other (p95)`, errors.length > 20 && p95 <= YT_TOLERANCE_MS,
-    `median ${quantile(errors, 0.5).toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, ${errors.length} samples`);
+  await checkInStep(check, 'YouTube', YT_TOLERANCE_MS, host, guest, probe, { settleMs: 3000, forMs: 6000 });
   await host.screenshot({ path: path.join(OUT, 'youtube.png'), fullPage: true });
 
   await host.click('#play');

@@ -403,11 +403,6 @@ pub fn spotify(player: &JsValue, web_api: &JsValue) -> Box<dyn MediaAdapter> {
     JsAdapter::built_in(spotify_js(player, web_api))
 }
 
-/// `obj[method](...args)`, `undefined` if there is no such method or it throws.
-fn call(obj: &JsValue, method: &str, args: &[JsValue]) -> JsValue {
-    sys::call_method(obj, method, args)
-}
-
 /// Any JavaScript object with the adapter's methods: `capabilities` (property: `{canSetRate,
 /// rateStep, seekLatencyMs, positionGranularityMs}`), `load(song) → bool`, `positionMs() →
 /// number|null`, `isPlaying() → bool`, `play()`, `pause()`, `seek(ms)`, `setRate(rate)`.
@@ -419,6 +414,11 @@ pub struct JsAdapter {
 impl JsAdapter {
     pub fn new(obj: JsValue, caps: PlayerCapabilities) -> Self {
         Self { obj, caps }
+    }
+
+    /// `obj[method](...args)`, `undefined` if there is no such method or it throws.
+    fn call(&self, method: &str, args: &[JsValue]) -> JsValue {
+        sys::call_method(&self.obj, method, args)
     }
 
     /// One of `js/adapters.js`'s, which carries its `capabilities`.
@@ -439,28 +439,28 @@ impl MediaAdapter for JsAdapter {
         self.caps.clone()
     }
     fn load(&mut self, song: &Song) -> bool {
-        call(&self.obj, "load", &[sys::to_js(song)]).as_bool().unwrap_or(true)
+        self.call("load", &[sys::to_js(song)]).as_bool().unwrap_or(true)
     }
     fn position_ms(&self) -> Option<f64> {
-        call(&self.obj, "positionMs", &[]).as_f64()
+        self.call("positionMs", &[]).as_f64()
     }
     fn is_playing(&self) -> bool {
-        call(&self.obj, "isPlaying", &[]).as_bool().unwrap_or(false)
+        self.call("isPlaying", &[]).as_bool().unwrap_or(false)
     }
     fn play(&mut self) {
-        call(&self.obj, "play", &[]);
+        self.call("play", &[]);
     }
     fn pause(&mut self) {
-        call(&self.obj, "pause", &[]);
+        self.call("pause", &[]);
     }
     fn seek(&mut self, ms: f64) {
-        call(&self.obj, "seek", &[JsValue::from_f64(ms)]);
+        self.call("seek", &[JsValue::from_f64(ms)]);
     }
     fn set_rate(&mut self, rate: f64) {
-        call(&self.obj, "setRate", &[JsValue::from_f64(rate)]);
+        self.call("setRate", &[JsValue::from_f64(rate)]);
     }
     fn blocked(&self) -> bool {
-        call(&self.obj, "blocked", &[]).as_bool().unwrap_or(false)
+        self.call("blocked", &[]).as_bool().unwrap_or(false)
     }
 }
 
