@@ -4,11 +4,8 @@ use std::{convert::Infallible, sync::Arc};
 
 use anyhow::Context;
 use futures_util::future::Either;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
+use hyper::server::conn::http1;
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use tokio::net::TcpListener;
 use tower::Service;
 use tower_layer::Layer;
@@ -106,9 +103,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     app.clone().call(req)
                 }));
                 tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    // HTTP/1.1 only, and no wrapper around the stream: `/ws` takes the TCP stream
+                    // back from the upgrade (ws/writer.rs writes to it directly).
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
                 });
             }
             _ = &mut shutdown => break,

@@ -1,6 +1,16 @@
 //! In-process bus: topic → subscribers, each with its outbox.
+//!
+//! Publishing copies the recipients out of the lock, then delivers: a delivery to a `/ws`
+//! session is a socket write, and no lock is held across them. A topic of at least
+//! [`PARALLEL_MIN`] recipients is delivered by several threads at once (the publisher and
+//! scoped helpers, one per further core), and `publish` returns when every part is done, so
+//! each session still gets a topic's frames in publish order.
 
-use std::{collections::HashMap, sync::RwLock};
+use std::{
+    collections::HashMap,
+    sync::{OnceLock, RwLock},
+    thread,
+};
 
 use super::{Bus, Frame, Outbox, Topic};
 
@@ -34,23 +44,71 @@ impl Bus for LocalBus {
     }
 
     fn publish(&self, topic: &Topic, frame: &Frame, except: Option<&str>) -> usize {
-        let Ok(t) = self.topics.read() else { return 0 };
-        let Some(subs) = t.get(topic) else { return 0 };
-        let mut n = 0;
-        for (session, outbox) in subs {
-            if except == Some(session.as_str()) {
-                continue;
-            }
-            if outbox.push(frame.clone()) {
-                n += 1;
-            }
-        }
-        n
+        let to: Vec<Outbox> = {
+            let Ok(t) = self.topics.read() else { return 0 };
+            let Some(subs) = t.get(topic) else { return 0 };
+            subs.iter().filter(|(s, _)| except != Some(s.as_str())).map(|(_, o)| o.clone()).collect()
+        };
+        deliver(&to, frame)
     }
 
     fn remove_topic(&self, topic: &Topic) {
         if let Ok(mut t) = self.topics.write() {
             t.remove(topic);
+        }
+    }
+}
+
+/// Recipients from which a publish is split over the cores. Below it, a thread's start-up
+/// costs more than the writes it would take over.
+pub const PARALLEL_MIN: usize = 2048;
+
+/// Pushes `frame` to every outbox; returns how many took it.
+fn deliver(to: &[Outbox], frame: &Frame) -> usize {
+    let push_all = |part: &[Outbox]| part.iter().filter(|o| o.push(frame.clone())).count();
+    if to.len() < PARALLEL_MIN {
+        return push_all(to);
+    }
+    // Read once: it opens files under /proc and /sys on every call.
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    let threads = *THREADS.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads < 2 {
+        return push_all(to);
+    }
+    let part = to.len().div_ceil(threads);
+    let mut parts = to.chunks(part);
+    let mine = parts.next().unwrap_or_default();
+    thread::scope(|s| {
+        let helpers: Vec<_> = parts.map(|p| s.spawn(move || push_all(p))).collect();
+        let n = push_all(mine);
+        // A helper that panicked delivered nothing that can be counted.
+        n + helpers.into_iter().map(|h| h.join().unwrap_or(0)).sum::<usize>()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_big_topic_gets_every_frame_in_publish_order() {
+        let bus = LocalBus::new();
+        let n = PARALLEL_MIN * 2 + 3;
+        let mut inboxes = Vec::new();
+        for i in 0..n {
+            let (out, inbox) = Outbox::new(8);
+            bus.subscribe("room:BIG", &format!("s{i}"), out);
+            inboxes.push(inbox);
+        }
+        for k in 0..5 {
+            let delivered = bus.publish("room:BIG", &Frame::text(format!("{k}")), Some("s7"));
+            assert_eq!(delivered, n - 1, "publish {k} reaches everyone but the sender");
+        }
+        for (i, inbox) in inboxes.iter_mut().enumerate() {
+            let got: Vec<String> =
+                std::iter::from_fn(|| inbox.rx.try_recv().ok()).map(|f| f.as_text().to_string()).collect();
+            let want: Vec<String> = if i == 7 { vec![] } else { (0..5).map(|k| k.to_string()).collect() };
+            assert_eq!(got, want, "subscriber {i}");
         }
     }
 }

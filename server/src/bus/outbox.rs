@@ -9,27 +9,51 @@
 //! queue has room for a batch of replies ([`Outbox::room_for`]), so a client that sends a burst
 //! of requests and reads the replies meets TCP backpressure, not the slow-consumer policy.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
+use bytes::Bytes;
 #[cfg(test)]
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// A frame for the writer: shared text. (Closing goes through [`Outbox::close`], which skips
-/// whatever is queued.)
+/// A frame for a session: shared text, and its WebSocket encoding once a `/ws` writer asked.
+/// (Closing goes through [`Outbox::close`], which skips whatever is queued.)
 ///
 /// The text is reference-counted UTF-8 (`Utf8Bytes`, backed by `Bytes`): a broadcast is
-/// serialized once and every member's queue holds a pointer to the same buffer, all the way into
-/// the WebSocket writer, with no copy per member.
-#[derive(Debug, Clone)]
-pub enum Frame {
-    Text(Utf8Bytes),
+/// serialized once and every member's queue holds a pointer to the same buffer. Server frames
+/// are unmasked, so the encoded WebSocket frame is the same bytes for every member too: the
+/// first `/ws` writer encodes it, the others write that same buffer.
+#[derive(Clone)]
+pub struct Frame(Arc<FrameInner>);
+
+struct FrameInner {
+    text: Utf8Bytes,
+    encoded: OnceLock<Bytes>,
 }
 
 impl Frame {
     pub fn text(s: impl Into<String>) -> Frame {
-        Frame::Text(Utf8Bytes::from(s.into()))
+        Frame(Arc::new(FrameInner { text: Utf8Bytes::from(s.into()), encoded: OnceLock::new() }))
+    }
+
+    /// The frame's JSON text.
+    pub fn as_text(&self) -> &Utf8Bytes {
+        &self.0.text
+    }
+
+    /// The frame encoded by `encode`, computed once for every session it is delivered to.
+    pub fn encoded(&self, encode: impl FnOnce(&Utf8Bytes) -> Bytes) -> &Bytes {
+        self.0.encoded.get_or_init(|| encode(&self.0.text))
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Frame").field(&self.0.text.as_str()).finish()
     }
 }
 
@@ -42,11 +66,43 @@ struct Kill {
     reason: OnceLock<(u16, &'static str)>,
 }
 
+/// A connection that takes frames itself, without a queue task in between: the `/ws` edge
+/// writes a frame straight into the socket when nothing is waiting (`ws::writer`). It keeps
+/// the same policy as the queue: at most `capacity` frames wait, then the session is closed
+/// with [`CLOSE_SLOW_CONSUMER`].
+pub trait FrameWriter: Send + Sync + 'static {
+    /// Delivers or queues `frame` without waiting; false if the connection is closing or the
+    /// queue was full (then the connection is being closed).
+    fn push(&self, frame: &Frame) -> bool;
+    /// Frames waiting to be written.
+    fn waiting(&self) -> usize;
+    /// Most frames that may wait.
+    fn capacity(&self) -> usize;
+    /// Notified (`notify_waiters`) whenever waiting frames were written.
+    fn drained(&self) -> &Notify;
+    /// Closes the connection with `code` now, skipping queued frames.
+    fn close(&self, code: u16, reason: &'static str);
+}
+
 /// Sending half of a session's queue; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    tx: mpsc::Sender<Frame>,
-    kill: Arc<Kill>,
+#[derive(Clone)]
+pub struct Outbox(Sink);
+
+#[derive(Clone)]
+enum Sink {
+    /// A bounded channel drained by a task (Socket.IO's pump).
+    Queue { tx: mpsc::Sender<Frame>, kill: Arc<Kill> },
+    /// A connection that writes frames itself (`/ws`).
+    Writer(Arc<dyn FrameWriter>),
+}
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Sink::Queue { tx, .. } => f.debug_struct("Outbox::Queue").field("free", &tx.capacity()).finish(),
+            Sink::Writer(w) => f.debug_struct("Outbox::Writer").field("waiting", &w.waiting()).finish(),
+        }
+    }
 }
 
 /// Receiving half, owned by the connection's writer task.
@@ -61,45 +117,72 @@ pub struct Inbox {
 pub struct KillWatch(Arc<Kill>);
 
 impl Outbox {
-    /// A queue holding at most `capacity` frames.
+    /// A queue holding at most `capacity` frames, drained through the [`Inbox`].
     pub fn new(capacity: usize) -> (Outbox, Inbox) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let kill = Arc::new(Kill::default());
-        (Outbox { tx, kill: kill.clone() }, Inbox { rx, kill: KillWatch(kill) })
+        (Outbox(Sink::Queue { tx, kill: kill.clone() }), Inbox { rx, kill: KillWatch(kill) })
     }
 
-    /// Enqueues without waiting. A full queue trips the slow-consumer policy.
+    /// The outbox of a connection that writes frames itself.
+    pub fn writer(w: Arc<dyn FrameWriter>) -> Outbox {
+        Outbox(Sink::Writer(w))
+    }
+
+    /// Enqueues (or writes) without waiting. A full queue trips the slow-consumer policy.
     pub fn push(&self, frame: Frame) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.kill.reason.get().is_none() {
-                    crate::metrics::METRICS.slow_consumers.inc();
+        match &self.0 {
+            Sink::Writer(w) => w.push(&frame),
+            Sink::Queue { tx, kill } => match tx.try_send(frame) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if kill.reason.get().is_none() {
+                        crate::metrics::METRICS.slow_consumers.inc();
+                    }
+                    self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full");
+                    false
                 }
-                self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
         }
     }
 
     /// Waits until `n` more frames fit (at most the queue's capacity). The connection's reader
     /// calls it before taking the next request.
     pub async fn room_for(&self, n: usize) {
-        let n = n.clamp(1, self.tx.max_capacity());
-        // The usual case, without touching the channel's semaphore.
-        if self.tx.capacity() >= n {
-            return;
-        }
-        if let Ok(permits) = self.tx.reserve_many(n).await {
-            drop(permits);
+        match &self.0 {
+            Sink::Queue { tx, .. } => {
+                let n = n.clamp(1, tx.max_capacity());
+                // The usual case, without touching the channel's semaphore.
+                if tx.capacity() >= n {
+                    return;
+                }
+                if let Ok(permits) = tx.reserve_many(n).await {
+                    drop(permits);
+                }
+            }
+            Sink::Writer(w) => {
+                let n = n.clamp(1, w.capacity());
+                loop {
+                    let drained = w.drained().notified();
+                    if w.capacity().saturating_sub(w.waiting()) >= n {
+                        return;
+                    }
+                    drained.await;
+                }
+            }
         }
     }
 
     /// Asks the writer to close the connection with `code` now, skipping queued frames.
     pub fn close(&self, code: u16, reason: &'static str) {
-        let _ = self.kill.reason.set((code, reason));
-        self.kill.notify.notify_one();
+        match &self.0 {
+            Sink::Queue { kill, .. } => {
+                let _ = kill.reason.set((code, reason));
+                kill.notify.notify_one();
+            }
+            Sink::Writer(w) => w.close(code, reason),
+        }
     }
 }
 

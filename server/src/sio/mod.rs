@@ -259,7 +259,7 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
     tokio::spawn(async move {
         let kill = inbox.kill.clone();
         let emit = |s: &SocketRef, frame: Frame| -> bool {
-            let Frame::Text(text) = frame;
+            let text = frame.as_text();
             let Ok(p) = serde_json::from_str::<PushRef>(text.as_str()) else { return true };
             let ok = match (p.data, &hook) {
                 // The client may answer this event through its ack callback.

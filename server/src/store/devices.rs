@@ -51,7 +51,7 @@ const UPSERT_DEVICE_INFO: &str = "INSERT INTO devices (tenant, device_id, name, 
     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, device_id) DO UPDATE SET \
     name = excluded.name, info = excluded.info, last_seen = excluded.last_seen";
 
-type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>;
+use super::Query;
 
 /// The registry row upsert, bound to `d`.
 pub(super) fn upsert(d: &DeviceRow) -> Query {

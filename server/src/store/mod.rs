@@ -162,15 +162,48 @@ impl Store {
     }
 }
 
-const UPSERT: &str = "INSERT INTO rooms (code, name, host, current_song_id, current_song, position_ms, \
-    anchor_time, is_playing, rate, rev, state, queue, next_item, settings, created_at, updated_at, tenant) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-    ON CONFLICT (code) DO UPDATE SET name = excluded.name, tenant = excluded.tenant, host = excluded.host, \
-    current_song_id = excluded.current_song_id, current_song = excluded.current_song, \
-    position_ms = excluded.position_ms, anchor_time = excluded.anchor_time, \
-    is_playing = excluded.is_playing, rate = excluded.rate, rev = excluded.rev, \
-    state = excluded.state, queue = excluded.queue, next_item = excluded.next_item, \
-    settings = excluded.settings, created_at = excluded.created_at, updated_at = excluded.updated_at";
+/// Columns of a room row, in bind order.
+const ROOM_COLUMNS: usize = 17;
+
+/// `INSERT … VALUES (…), (…) … ON CONFLICT (code) DO UPDATE …` for `rows` rooms: one statement
+/// writes a whole batch's rooms (each room once), so a commit costs one round trip to the
+/// database whatever the batch size.
+fn upsert_rooms_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO rooms (code, name, host, current_song_id, current_song, position_ms, \
+         anchor_time, is_playing, rate, rev, state, queue, next_item, settings, created_at, updated_at, tenant) VALUES ",
+    );
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..ROOM_COLUMNS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * ROOM_COLUMNS + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (code) DO UPDATE SET name = excluded.name, tenant = excluded.tenant, host = excluded.host, \
+         current_song_id = excluded.current_song_id, current_song = excluded.current_song, \
+         position_ms = excluded.position_ms, anchor_time = excluded.anchor_time, \
+         is_playing = excluded.is_playing, rate = excluded.rate, rev = excluded.rev, \
+         state = excluded.state, queue = excluded.queue, next_item = excluded.next_item, \
+         settings = excluded.settings, created_at = excluded.created_at, updated_at = excluded.updated_at",
+    );
+    sql
+}
+
+/// Most rooms per upsert statement; a batch's rooms go in statements of this many and one of
+/// the rest, so at most this many statement texts are prepared and cached.
+const ROOMS_PER_STATEMENT: usize = 64;
+
+/// The statement texts, by row count, built once.
+fn upsert_rooms_text(rows: usize) -> &'static str {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| (0..=ROOMS_PER_STATEMENT).map(upsert_rooms_sql).collect());
+    &texts[rows.clamp(1, ROOMS_PER_STATEMENT)]
+}
 
 /// History is trimmed on every this-many-th state of a device (so a device keeps at most
 /// `keep + TRIM_EVERY - 1` entries), which keeps the common write to two statements.
@@ -192,14 +225,27 @@ async fn write_batch(pool: &AnyPool, jobs: &[WriteJob]) -> Result<(), sqlx::Erro
             Write::DeviceInfo { .. } => {}
         }
     }
+    let mut rooms: Vec<(&RoomRecord, Millis)> = Vec::with_capacity(last_room.len());
+    for (i, job) in jobs.iter().enumerate() {
+        if let Write::Room { record, now } = &job.write
+            && last_room.get(record.code.as_str()) == Some(&i)
+        {
+            rooms.push((record, *now));
+        }
+    }
+    let only_rooms = jobs.iter().all(|j| matches!(j.write, Write::Room { .. }));
+    // A single statement is atomic by itself: the common batch (room changes only, up to
+    // `ROOMS_PER_STATEMENT` rooms) needs no BEGIN/COMMIT round trips.
+    if only_rooms && rooms.len() <= ROOMS_PER_STATEMENT {
+        return upsert_rooms(&rooms).execute(pool).await.map(|_| ());
+    }
     let mut tx = pool.begin().await?;
+    for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
+        upsert_rooms(chunk).execute(&mut *tx).await?;
+    }
     for (i, job) in jobs.iter().enumerate() {
         match &job.write {
-            Write::Room { record, now } => {
-                if last_room.get(record.code.as_str()) == Some(&i) {
-                    upsert_room(record, *now).execute(&mut *tx).await?;
-                }
-            }
+            Write::Room { .. } => {}
             Write::DeviceInfo { row } => {
                 devices::upsert_info(row).execute(&mut *tx).await?;
             }
@@ -217,29 +263,34 @@ async fn write_batch(pool: &AnyPool, jobs: &[WriteJob]) -> Result<(), sqlx::Erro
     tx.commit().await
 }
 
-fn upsert_room(
-    r: &RoomRecord,
-    now: Millis,
-) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
-    let song_json = r.clock.song.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default());
-    sqlx::query(UPSERT)
-        .bind(r.code.clone())
-        .bind(r.name.clone())
-        .bind(r.host.clone())
-        .bind(r.clock.song.as_ref().map(|s| s.id.clone()))
-        .bind(song_json)
-        .bind(r.clock.position_ms)
-        .bind(r.clock.server_time)
-        .bind(r.clock.is_playing)
-        .bind(r.clock.rate)
-        .bind(r.clock.rev as i64)
-        .bind(if r.closed { "closed" } else { "open" })
-        .bind(serde_json::to_string(&r.queue).unwrap_or_else(|_| "[]".into()))
-        .bind(r.next_item as i64)
-        .bind(serde_json::to_string(&r.settings).unwrap_or_else(|_| "{}".into()))
-        .bind(r.created_at)
-        .bind(now)
-        .bind(r.tenant.clone())
+/// A statement with its arguments bound, ready to run on the pool or in a transaction.
+type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>;
+
+/// One statement writing `rooms` (at most `ROOMS_PER_STATEMENT`, each code once).
+fn upsert_rooms(rooms: &[(&RoomRecord, Millis)]) -> Query {
+    let mut q = sqlx::query(upsert_rooms_text(rooms.len()));
+    for (r, now) in rooms {
+        let song_json = r.clock.song.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default());
+        q = q
+            .bind(r.code.clone())
+            .bind(r.name.clone())
+            .bind(r.host.clone())
+            .bind(r.clock.song.as_ref().map(|s| s.id.clone()))
+            .bind(song_json)
+            .bind(r.clock.position_ms)
+            .bind(r.clock.server_time)
+            .bind(r.clock.is_playing)
+            .bind(r.clock.rate)
+            .bind(r.clock.rev as i64)
+            .bind(if r.closed { "closed" } else { "open" })
+            .bind(serde_json::to_string(&r.queue).unwrap_or_else(|_| "[]".into()))
+            .bind(r.next_item as i64)
+            .bind(serde_json::to_string(&r.settings).unwrap_or_else(|_| "{}".into()))
+            .bind(r.created_at)
+            .bind(*now)
+            .bind(r.tenant.clone());
+    }
+    q
 }
 
 async fn writer_loop(pool: AnyPool, mut rx: mpsc::Receiver<WriteJob>, commit_delay: Duration) {
@@ -308,4 +359,71 @@ fn record_from_row(row: &AnyRow) -> Result<RoomRecord, StoreError> {
         },
         closed: state == "closed",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unisono_core::{Room, room::RoomLimits};
+
+    fn record(code: &str, rev: u64) -> RoomRecord {
+        let mut r = Room::new(code.into(), "r", RoomSettings::default(), RoomLimits::default(), 1_000.0).record();
+        r.clock.rev = rev;
+        r
+    }
+
+    /// 150 rooms written twice each, all submitted before any commit: the batches hold more
+    /// rooms than one statement takes (a transaction of several statements) and the same room
+    /// twice (only its last write counts); what is read back is each room's last write.
+    async fn many_rooms_in_one_batch(url: &str) {
+        let store = Store::open(url, Duration::from_millis(20)).await.expect("open");
+        let mut pending = Vec::new();
+        for rev in [1, 2] {
+            for i in 0..150 {
+                let w = Write::Room { record: record(&format!("R{i:03}"), rev), now: 2_000.0 };
+                pending.push(store.submit(w).await.expect("submit"));
+            }
+        }
+        for p in pending {
+            p.wait().await.expect("committed");
+        }
+        let mut rooms = store.load_open_rooms().await.expect("load");
+        rooms.sort_by(|a, b| a.code.cmp(&b.code));
+        assert_eq!(rooms.len(), 150);
+        for (i, r) in rooms.iter().enumerate() {
+            assert_eq!(r.code, format!("R{i:03}"));
+            assert_eq!(r.clock.rev, 2, "{} holds its last write", r.code);
+        }
+        // A batch of one room: the single-statement path.
+        store.save(record("R000", 3), 3_000.0).await.expect("save");
+        let rooms = store.load_open_rooms().await.expect("load");
+        assert_eq!(rooms.iter().find(|r| r.code == "R000").map(|r| r.clock.rev), Some(3));
+    }
+
+    #[tokio::test]
+    async fn sqlite_writes_a_batch_of_many_rooms() {
+        let dir = std::env::temp_dir().join(format!("unisono-store-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        many_rooms_in_one_batch(&format!("sqlite:{}", dir.join("db.sqlite").display())).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn postgres_writes_a_batch_of_many_rooms() {
+        let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+        let name = format!("unisono_store_{}", std::process::id());
+        let created = async {
+            let pool = sqlx::PgPool::connect(admin).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&pool).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        if let Err(e) = created {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL is required under CI: {e}");
+            eprintln!("SKIPPED postgres_writes_a_batch_of_many_rooms: PostgreSQL at 127.0.0.1:5432 unavailable ({e})");
+            return;
+        }
+        many_rooms_in_one_batch(&format!("postgres://postgres@127.0.0.1:5432/{name}")).await;
+    }
 }

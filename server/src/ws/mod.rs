@@ -7,9 +7,12 @@
 //! to 4 KiB per flush.
 //!
 //! One task reads frames and calls the engine in order (so a client's requests are handled in
-//! the order sent); a writer task drains the session's bounded [`Outbox`] into the socket,
+//! the order sent). Frames to the client are written by whoever pushes them, straight into the
+//! socket ([`writer`]); a writer task only finishes what the socket did not take at once,
 //! pings, and closes when told to (slow consumer, oversized frame, shutdown, replaced session).
 //! Nothing here knows about rooms.
+
+pub mod writer;
 
 use std::{
     net::IpAddr,
@@ -21,20 +24,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use futures_util::StreamExt;
 use governor::{Quota, RateLimiter};
 use hyper::{
     Request, StatusCode,
     header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE},
-    upgrade::Upgraded,
 };
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
         self, Message,
         handshake::derive_accept_key,
-        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
+        protocol::{Role, WebSocketConfig},
     },
 };
 use unisono_core::protocol::{ClientFrame, ErrorBody, ErrorCode, Push, Reply, Request as ClientRequest};
@@ -42,7 +45,7 @@ use warp::{Reply as _, reply::Response};
 
 use crate::{
     auth::{Principal, ROOM_ROLES, Role as AuthRole},
-    bus::{Frame, Outbox, outbox::Inbox},
+    bus::{Frame, Outbox},
     engine::{Answer, Engine, connections::Kind},
     metrics::METRICS,
     time::now_ms,
@@ -57,13 +60,13 @@ pub struct WsConfig {
     pub ping_interval: Duration,
 }
 
-type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+type WebSocket = WebSocketStream<writer::ReadSide>;
 
 /// Per-connection read buffer. tungstenite zero-fills it on every read, so all of it is resident;
 /// client frames are a few hundred bytes, and bigger ones grow it transiently.
 const READ_BUFFER: usize = 2 * 1024;
-/// Frames are written to the socket once this much is buffered, or on flush.
-const WRITE_BUFFER: usize = 4 * 1024;
+/// tungstenite's own writes are control frames (pongs, the close reply), a few bytes each.
+const WRITE_BUFFER: usize = 256;
 
 /// True if `req` asks to upgrade `/ws` to a WebSocket.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -119,13 +122,23 @@ pub fn accept<B>(mut req: Request<B>, peer: Option<IpAddr>, engine: Engine, cfg:
         .max_message_size(Some(cfg.max_frame_bytes))
         .max_frame_size(Some(cfg.max_frame_bytes));
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                serve(socket, resume, peer, principal, engine, cfg).await;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-        }
+        };
+        // The accept loop serves plain TCP connections, so the upgraded stream is one.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("websocket upgrade of a connection that is not TCP");
+            return;
+        };
+        let (rd, wr) = parts.io.into_inner().into_split();
+        let w = writer::SocketWriter::new(wr, cfg.session_queue);
+        let read = writer::ReadSide::new(parts.read_buf, rd, w.clone());
+        let socket = WebSocketStream::from_raw_socket(read, Role::Server, Some(config)).await;
+        serve(socket, w, resume, peer, principal, engine, cfg).await;
     });
     let mut res = String::new().into_response();
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -138,15 +151,8 @@ pub fn accept<B>(mut req: Request<B>, peer: Option<IpAddr>, engine: Engine, cfg:
     res
 }
 
-fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
-}
-
 /// Close code for a message over the size limit (RFC 6455 "message too big").
 pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Most frames written per flush.
-const WRITE_BATCH: usize = 64;
-
 fn error_frame(id: Option<u64>, e: ErrorBody) -> Frame {
     METRICS.errors.with_label_values(&[e.code.as_str()]).inc();
     let text = match id {
@@ -170,8 +176,10 @@ fn reply(outbox: &Outbox, id: Option<u64>, result: Result<serde_json::Value, Err
 }
 
 /// Serves one upgraded connection until it closes.
-pub async fn serve(
+#[allow(clippy::too_many_arguments)]
+async fn serve(
     socket: WebSocket,
+    w: Arc<writer::SocketWriter>,
     resume: Option<String>,
     peer: Option<IpAddr>,
     principal: Principal,
@@ -179,11 +187,11 @@ pub async fn serve(
     cfg: Arc<WsConfig>,
 ) {
     METRICS.connections.inc();
-    let (outbox, inbox) = Outbox::new(cfg.session_queue);
-    let (sink, mut stream) = socket.split();
+    let outbox = Outbox::writer(w.clone());
+    let mut stream = socket;
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
-    let mut writer = tokio::spawn(write_loop(sink, inbox, cfg.ping_interval, last_seen.clone(), started));
+    let mut writer = tokio::spawn(writer::run(w.clone(), cfg.ping_interval, last_seen.clone(), started));
     let tenant = principal.tenant.clone();
     // An admin token also speaks the device admin protocol here (docs/socketio.md §3).
     let admin = (principal.role == AuthRole::Admin).then(|| {
@@ -261,8 +269,10 @@ pub async fn serve(
                 }
                 // Boxed: the request future is large and only lives during a request, while this
                 // task lives as long as the connection (idle connections must stay small).
+                w.cork();
                 let result = Box::pin(engine.handle(&conn.session, req, received_at)).await;
                 reply(&outbox, id, result);
+                w.uncork();
             }
             Err((id, e)) if e.code == ErrorCode::UnknownEvent => {
                 if limiter.check().is_err() {
@@ -307,59 +317,4 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
     METRICS.connections.dec();
-}
-
-type Sink = SplitSink<WebSocket, Message>;
-
-async fn write_loop(mut sink: Sink, mut inbox: Inbox, ping: Duration, last_seen: Arc<AtomicU64>, started: Instant) {
-    let mut tick = tokio::time::interval_at((Instant::now() + ping).into(), ping);
-    let kill = inbox.kill.clone();
-    loop {
-        tokio::select! {
-            biased;
-            (code, reason) = kill.killed() => {
-                let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(close(code, reason))).await;
-                break;
-            }
-            frame = inbox.rx.recv() => {
-                let Some(frame) = frame else { break };
-                let mut batch = vec![frame];
-                while batch.len() < WRITE_BATCH {
-                    match inbox.rx.try_recv() {
-                        Ok(f) => batch.push(f),
-                        Err(_) => break,
-                    }
-                }
-                let write = async {
-                    for Frame::Text(t) in batch {
-                        sink.feed(Message::Text(t)).await?;
-                        METRICS.frames_out.inc();
-                    }
-                    sink.flush().await
-                };
-                // A client that stops reading blocks the write; the kill switch still wins.
-                let go_on = tokio::select! {
-                    r = write => r.is_ok(),
-                    (code, reason) = kill.killed() => {
-                        let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(code, reason))).await;
-                        false
-                    }
-                };
-                if !go_on {
-                    break;
-                }
-            }
-            _ = tick.tick() => {
-                let silent_ms = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
-                if silent_ms > 2 * ping.as_millis() as u64 {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(1001, "ping timeout"))).await;
-                    break;
-                }
-                if tokio::time::timeout(ping, sink.send(Message::Ping(Default::default()))).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_millis(200), sink.close()).await;
 }
