@@ -1,5 +1,5 @@
 //! HTTP routes (warp): `/api` ([`crate::api`]), `/healthz`, `/metrics` and the web app. `/ws` upgrades are taken by
-//! the accept loop before warp (see `ws.rs`).
+//! the accept loop before warp (see `ws/mod.rs`).
 
 use std::path::PathBuf;
 
