@@ -144,6 +144,13 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     let last = last_member.summary_ms();
     let every = all.summary_ms();
     let per_cpu_sec = server_cpu.filter(|s| *s > 0.0).map(|s| deliveries as f64 / s);
+    // Server and load generator share this machine's cores: a push is not at its last member
+    // before the CPU work of delivering it and reading it everywhere is done, spread over every
+    // core at best. Above this floor, the rest is the server's (or the scheduler's).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let pushes = host.ok.max(1) as f64;
+    let cpu_per_push_ms = server_cpu.map(|s| (s * 1e3 / pushes, client_cpu * 1e3 / pushes));
+    let floor_ms = cpu_per_push_ms.map(|(s, c)| (s + c) / cores);
 
     println!(
         "\nfanout: 1 room, {} members + host, {} seeks/s for {} s (target p99 to the last member ≤ {TARGET_P99_MS} ms)",
@@ -178,6 +185,16 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
         ("server CPU", server_cpu_time.map(|t| t.to_string()).unwrap_or_else(|| "-".into())),
         ("deliveries per server CPU-second", per_cpu_sec.map(|d| format!("{d:.0}")).unwrap_or_else(|| "-".into())),
         ("load generator CPU (workers)", format!("{client_cpu:.2} s")),
+        (
+            "CPU per push: server / load generator",
+            cpu_per_push_ms.map(|(s, c)| format!("{s:.1} / {c:.1} ms")).unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "last-member floor on these cores",
+            floor_ms
+                .map(|f| format!("{f:.1} ms ((server + load generator CPU per push) / {cores} cores)"))
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("connections ended during run", format!("{ended:?}")),
     ]);
     if !host.errors.is_empty() {
@@ -211,6 +228,9 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
         "server_cpu": server_cpu_time,
         "deliveries_per_server_cpu_sec": per_cpu_sec,
         "client_cpu_secs": client_cpu,
+        "cpu_per_push_ms": cpu_per_push_ms.map(|(s, c)| json!({ "server": s, "load_generator": c })),
+        "last_member_floor_ms": floor_ms,
+        "cores": cores,
         "connections_ended": ended,
         "target_p99_ms": TARGET_P99_MS,
         "per_push_last_member_ms": series,
