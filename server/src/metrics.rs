@@ -50,8 +50,8 @@ impl Metrics {
             .expect("metric"),
             fanout_seconds: histogram(
                 "unisono_fanout_seconds",
-                "Time to enqueue one broadcast to every member's outbound queue",
-                vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
+                "Time from applying a room command to having its broadcast written to (or queued for) every member's socket",
+                vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5],
             ),
             slow_consumers: IntCounter::new(
                 "unisono_slow_consumer_disconnects_total",
