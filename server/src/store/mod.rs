@@ -86,6 +86,8 @@ impl Committed {
 pub struct Store {
     pool: AnyPool,
     writer: mpsc::Sender<WriteJob>,
+    /// Tells the writer to let go of its connection (shutdown: the pool waits for it).
+    release: std::sync::Arc<tokio::sync::Notify>,
     backend: &'static str,
 }
 
@@ -103,8 +105,9 @@ impl Store {
         };
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer_loop(pool.clone(), backend, rx, commit_delay));
-        Ok(Store { pool, writer: tx, backend })
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(writer_loop(pool.clone(), backend, rx, release.clone(), commit_delay));
+        Ok(Store { pool, writer: tx, release, backend })
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -158,6 +161,8 @@ impl Store {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The writer finishes the batch in hand, then returns its connection.
+        self.release.notify_one();
         self.pool.close().await;
     }
 }
@@ -220,7 +225,7 @@ fn upsert_rooms_text(backend: &str, rows: usize) -> &'static str {
 /// `keep + TRIM_EVERY - 1` entries), which keeps the common write to two statements.
 const TRIM_EVERY: u64 = 8;
 
-async fn write_batch(pool: &AnyPool, backend: &str, jobs: &[WriteJob]) -> Result<(), sqlx::Error> {
+async fn write_batch(conn: &mut sqlx::AnyConnection, backend: &str, jobs: &[WriteJob]) -> Result<(), sqlx::Error> {
     // Only the last write of a room or device in a batch needs its row written (each carries
     // the whole row); every device state still gets its own history entry.
     let mut last_room: HashMap<&str, usize> = HashMap::new();
@@ -248,9 +253,9 @@ async fn write_batch(pool: &AnyPool, backend: &str, jobs: &[WriteJob]) -> Result
     // A single statement is atomic by itself: the common batch (room changes only, up to
     // `ROOMS_PER_STATEMENT` rooms) needs no BEGIN/COMMIT round trips.
     if only_rooms && rooms.len() <= ROOMS_PER_STATEMENT {
-        return upsert_rooms(backend, &rooms).execute(pool).await.map(|_| ());
+        return upsert_rooms(backend, &rooms).execute(&mut *conn).await.map(|_| ());
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
         upsert_rooms(backend, chunk).execute(&mut *tx).await?;
     }
@@ -304,7 +309,13 @@ fn upsert_rooms(backend: &str, rooms: &[(&RoomRecord, Millis)]) -> Query {
     q
 }
 
-async fn writer_loop(pool: AnyPool, backend: &'static str, mut rx: mpsc::Receiver<WriteJob>, commit_delay: Duration) {
+async fn writer_loop(
+    pool: AnyPool,
+    backend: &'static str,
+    mut rx: mpsc::Receiver<WriteJob>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+    commit_delay: Duration,
+) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
     let drain = |rx: &mut mpsc::Receiver<WriteJob>, batch: &mut Vec<WriteJob>| {
         while batch.len() < MAX_BATCH {
@@ -314,7 +325,16 @@ async fn writer_loop(pool: AnyPool, backend: &'static str, mut rx: mpsc::Receive
             }
         }
     };
-    while let Some(first) = rx.recv().await {
+    let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            _ = release.notified() => break,
+        };
         batch.push(first);
         drain(&mut rx, &mut batch);
         // Group-commit window, only when few changes are waiting: under load the batch is
@@ -324,7 +344,19 @@ async fn writer_loop(pool: AnyPool, backend: &'static str, mut rx: mpsc::Receive
             drain(&mut rx, &mut batch);
         }
         let started = std::time::Instant::now();
-        let result = write_batch(&pool, backend, &batch).await;
+        // The writer keeps one connection: taking one from the pool per batch cost a ping
+        // (sqlx's `test_before_acquire`), a round trip to SQLite's thread or PostgreSQL, per commit.
+        // A failed batch drops it, so the next one starts on a fresh connection.
+        if conn.is_none() {
+            conn = pool.acquire().await.map_err(|e| tracing::error!(error = %e, "store: no connection")).ok();
+        }
+        let result = match conn.as_mut() {
+            Some(c) => write_batch(c, backend, &batch).await,
+            None => Err(sqlx::Error::PoolClosed),
+        };
+        if result.is_err() {
+            conn = None;
+        }
         crate::metrics::METRICS.store_write_seconds.observe(started.elapsed().as_secs_f64());
         crate::metrics::METRICS.store_batch_size.observe(batch.len() as f64);
         if let Err(e) = &result {
