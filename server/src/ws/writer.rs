@@ -431,6 +431,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn room_for_waits_until_waiting_frames_are_written() {
+        let (w, mut client, _rd) = pair(8).await;
+        let out = crate::bus::Outbox::writer(w.clone());
+        let big = "z".repeat(64 * 1024);
+        // Fill the socket's buffers, then six frames wait: two of eight slots are free.
+        let mut pushed = 0;
+        while w.waiting() < 6 {
+            assert!(w.push(&Frame::text(big.clone())));
+            pushed += 1;
+            assert!(pushed < 10_000, "the socket never filled");
+        }
+        tokio::time::timeout(Duration::from_millis(50), out.room_for(2)).await.expect("two slots are free");
+        assert!(tokio::time::timeout(Duration::from_millis(50), out.room_for(4)).await.is_err(), "four are not");
+        // The client reads: waiting frames are written and room comes back.
+        let waiter = tokio::spawn(async move { out.room_for(4).await });
+        let reader = tokio::spawn(async move {
+            for _ in 0..pushed {
+                next_text(&mut client).await;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("room after the client read").expect("task");
+        reader.await.expect("every frame arrives");
+    }
+
+    #[tokio::test]
     async fn corked_frames_leave_together_on_uncork() {
         let (w, mut client, _rd) = pair(16).await;
         w.cork();
