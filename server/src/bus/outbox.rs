@@ -1,5 +1,9 @@
 //! A session's bounded outbound queue, and the slow-consumer policy.
 //!
+//! An [`Outbox`] is either a channel drained by a task (Socket.IO's pump) or a connection that
+//! takes frames itself ([`FrameWriter`]: the `/ws` writer, which writes into the socket at once
+//! and queues only what the socket does not take). The policy below is the same for both.
+//!
 //! Policy: enqueueing never waits. When a session's queue is full, the session is a slow
 //! consumer: it is disconnected (close code 4008) instead of buffering more, so one stalled
 //! client can neither grow server memory nor delay anyone else. The client resumes with its

@@ -3,8 +3,8 @@
 //! The upgrade is accepted here, below warp ([`accept`], called by the accept loop for `/ws`),
 //! because warp's `Ws` cannot set tungstenite's buffer sizes: its default 128 KiB read buffer per
 //! connection, zero-filled on reads, cost 135 KiB of RSS per idle connection and ~11 % of CPU
-//! under load (docs/benchmarks.md). Here the read buffer is 2 KiB and writes are buffered up
-//! to 4 KiB per flush.
+//! under load (docs/benchmarks.md). Here the read buffer is 2 KiB, and writes do not go through
+//! tungstenite's buffer at all ([`writer`]).
 //!
 //! One task reads frames and calls the engine in order (so a client's requests are handled in
 //! the order sent). Frames to the client are written by whoever pushes them, straight into the
