@@ -147,7 +147,7 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     // Server and load generator share this machine's cores: a push is not at its last member
     // before the CPU work of delivering it and reading it everywhere is done, spread over every
     // core at best. Above this floor, the rest is the server's (or the scheduler's).
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = super::cores() as f64;
     let pushes = host.ok.max(1) as f64;
     let cpu_per_push_ms = server_cpu.map(|s| (s * 1e3 / pushes, client_cpu * 1e3 / pushes));
     let floor_ms = cpu_per_push_ms.map(|(s, c)| (s + c) / cores);

@@ -12,9 +12,14 @@ fn workers_for(target: &Target, clients: usize) -> usize {
     clients.div_ceil(target.per_worker as usize).max(1)
 }
 
+/// CPU cores of this machine (shared by the server and the load generator).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The note printed under every result: the load generator shares the machine.
 fn print_machine_note(latency: bool) {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = cores();
     println!("  note: {cores} CPU cores, shared by the server and the load generator (same machine, loopback).");
     if latency {
         println!(

@@ -64,6 +64,12 @@ impl fmt::Debug for Frame {
 /// Close code for a session dropped by the slow-consumer policy.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
+/// Applies the slow-consumer policy to a session whose queue is full: counted once, closed.
+pub(crate) fn drop_slow_consumer(close: impl FnOnce(u16, &'static str)) {
+    crate::metrics::METRICS.slow_consumers.inc();
+    close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full");
+}
+
 #[derive(Debug, Default)]
 struct Kill {
     notify: Notify,
@@ -141,9 +147,8 @@ impl Outbox {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if kill.reason.get().is_none() {
-                        crate::metrics::METRICS.slow_consumers.inc();
+                        drop_slow_consumer(|code, reason| self.close(code, reason));
                     }
-                    self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full");
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,

@@ -228,25 +228,22 @@ const TRIM_EVERY: u64 = 8;
 async fn write_batch(conn: &mut sqlx::AnyConnection, backend: &str, jobs: &[WriteJob]) -> Result<(), sqlx::Error> {
     // Only the last write of a room or device in a batch needs its row written (each carries
     // the whole row); every device state still gets its own history entry.
-    let mut last_room: HashMap<&str, usize> = HashMap::new();
+    let mut rooms: Vec<(&RoomRecord, Millis)> = Vec::new();
+    let mut room_at: HashMap<&str, usize> = HashMap::new();
     let mut last_device: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
         match &job.write {
-            Write::Room { record, .. } => {
-                last_room.insert(&record.code, i);
-            }
+            Write::Room { record, now } => match room_at.get(record.code.as_str()) {
+                Some(&k) => rooms[k] = (record, *now),
+                None => {
+                    room_at.insert(&record.code, rooms.len());
+                    rooms.push((record, *now));
+                }
+            },
             Write::DeviceState { row, .. } => {
                 last_device.insert((&row.tenant, &row.device_id), i);
             }
             Write::DeviceInfo { .. } => {}
-        }
-    }
-    let mut rooms: Vec<(&RoomRecord, Millis)> = Vec::with_capacity(last_room.len());
-    for (i, job) in jobs.iter().enumerate() {
-        if let Write::Room { record, now } = &job.write
-            && last_room.get(record.code.as_str()) == Some(&i)
-        {
-            rooms.push((record, *now));
         }
     }
     let only_rooms = jobs.iter().all(|j| matches!(j.write, Write::Room { .. }));

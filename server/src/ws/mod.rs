@@ -178,7 +178,7 @@ fn reply(outbox: &Outbox, id: Option<u64>, result: Result<serde_json::Value, Err
 /// Serves one upgraded connection until it closes.
 #[allow(clippy::too_many_arguments)]
 async fn serve(
-    socket: WebSocket,
+    mut stream: WebSocket,
     w: Arc<writer::SocketWriter>,
     resume: Option<String>,
     peer: Option<IpAddr>,
@@ -188,7 +188,6 @@ async fn serve(
 ) {
     METRICS.connections.inc();
     let outbox = Outbox::writer(w.clone());
-    let mut stream = socket;
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(writer::run(w.clone(), cfg.ping_interval, last_seen.clone(), started));

@@ -42,7 +42,10 @@ use tokio_tungstenite::tungstenite::{
 };
 
 use crate::{
-    bus::{Frame, outbox::CLOSE_SLOW_CONSUMER, outbox::FrameWriter},
+    bus::{
+        Frame,
+        outbox::{FrameWriter, drop_slow_consumer},
+    },
     metrics::METRICS,
 };
 
@@ -104,10 +107,14 @@ impl SocketWriter {
     }
 
     /// Writes `bytes` now if nothing waits before it, else queues it. Call with the lock held.
+    /// Every frame written whole, here or in [`flush`](Self::flush), counts in `frames_out`.
     fn send(&self, st: &mut State, bytes: Bytes) {
         if st.queue.is_empty() && !st.corked {
             match self.io.try_write(&bytes) {
-                Ok(n) if n == bytes.len() => return,
+                Ok(n) if n == bytes.len() => {
+                    METRICS.frames_out.inc();
+                    return;
+                }
                 Ok(n) => {
                     st.queue.push_back(bytes);
                     st.offset = n;
@@ -226,15 +233,10 @@ impl FrameWriter for SocketWriter {
         }
         if st.queue.len() >= self.capacity {
             drop(st);
-            METRICS.slow_consumers.inc();
-            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full");
+            drop_slow_consumer(|code, reason| self.close(code, reason));
             return false;
         }
-        let direct = st.queue.is_empty();
         self.send(&mut st, bytes);
-        if direct && st.queue.is_empty() && !st.broken {
-            METRICS.frames_out.inc();
-        }
         true
     }
 
@@ -426,7 +428,7 @@ mod tests {
                 other => panic!("expected frames then a close, got {other:?}"),
             }
         };
-        assert_eq!(code, CLOSE_SLOW_CONSUMER);
+        assert_eq!(code, crate::bus::outbox::CLOSE_SLOW_CONSUMER);
         assert!(texts < pushed, "queued frames are skipped on close ({texts} of {pushed} arrived)");
     }
 
