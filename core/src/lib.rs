@@ -36,7 +36,8 @@ extern crate alloc;
 
 pub mod clock;
 pub mod code;
-pub mod command;
+pub mod device;
+
 pub mod drift;
 pub mod estimator;
 pub mod merge_patch;
@@ -62,5 +63,5 @@ mod prelude {
 pub type Millis = f64;
 
 pub use clock::PlaybackClock;
-pub use room::{Command, Effect, Room, RoomError, RoomSettings};
+pub use room::{Room, RoomCommand, RoomEffect, RoomError};
 pub use song::{Provider, Song};

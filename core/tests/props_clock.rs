@@ -25,7 +25,8 @@ use proptest::prelude::*;
 use unisono_core::{
     Millis,
     clock::{MAX_RATE, MIN_RATE, PlaybackClock},
-    room::{Command, Effect, Room, RoomLimits, RoomSettings, RoomSettingsPatch},
+    protocol::{RoomSettings, RoomSettingsPatch},
+    room::{Room, RoomCommand, RoomEffect, RoomLimits},
     song::{Provider, Song},
 };
 
@@ -357,31 +358,37 @@ fn room_op() -> impl Strategy<Value = RoomOp> {
     ]
 }
 
-fn room_command(op: &RoomOp, room: &Room, now: &mut Millis) -> Command {
+fn room_command(op: &RoomOp, room: &Room, now: &mut Millis) -> RoomCommand {
     let s = |i: &usize| SESSIONS[*i].to_owned();
     match op {
-        RoomOp::Join(i) => Command::Join { session: s(i), name: s(i) },
-        RoomOp::Leave(i) => Command::Leave { session: s(i) },
-        RoomOp::Disconnect(i) => Command::Disconnect { session: s(i) },
-        RoomOp::Reconnect(i) => Command::Reconnect { session: s(i) },
-        RoomOp::Load(i, d, autoplay) => Command::Load { session: s(i), song: song("loaded", *d), autoplay: *autoplay },
-        RoomOp::Pause(i) => Command::Pause { session: s(i) },
-        RoomOp::Resume(i) => Command::Resume { session: s(i) },
-        RoomOp::Seek(i, p) => Command::Seek { session: s(i), position_ms: *p },
-        RoomOp::SetRate(i, r) => Command::SetRate { session: s(i), rate: *r },
-        RoomOp::Update(i, queued, p, playing) => Command::Update {
+        RoomOp::Join(i) => RoomCommand::Join { session: s(i), name: s(i) },
+        RoomOp::Leave(i) => RoomCommand::Leave { session: s(i) },
+        RoomOp::Disconnect(i) => RoomCommand::Disconnect { session: s(i) },
+        RoomOp::Reconnect(i) => RoomCommand::Reconnect { session: s(i) },
+        RoomOp::Load(i, d, autoplay) => {
+            RoomCommand::Load { session: s(i), song: song("loaded", *d), autoplay: *autoplay }
+        }
+        RoomOp::Pause(i) => RoomCommand::Pause { session: s(i) },
+        RoomOp::Resume(i) => RoomCommand::Resume { session: s(i) },
+        RoomOp::Seek(i, p) => RoomCommand::Seek { session: s(i), position_ms: *p },
+        RoomOp::SetRate(i, r) => RoomCommand::SetRate { session: s(i), rate: *r },
+        RoomOp::Update(i, queued, p, playing) => RoomCommand::Update {
             session: s(i),
             song_id: queued.then(|| room.queue().first().map_or("other".to_owned(), |q| q.song.id.clone())),
             position_ms: *p,
             is_playing: *playing,
         },
-        RoomOp::QueueAdd(i, d) => Command::QueueAdd { session: s(i), song: song(&format!("song{}", *now as u64), *d) },
-        RoomOp::QueueRemove(i, n) => Command::QueueRemove { session: s(i), item_id: format!("q{n}") },
-        RoomOp::QueueMove(i, n, to) => Command::QueueMove { session: s(i), item_id: format!("q{n}"), to_index: *to },
-        RoomOp::PlayNext(i) => Command::PlayNext { session: s(i) },
-        RoomOp::Transfer(i, t) => Command::TransferHost { session: s(i), to: s(t) },
-        RoomOp::SetReady(i, r) => Command::SetReady { session: s(i), ready: *r },
-        RoomOp::Settings(i, anyone, barrier, delay) => Command::UpdateSettings {
+        RoomOp::QueueAdd(i, d) => {
+            RoomCommand::QueueAdd { session: s(i), song: song(&format!("song{}", *now as u64), *d) }
+        }
+        RoomOp::QueueRemove(i, n) => RoomCommand::QueueRemove { session: s(i), item_id: format!("q{n}") },
+        RoomOp::QueueMove(i, n, to) => {
+            RoomCommand::QueueMove { session: s(i), item_id: format!("q{n}"), to_index: *to }
+        }
+        RoomOp::PlayNext(i) => RoomCommand::PlayNext { session: s(i) },
+        RoomOp::Transfer(i, t) => RoomCommand::TransferHost { session: s(i), to: s(t) },
+        RoomOp::SetReady(i, r) => RoomCommand::SetReady { session: s(i), ready: *r },
+        RoomOp::Settings(i, anyone, barrier, delay) => RoomCommand::UpdateSettings {
             session: s(i),
             patch: RoomSettingsPatch {
                 anyone_can_control: *anyone,
@@ -390,14 +397,14 @@ fn room_command(op: &RoomOp, room: &Room, now: &mut Millis) -> Command {
                 start_delay_ms: *delay,
             },
         },
-        RoomOp::ReportDrift(i, d) => Command::ReportDrift { session: s(i), drift_ms: *d },
-        RoomOp::GetPlayback(i) => Command::GetPlayback { session: s(i) },
-        RoomOp::Tick => Command::Tick,
+        RoomOp::ReportDrift(i, d) => RoomCommand::ReportDrift { session: s(i), drift_ms: *d },
+        RoomOp::GetPlayback(i) => RoomCommand::GetPlayback { session: s(i) },
+        RoomOp::Tick => RoomCommand::Tick,
         RoomOp::TickAtDeadline => {
             if let Some(t) = room.next_deadline() {
                 *now = now.max(t);
             }
-            Command::Tick
+            RoomCommand::Tick
         }
     }
 }
@@ -424,17 +431,17 @@ fn run_room_script(barrier: bool, script: &[(Millis, RoomOp)]) -> Result<(), Tes
             Ok(effects) => {
                 // Persist leads whenever the durable record changed, and appears nowhere else.
                 if room.record() != record {
-                    prop_assert_eq!(effects.first(), Some(&Effect::Persist), "{:?}: {:?}", cmd, effects);
+                    prop_assert_eq!(effects.first(), Some(&RoomEffect::Persist), "{:?}: {:?}", cmd, effects);
                 }
                 prop_assert!(
-                    effects.iter().skip(1).all(|e| *e != Effect::Persist),
+                    effects.iter().skip(1).all(|e| *e != RoomEffect::Persist),
                     "{:?}: Persist only first: {:?}",
                     cmd,
                     effects
                 );
                 // (f) Every broadcast playback push carries a newer rev than the previous one.
                 for effect in &effects {
-                    if let Effect::Broadcast { push, .. } = effect
+                    if let RoomEffect::Broadcast { push, .. } = effect
                         && let Some(state) = push.playback()
                     {
                         prop_assert!(

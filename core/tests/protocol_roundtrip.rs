@@ -18,11 +18,11 @@ use unisono_core::{
     clock::PlaybackClock,
     protocol::{
         ClientFrame, Connected, CreateRoom, ErrorBody, ErrorCode, GetMembers, HostChanged, JoinRoom, LoadSong,
-        MemberInfo, MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, QueueAdd, QueueMove, QueueRemove,
-        QueueUpdated, REQUEST_EVENTS, Reply, ReportDrift, Request, RoomClosed, RoomInfo, RoomJoined, SeekPlayback,
-        SetRate, SetReady, SettingsUpdated, TimeSync, TransferHost, UpdatePlayback, UpdateSettings,
+        MemberInfo, MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, QueueAdd, QueueItem, QueueMove,
+        QueueRemove, QueueUpdated, REQUEST_EVENTS, ReplyFrame, ReportDrift, Request, RoomClosed, RoomInfo, RoomJoined,
+        RoomSettings, RoomSettingsPatch, SeekPlayback, SetRate, SetReady, SettingsUpdated, TimeSync, TransferHost,
+        UpdatePlayback, UpdateSettings,
     },
-    room::{QueueItem, RoomSettings, RoomSettingsPatch},
     song::{Provider, Song},
 };
 
@@ -188,11 +188,12 @@ fn all_error_codes() -> Vec<ErrorCode> {
             ErrorCode::CommandTimeout => 18,
             ErrorCode::NotRegistered => 19,
             ErrorCode::Forbidden => 20,
-            ErrorCode::Internal => 21,
+            ErrorCode::ClusterUnavailable => 21,
+            ErrorCode::Internal => 22,
         }
     }
     let all = ErrorCode::ALL.to_vec();
-    assert_eq!(all.len(), 22, "ErrorCode::ALL lists every variant");
+    assert_eq!(all.len(), 23, "ErrorCode::ALL lists every variant");
     for (i, code) in all.iter().enumerate() {
         assert_eq!(position(*code), i, "{code:?} in ALL at its declaration position");
         assert_eq!(ErrorCode::from_wire(code.as_str()), Some(*code));
@@ -218,7 +219,7 @@ fn every_request_event_round_trips_through_a_text_frame() {
         let request = sample_request(event);
         assert_eq!(request.event(), *event, "Request::event names the request it was built for");
         let id = 1000 + i as u64;
-        let frame = request.to_frame(Some(id));
+        let frame = request.to_frame(Some(id)).expect("frame");
         assert_eq!(frame.event, *event);
         assert_eq!(frame.id, Some(id));
         let text = serde_json::to_string(&frame).expect("a client frame serializes");
@@ -232,7 +233,7 @@ fn every_request_event_round_trips_through_a_text_frame() {
 #[test]
 fn a_frame_without_id_parses_with_id_none() {
     for event in REQUEST_EVENTS {
-        let text = serde_json::to_string(&sample_request(event).to_frame(None)).unwrap();
+        let text = serde_json::to_string(&sample_request(event).to_frame(None).unwrap()).unwrap();
         let json: Value = serde_json::from_str(&text).unwrap();
         assert!(json.get("id").is_none(), "{event}: no id key when there is no id: {text}");
         let (id, request) = Request::parse_frame(&text).unwrap();
@@ -244,7 +245,7 @@ fn a_frame_without_id_parses_with_id_none() {
 #[test]
 fn requests_without_payload_omit_data() {
     for event in ["leave-room", "pause-playback", "resume-playback", "get-playback-state", "play-next"] {
-        let json = serde_json::to_value(sample_request(event).to_frame(Some(1))).unwrap();
+        let json = serde_json::to_value(sample_request(event).to_frame(Some(1)).unwrap()).unwrap();
         assert_eq!(json, json!({ "event": event, "id": 1 }), "{event}");
     }
 }
@@ -259,7 +260,7 @@ fn request_event_names_are_unique() {
 
 #[test]
 fn request_payload_fields_are_camel_case_on_the_wire() {
-    let data = |event: &str| sample_request(event).data();
+    let data = |event: &str| sample_request(event).data().expect("serializes");
     assert_eq!(data("seek-playback"), json!({ "positionMs": 42_500.25 }));
     assert_eq!(data("update-playback"), json!({ "songId": "dQw4w9WgXcQ", "positionMs": 1500.0, "isPlaying": true }));
     assert_eq!(data("transfer-host"), json!({ "sessionId": "s-bob" }));
@@ -388,7 +389,7 @@ fn every_push_is_an_event_with_data_and_round_trips() {
     let pushes = sample_pushes();
     assert_eq!(pushes.len(), 15, "the protocol defines 15 push events");
     for (name, push) in pushes {
-        let text = push.to_json();
+        let text = push.to_json().unwrap();
         let json: Value = serde_json::from_str(&text).unwrap();
         let obj = json.as_object().unwrap_or_else(|| panic!("{name}: a push is a JSON object"));
         assert_eq!(obj.len(), 2, "{name}: exactly `event` and `data`: {text}");
@@ -485,21 +486,21 @@ fn playback_state_clock_round_trips() {
 
 #[test]
 fn ok_reply_shape() {
-    let reply = Reply::ok(12, json!({ "ready": true }));
+    let reply = ReplyFrame::ok(12, json!({ "ready": true }));
     let json = serde_json::to_value(&reply).unwrap();
     assert_eq!(json, json!({ "id": 12, "ok": true, "data": { "ready": true } }));
-    assert_eq!(serde_json::from_value::<Reply>(json).unwrap(), reply);
+    assert_eq!(serde_json::from_value::<ReplyFrame>(json).unwrap(), reply);
 }
 
 #[test]
 fn error_reply_shape() {
-    let reply = Reply::err(13, ErrorBody::new(ErrorCode::NotHost, "only the host can do this"));
+    let reply = ReplyFrame::err(13, ErrorBody::new(ErrorCode::NotHost, "only the host can do this"));
     let json = serde_json::to_value(&reply).unwrap();
     assert_eq!(
         json,
         json!({ "id": 13, "ok": false, "error": { "code": "NOT_HOST", "message": "only the host can do this" } })
     );
-    assert_eq!(serde_json::from_value::<Reply>(json).unwrap(), reply);
+    assert_eq!(serde_json::from_value::<ReplyFrame>(json).unwrap(), reply);
 }
 
 #[test]
@@ -522,7 +523,7 @@ fn client_frame_serializes_minimally() {
 #[test]
 fn push_decode_dispatches_on_the_event_name() {
     for (name, push) in sample_pushes() {
-        let json: Value = serde_json::from_str(&push.to_json()).unwrap();
+        let json: Value = serde_json::from_str(&push.to_json().unwrap()).unwrap();
         let data = json["data"].to_string();
         let back = Push::decode(name, &data).unwrap_or_else(|| panic!("{name}: a room push")).unwrap();
         assert_eq!(back, push, "{name}");
@@ -536,7 +537,7 @@ fn push_decode_dispatches_on_the_event_name() {
 fn value_and_text_payloads_decode_alike() {
     for event in REQUEST_EVENTS {
         let request = sample_request(event);
-        let data = request.data();
+        let data = request.data().expect("serializes");
         assert_eq!(Request::parse(event, data.clone()).as_ref(), Ok(&request), "{event} from a Value");
         let text = (!data.is_null()).then(|| data.to_string());
         assert_eq!(Request::parse_json(event, text.as_deref()), Ok(request), "{event} from text");

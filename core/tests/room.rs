@@ -9,7 +9,7 @@
 //! leaving the room untouched; and `next_deadline()`.
 //!
 //! Every successful command goes through [`ok`], which also checks that whenever the durable
-//! record changed, `Effect::Persist` is the first effect (and never appears anywhere else).
+//! record changed, `RoomEffect::Persist` is the first effect (and never appears anywhere else).
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -17,11 +17,9 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use serde_json::json;
 use unisono_core::{
     Millis,
+    protocol::{BARRIER_START_LEAD_MS, RoomSettings, RoomSettingsPatch},
     protocol::{HostChanged, PlaybackState, Push, RoomClosed, RoomJoined},
-    room::{
-        BARRIER_START_LEAD_MS, Command, Effect, Room, RoomError, RoomLimits, RoomRecord, RoomSettings,
-        RoomSettingsPatch,
-    },
+    room::{Room, RoomCommand, RoomEffect, RoomError, RoomLimits, RoomRecord},
     song::{Provider, Song},
 };
 
@@ -59,16 +57,16 @@ fn room_with(members: &[&str], settings: RoomSettings) -> Room {
 }
 
 /// Applies a command that must succeed, checking the `Persist`-first rule on the way.
-fn ok(room: &mut Room, cmd: Command, now: Millis) -> Vec<Effect> {
+fn ok(room: &mut Room, cmd: RoomCommand, now: Millis) -> Vec<RoomEffect> {
     let before = room.record();
     let effects = room.apply(cmd.clone(), now).unwrap_or_else(|e| panic!("{cmd:?} at {now} failed: {e}"));
     let persists: Vec<usize> =
-        effects.iter().enumerate().filter(|(_, e)| **e == Effect::Persist).map(|(i, _)| i).collect();
+        effects.iter().enumerate().filter(|(_, e)| **e == RoomEffect::Persist).map(|(i, _)| i).collect();
     assert!(persists.is_empty() || persists == [0], "{cmd:?}: Persist only ever comes first: {effects:?}");
     if room.record() != before {
         assert_eq!(
             effects.first(),
-            Some(&Effect::Persist),
+            Some(&RoomEffect::Persist),
             "{cmd:?} changed durable state, so Persist must come first: {effects:?}"
         );
     }
@@ -76,7 +74,7 @@ fn ok(room: &mut Room, cmd: Command, now: Millis) -> Vec<Effect> {
 }
 
 /// Applies a command that must be refused, and checks that it changed nothing at all.
-fn rejected(room: &mut Room, cmd: Command, now: Millis) -> RoomError {
+fn rejected(room: &mut Room, cmd: RoomCommand, now: Millis) -> RoomError {
     let before = room.clone();
     let record = room.record();
     let err = match room.apply(cmd.clone(), now) {
@@ -95,125 +93,127 @@ fn event_name(push: &Push) -> String {
 /// A compact, readable form of an effect list:
 /// `persist`, `broadcast:<event>`, `broadcast:<event>!<except>`, `send:<to>:<event>`, `reply`,
 /// `closed`.
-fn describe(effects: &[Effect]) -> Vec<String> {
+fn describe(effects: &[RoomEffect]) -> Vec<String> {
     effects
         .iter()
         .map(|e| match e {
-            Effect::Persist => "persist".to_owned(),
-            Effect::Broadcast { push, except: None } => format!("broadcast:{}", event_name(push)),
-            Effect::Broadcast { push, except: Some(x) } => format!("broadcast:{}!{x}", event_name(push)),
-            Effect::Send { to, push } => format!("send:{to}:{}", event_name(push)),
-            Effect::Reply(_) => "reply".to_owned(),
-            Effect::Closed => "closed".to_owned(),
+            RoomEffect::Persist => "persist".to_owned(),
+            RoomEffect::Broadcast { push, except: None } => format!("broadcast:{}", event_name(push)),
+            RoomEffect::Broadcast { push, except: Some(x) } => format!("broadcast:{}!{x}", event_name(push)),
+            RoomEffect::Send { to, push } => format!("send:{to}:{}", event_name(push)),
+            RoomEffect::Reply(_) => "reply".to_owned(),
+            RoomEffect::Closed => "closed".to_owned(),
         })
         .collect()
 }
 
-fn broadcast_pushes(effects: &[Effect]) -> Vec<&Push> {
+fn broadcast_pushes(effects: &[RoomEffect]) -> Vec<&Push> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Broadcast { push, .. } => Some(push),
+            RoomEffect::Broadcast { push, .. } => Some(push),
             _ => None,
         })
         .collect()
 }
 
 /// The playback state of the only broadcast playback push in `effects`.
-fn playback_push(effects: &[Effect]) -> &PlaybackState {
+fn playback_push(effects: &[RoomEffect]) -> &PlaybackState {
     let states: Vec<&PlaybackState> = broadcast_pushes(effects).into_iter().filter_map(Push::playback).collect();
     assert_eq!(states.len(), 1, "expected exactly one playback push in {:?}", describe(effects));
     states[0]
 }
 
-fn sent_snapshot<'a>(effects: &'a [Effect], to: &str) -> &'a RoomJoined {
+fn sent_snapshot<'a>(effects: &'a [RoomEffect], to: &str) -> &'a RoomJoined {
     effects
         .iter()
         .find_map(|e| match e {
-            Effect::Send { to: t, push: Push::RoomJoined(j) } if t == to => Some(&**j),
+            RoomEffect::Send { to: t, push: Push::RoomJoined(j) } if t == to => Some(&**j),
             _ => None,
         })
         .unwrap_or_else(|| panic!("no room-joined sent to {to} in {:?}", describe(effects)))
 }
 
-fn host_changed(effects: &[Effect]) -> Option<&HostChanged> {
+fn host_changed(effects: &[RoomEffect]) -> Option<&HostChanged> {
     broadcast_pushes(effects).into_iter().find_map(|p| match p {
         Push::HostChanged(h) => Some(h),
         _ => None,
     })
 }
 
-fn reply(effects: &[Effect]) -> &serde_json::Value {
-    effects
+/// The reply's data as a client gets it.
+fn reply(effects: &[RoomEffect]) -> serde_json::Value {
+    let r = effects
         .iter()
         .find_map(|e| match e {
-            Effect::Reply(v) => Some(v),
+            RoomEffect::Reply(r) => Some(r),
             _ => None,
         })
-        .unwrap_or_else(|| panic!("no reply in {:?}", describe(effects)))
+        .unwrap_or_else(|| panic!("no reply in {:?}", describe(effects)));
+    serde_json::to_value(r).expect("a reply serializes")
 }
 
 fn member_ready(room: &Room, session: &str) -> bool {
     room.members().into_iter().find(|m| m.session_id == session).expect("member").ready
 }
 
-// Command constructors, so scenarios read like the protocol.
-fn join(s: &str) -> Command {
-    Command::Join { session: s.into(), name: format!("{s} name") }
+// RoomCommand constructors, so scenarios read like the protocol.
+fn join(s: &str) -> RoomCommand {
+    RoomCommand::Join { session: s.into(), name: format!("{s} name") }
 }
-fn leave(s: &str) -> Command {
-    Command::Leave { session: s.into() }
+fn leave(s: &str) -> RoomCommand {
+    RoomCommand::Leave { session: s.into() }
 }
-fn disconnect(s: &str) -> Command {
-    Command::Disconnect { session: s.into() }
+fn disconnect(s: &str) -> RoomCommand {
+    RoomCommand::Disconnect { session: s.into() }
 }
-fn reconnect(s: &str) -> Command {
-    Command::Reconnect { session: s.into() }
+fn reconnect(s: &str) -> RoomCommand {
+    RoomCommand::Reconnect { session: s.into() }
 }
-fn load(s: &str, song: Song, autoplay: bool) -> Command {
-    Command::Load { session: s.into(), song, autoplay }
+fn load(s: &str, song: Song, autoplay: bool) -> RoomCommand {
+    RoomCommand::Load { session: s.into(), song, autoplay }
 }
-fn pause(s: &str) -> Command {
-    Command::Pause { session: s.into() }
+fn pause(s: &str) -> RoomCommand {
+    RoomCommand::Pause { session: s.into() }
 }
-fn resume(s: &str) -> Command {
-    Command::Resume { session: s.into() }
+fn resume(s: &str) -> RoomCommand {
+    RoomCommand::Resume { session: s.into() }
 }
-fn seek(s: &str, position_ms: Millis) -> Command {
-    Command::Seek { session: s.into(), position_ms }
+fn seek(s: &str, position_ms: Millis) -> RoomCommand {
+    RoomCommand::Seek { session: s.into(), position_ms }
 }
-fn set_rate(s: &str, rate: f64) -> Command {
-    Command::SetRate { session: s.into(), rate }
+fn set_rate(s: &str, rate: f64) -> RoomCommand {
+    RoomCommand::SetRate { session: s.into(), rate }
 }
-fn update(s: &str, song_id: Option<&str>, position_ms: Millis, is_playing: bool) -> Command {
-    Command::Update { session: s.into(), song_id: song_id.map(Into::into), position_ms, is_playing }
+fn update(s: &str, song_id: Option<&str>, position_ms: Millis, is_playing: bool) -> RoomCommand {
+    RoomCommand::Update { session: s.into(), song_id: song_id.map(Into::into), position_ms, is_playing }
 }
-fn get_playback(s: &str) -> Command {
-    Command::GetPlayback { session: s.into() }
+fn get_playback(s: &str) -> RoomCommand {
+    RoomCommand::GetPlayback { session: s.into() }
 }
-fn queue_add(s: &str, song: Song) -> Command {
-    Command::QueueAdd { session: s.into(), song }
+fn queue_add(s: &str, song: Song) -> RoomCommand {
+    RoomCommand::QueueAdd { session: s.into(), song }
 }
-fn queue_remove(s: &str, item: &str) -> Command {
-    Command::QueueRemove { session: s.into(), item_id: item.into() }
+fn queue_remove(s: &str, item: &str) -> RoomCommand {
+    RoomCommand::QueueRemove { session: s.into(), item_id: item.into() }
 }
-fn queue_move(s: &str, item: &str, to_index: usize) -> Command {
-    Command::QueueMove { session: s.into(), item_id: item.into(), to_index }
+fn queue_move(s: &str, item: &str, to_index: usize) -> RoomCommand {
+    RoomCommand::QueueMove { session: s.into(), item_id: item.into(), to_index }
 }
-fn play_next(s: &str) -> Command {
-    Command::PlayNext { session: s.into() }
+fn play_next(s: &str) -> RoomCommand {
+    RoomCommand::PlayNext { session: s.into() }
 }
-fn transfer(s: &str, to: &str) -> Command {
-    Command::TransferHost { session: s.into(), to: to.into() }
+fn transfer(s: &str, to: &str) -> RoomCommand {
+    RoomCommand::TransferHost { session: s.into(), to: to.into() }
 }
-fn set_ready(s: &str, ready: bool) -> Command {
-    Command::SetReady { session: s.into(), ready }
+fn set_ready(s: &str, ready: bool) -> RoomCommand {
+    RoomCommand::SetReady { session: s.into(), ready }
 }
-fn settings(s: &str, patch: RoomSettingsPatch) -> Command {
-    Command::UpdateSettings { session: s.into(), patch }
+fn settings(s: &str, patch: RoomSettingsPatch) -> RoomCommand {
+    RoomCommand::UpdateSettings { session: s.into(), patch }
 }
-fn report_drift(s: &str, drift_ms: f64) -> Command {
-    Command::ReportDrift { session: s.into(), drift_ms }
+fn report_drift(s: &str, drift_ms: f64) -> RoomCommand {
+    RoomCommand::ReportDrift { session: s.into(), drift_ms }
 }
 
 fn queue_ids(room: &Room) -> Vec<&str> {
@@ -266,7 +266,7 @@ fn a_second_joiner_is_announced_without_persisting() {
 #[test]
 fn joining_again_is_a_resync_not_a_new_member() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
-    let fx = ok(&mut room, Command::Join { session: "bob".into(), name: "Robert".into() }, 30.0);
+    let fx = ok(&mut room, RoomCommand::Join { session: "bob".into(), name: "Robert".into() }, 30.0);
     assert_eq!(describe(&fx), ["reply", "send:bob:room-joined"]);
     assert_eq!(room.member_count(), 2);
     let bob = room.members().into_iter().find(|m| m.session_id == "bob").unwrap();
@@ -287,7 +287,7 @@ fn a_full_room_refuses_new_members() {
 #[test]
 fn unnamed_members_get_a_guest_name() {
     let mut room = room_with(&["alice"], RoomSettings::default());
-    ok(&mut room, Command::Join { session: "bob".into(), name: "   ".into() }, 5.0);
+    ok(&mut room, RoomCommand::Join { session: "bob".into(), name: "   ".into() }, 5.0);
     let bob = room.members().into_iter().find(|m| m.session_id == "bob").unwrap();
     assert_eq!(bob.name, "Guest 2");
 }
@@ -349,7 +349,7 @@ fn persist_comes_first_for_every_durable_change() {
         let before = room.record();
         let fx = ok(&mut room, cmd.clone(), now);
         assert_ne!(room.record(), before, "{cmd:?} is a durable change");
-        assert_eq!(fx.first(), Some(&Effect::Persist), "{cmd:?}: {:?}", describe(&fx));
+        assert_eq!(fx.first(), Some(&RoomEffect::Persist), "{cmd:?}: {:?}", describe(&fx));
     }
 }
 
@@ -362,7 +362,7 @@ fn read_only_commands_do_not_persist() {
         assert!(cmd.is_read_only(), "{cmd:?}");
         let record = room.record();
         let fx = ok(&mut room, cmd.clone(), now);
-        assert!(!fx.contains(&Effect::Persist), "{cmd:?}: {:?}", describe(&fx));
+        assert!(!fx.contains(&RoomEffect::Persist), "{cmd:?}: {:?}", describe(&fx));
         assert_eq!(describe(&fx), ["reply"], "{cmd:?}");
         assert_eq!(room.record(), record);
     }
@@ -633,11 +633,11 @@ fn at_the_end_of_a_song_the_next_queued_item_plays() {
     ok(&mut room, queue_add("alice", song("b", 20_000.0)), 1100.0);
     assert_eq!(room.next_deadline(), Some(11_000.0), "the song ends 10 s after it started");
 
-    let fx = ok(&mut room, Command::Tick, 10_999.0);
+    let fx = ok(&mut room, RoomCommand::Tick, 10_999.0);
     assert!(fx.is_empty(), "nothing is due yet: {:?}", describe(&fx));
     assert_eq!(room.clock().song.as_ref().unwrap().id, "a");
 
-    let fx = ok(&mut room, Command::Tick, 11_000.0);
+    let fx = ok(&mut room, RoomCommand::Tick, 11_000.0);
     assert_eq!(describe(&fx), ["persist", "broadcast:song-changed", "broadcast:queue-updated"]);
     let state = playback_push(&fx);
     assert_eq!(state.clock.song.as_ref().unwrap().id, "b");
@@ -656,7 +656,7 @@ fn at_the_end_of_the_last_song_playback_pauses_at_its_duration() {
     // 2 s at rate 1, the remaining 8 s at rate 2: the end is at 7000.
     assert_eq!(room.next_deadline(), Some(7000.0));
 
-    let fx = ok(&mut room, Command::Tick, 7500.0);
+    let fx = ok(&mut room, RoomCommand::Tick, 7500.0);
     assert_eq!(describe(&fx), ["persist", "broadcast:playback-paused"]);
     let clock = room.clock();
     assert!(!clock.is_playing);
@@ -672,7 +672,7 @@ fn a_song_of_unknown_duration_never_ends() {
     ok(&mut room, load("alice", song("live", 0.0), true), 1000.0);
     ok(&mut room, queue_add("alice", song("b", 1.0)), 1100.0);
     assert_eq!(room.next_deadline(), None);
-    assert!(ok(&mut room, Command::Tick, 1e9).is_empty());
+    assert!(ok(&mut room, RoomCommand::Tick, 1e9).is_empty());
     assert_eq!(room.clock().position_at(1e9), 1e9 - 1000.0, "no clamp without a duration");
 }
 
@@ -716,10 +716,10 @@ fn a_disconnected_host_hands_over_after_the_grace_period() {
     assert_eq!(room.host(), Some("alice"), "the host keeps the role during its grace period");
     assert_eq!(room.next_deadline(), Some(1000.0 + grace));
 
-    assert!(ok(&mut room, Command::Tick, 1000.0 + grace - 1.0).is_empty());
+    assert!(ok(&mut room, RoomCommand::Tick, 1000.0 + grace - 1.0).is_empty());
     assert_eq!(room.host(), Some("alice"));
 
-    let fx = ok(&mut room, Command::Tick, 1000.0 + grace);
+    let fx = ok(&mut room, RoomCommand::Tick, 1000.0 + grace);
     assert_eq!(describe(&fx), ["persist", "broadcast:host-changed"]);
     assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("bob".into()), previous: Some("alice".into()) }));
     assert_eq!(room.next_deadline(), None);
@@ -740,7 +740,7 @@ fn a_host_who_reconnects_within_grace_stays_host() {
     assert_eq!(sent_snapshot(&fx, "alice").host.as_deref(), Some("alice"));
     assert_eq!(room.next_deadline(), None, "the grace timer is cancelled");
 
-    let fx = ok(&mut room, Command::Tick, 1000.0 + 2.0 * grace);
+    let fx = ok(&mut room, RoomCommand::Tick, 1000.0 + 2.0 * grace);
     assert!(fx.is_empty(), "{:?}", describe(&fx));
     assert_eq!(room.host(), Some("alice"));
 }
@@ -751,7 +751,7 @@ fn a_disconnected_host_with_nobody_to_take_over_keeps_the_role_until_someone_com
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
     ok(&mut room, disconnect("bob"), 500.0);
     ok(&mut room, disconnect("alice"), 1000.0);
-    let fx = ok(&mut room, Command::Tick, 1000.0 + grace);
+    let fx = ok(&mut room, RoomCommand::Tick, 1000.0 + grace);
     assert_eq!(host_changed(&fx), None);
     assert_eq!(room.host(), Some("alice"));
     assert_eq!(room.next_deadline(), None);
@@ -759,7 +759,7 @@ fn a_disconnected_host_with_nobody_to_take_over_keeps_the_role_until_someone_com
     // The first member to show up again takes the vacant role.
     let fx = ok(&mut room, reconnect("bob"), 30_000.0);
     assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("bob".into()), previous: Some("alice".into()) }));
-    assert_eq!(fx.first(), Some(&Effect::Persist));
+    assert_eq!(fx.first(), Some(&RoomEffect::Persist));
 }
 
 #[test]
@@ -770,7 +770,7 @@ fn the_host_can_transfer_the_role() {
 
     let fx = ok(&mut room, transfer("alice", "bob"), 30.0);
     assert_eq!(describe(&fx), ["persist", "broadcast:host-changed", "reply"]);
-    assert_eq!(reply(&fx), &json!({ "host": "bob" }));
+    assert_eq!(reply(&fx), json!({ "host": "bob" }));
     assert_eq!(room.host(), Some("bob"));
     assert!(room.members().iter().any(|m| m.session_id == "bob" && m.is_host));
 
@@ -836,10 +836,10 @@ fn a_silent_member_cannot_deadlock_the_barrier() {
     ok(&mut room, set_ready("alice", true), 1100.0);
     assert_eq!(room.next_deadline(), Some(1000.0 + timeout));
 
-    assert!(ok(&mut room, Command::Tick, 1000.0 + timeout - 1.0).is_empty());
+    assert!(ok(&mut room, RoomCommand::Tick, 1000.0 + timeout - 1.0).is_empty());
     assert!(room.playback().awaiting_ready);
 
-    let fx = ok(&mut room, Command::Tick, 1000.0 + timeout);
+    let fx = ok(&mut room, RoomCommand::Tick, 1000.0 + timeout);
     assert_eq!(describe(&fx), ["persist", "broadcast:playback-resumed"]);
     assert!(room.clock().is_playing);
     assert_eq!(room.clock().server_time, 1000.0 + timeout + BARRIER_START_LEAD_MS);
@@ -972,16 +972,16 @@ fn an_empty_room_closes_after_its_ttl() {
     let ttl = limits().empty_ttl_ms;
     let mut room = Room::new(CODE.into(), "r", RoomSettings::default(), limits(), 0.0);
     assert_eq!(room.next_deadline(), Some(ttl));
-    assert!(ok(&mut room, Command::Tick, ttl - 1.0).is_empty());
+    assert!(ok(&mut room, RoomCommand::Tick, ttl - 1.0).is_empty());
     assert!(!room.is_closed());
 
-    let fx = ok(&mut room, Command::Tick, ttl);
+    let fx = ok(&mut room, RoomCommand::Tick, ttl);
     assert_eq!(describe(&fx), ["persist", "broadcast:room-closed", "closed"]);
     assert_eq!(broadcast_pushes(&fx)[0], &Push::RoomClosed(RoomClosed { code: CODE.into(), reason: "empty".into() }));
     assert!(room.is_closed());
     assert!(room.record().closed);
     assert_eq!(rejected(&mut room, join("alice"), ttl + 1.0), RoomError::Closed);
-    assert_eq!(rejected(&mut room, Command::Tick, ttl + 1.0), RoomError::Closed);
+    assert_eq!(rejected(&mut room, RoomCommand::Tick, ttl + 1.0), RoomError::Closed);
 }
 
 #[test]
@@ -997,7 +997,7 @@ fn the_empty_ttl_starts_when_the_last_member_leaves_and_stops_when_someone_joins
     ok(&mut room, join("bob"), 2000.0);
     assert_eq!(room.host(), Some("bob"));
     assert_eq!(room.next_deadline(), None);
-    assert!(ok(&mut room, Command::Tick, 1000.0 + ttl).is_empty());
+    assert!(ok(&mut room, RoomCommand::Tick, 1000.0 + ttl).is_empty());
     assert!(!room.is_closed());
 }
 
@@ -1006,14 +1006,14 @@ fn a_room_with_only_disconnected_members_stays_open() {
     let ttl = limits().empty_ttl_ms;
     let mut room = room_with(&["alice"], RoomSettings::default());
     ok(&mut room, disconnect("alice"), 10.0);
-    ok(&mut room, Command::Tick, 10.0 + 2.0 * ttl);
+    ok(&mut room, RoomCommand::Tick, 10.0 + 2.0 * ttl);
     assert!(!room.is_closed(), "the driver ends sessions with Leave; only then does the TTL start");
 }
 
 #[test]
 fn close_command_closes_the_room() {
     let mut room = room_with(&["alice", "bob"], RoomSettings::default());
-    let fx = ok(&mut room, Command::Close { reason: "shutdown".into() }, 10.0);
+    let fx = ok(&mut room, RoomCommand::Close { reason: "shutdown".into() }, 10.0);
     assert_eq!(describe(&fx), ["persist", "broadcast:room-closed", "closed"]);
     assert!(room.is_closed());
     assert_eq!(rejected(&mut room, pause("alice"), 20.0), RoomError::Closed);
@@ -1082,7 +1082,7 @@ fn a_restored_room_gives_its_old_host_a_grace_period() {
     // The old host does not come back: the role passes when the grace period ends.
     let mut room = Room::restore(rec.clone(), limits(), 50_000.0);
     ok(&mut room, join("bob"), 51_000.0);
-    let fx = ok(&mut room, Command::Tick, 50_000.0 + grace);
+    let fx = ok(&mut room, RoomCommand::Tick, 50_000.0 + grace);
     assert_eq!(host_changed(&fx), Some(&HostChanged { host: Some("bob".into()), previous: Some("alice".into()) }));
 
     // Nobody comes back in time: the first to join after the grace period becomes host.
@@ -1094,7 +1094,7 @@ fn a_restored_room_gives_its_old_host_a_grace_period() {
 #[test]
 fn a_restored_closed_room_stays_closed() {
     let mut room = room_with(&["alice"], RoomSettings::default());
-    ok(&mut room, Command::Close { reason: "bye".into() }, 10.0);
+    ok(&mut room, RoomCommand::Close { reason: "bye".into() }, 10.0);
     let mut restored = Room::restore(room.record(), limits(), 100.0);
     assert!(restored.is_closed());
     assert_eq!(rejected(&mut restored, join("alice"), 200.0), RoomError::Closed);
@@ -1111,7 +1111,7 @@ fn every_rejected_command_leaves_the_room_unchanged() {
     ok(&mut room, reconnect("bob"), 4100.0);
     let now = 5000.0;
     let too_long = "x".repeat(300);
-    let cases: Vec<(Command, RoomError)> = vec![
+    let cases: Vec<(RoomCommand, RoomError)> = vec![
         (seek("alice", -1.0), RoomError::Invalid(String::new())),
         (seek("alice", f64::NAN), RoomError::Invalid(String::new())),
         (seek("alice", f64::INFINITY), RoomError::Invalid(String::new())),
@@ -1201,7 +1201,7 @@ fn next_deadline_is_the_earliest_pending_timer() {
     assert_eq!(room.next_deadline(), Some(6000.0));
 
     // The barrier times out; now the song end (6250 + 3000) is earliest, then the grace.
-    ok(&mut room, Command::Tick, 6000.0);
+    ok(&mut room, RoomCommand::Tick, 6000.0);
     assert!(room.clock().is_playing);
     assert_eq!(room.next_deadline(), Some(6000.0 + BARRIER_START_LEAD_MS + 3000.0));
 
@@ -1210,7 +1210,7 @@ fn next_deadline_is_the_earliest_pending_timer() {
     assert_eq!(room.next_deadline(), Some(8250.0));
 
     // After the end (empty queue: pause), only the host grace is left.
-    ok(&mut room, Command::Tick, 8250.0);
+    ok(&mut room, RoomCommand::Tick, 8250.0);
     assert!(!room.clock().is_playing);
     assert_eq!(room.next_deadline(), Some(2000.0 + grace));
 
@@ -1240,7 +1240,7 @@ fn next_deadline_after_restore_is_the_earliest_of_grace_song_end_and_ttl() {
 #[test]
 fn resuming_a_song_that_ended_plays_it_again_from_the_start() {
     let mut room = Room::new("ABCDEF".into(), "r", RoomSettings::default(), RoomLimits::default(), 0.0);
-    room.apply(Command::Join { session: "h".into(), name: "h".into() }, 0.0).expect("join");
+    room.apply(RoomCommand::Join { session: "h".into(), name: "h".into() }, 0.0).expect("join");
     let song = unisono_core::Song {
         id: "s".into(),
         title: String::new(),
@@ -1248,11 +1248,11 @@ fn resuming_a_song_that_ended_plays_it_again_from_the_start() {
         url: String::new(),
         duration_ms: 1000.0,
     };
-    room.apply(Command::Load { session: "h".into(), song, autoplay: true }, 0.0).expect("load");
-    room.apply(Command::Tick, 1000.0).expect("tick at the end");
+    room.apply(RoomCommand::Load { session: "h".into(), song, autoplay: true }, 0.0).expect("load");
+    room.apply(RoomCommand::Tick, 1000.0).expect("tick at the end");
     assert!(!room.clock().is_playing);
     assert_eq!(room.clock().position_at(1000.0), 1000.0);
-    room.apply(Command::Resume { session: "h".into() }, 2000.0).expect("resume");
+    room.apply(RoomCommand::Resume { session: "h".into() }, 2000.0).expect("resume");
     assert!(room.clock().is_playing);
     assert_eq!(room.clock().position_at(2500.0), 500.0);
 }
@@ -1260,11 +1260,11 @@ fn resuming_a_song_that_ended_plays_it_again_from_the_start() {
 #[test]
 fn host_cannot_be_transferred_to_a_disconnected_member() {
     let mut room = Room::new("ABCDEF".into(), "r", RoomSettings::default(), RoomLimits::default(), 0.0);
-    room.apply(Command::Join { session: "h".into(), name: "h".into() }, 0.0).expect("join");
-    room.apply(Command::Join { session: "g".into(), name: "g".into() }, 0.0).expect("join");
-    room.apply(Command::Disconnect { session: "g".into() }, 1.0).expect("disconnect");
+    room.apply(RoomCommand::Join { session: "h".into(), name: "h".into() }, 0.0).expect("join");
+    room.apply(RoomCommand::Join { session: "g".into(), name: "g".into() }, 0.0).expect("join");
+    room.apply(RoomCommand::Disconnect { session: "g".into() }, 1.0).expect("disconnect");
     assert_eq!(
-        room.apply(Command::TransferHost { session: "h".into(), to: "g".into() }, 2.0),
+        room.apply(RoomCommand::TransferHost { session: "h".into(), to: "g".into() }, 2.0),
         Err(RoomError::MemberNotFound)
     );
     assert_eq!(room.host(), Some("h"));
@@ -1275,7 +1275,7 @@ fn large_room(members: usize) -> Room {
     let limits = RoomLimits { snapshot_members: 3, presence_broadcast_max: 4, ..RoomLimits::default() };
     let mut room = Room::new("LARGEE".into(), "big", RoomSettings::default(), limits, 0.0);
     for i in 0..members {
-        room.apply(Command::Join { session: format!("m{i}"), name: String::new() }, i as f64).expect("join");
+        room.apply(RoomCommand::Join { session: format!("m{i}"), name: String::new() }, i as f64).expect("join");
     }
     room
 }
@@ -1283,13 +1283,13 @@ fn large_room(members: usize) -> Room {
 #[test]
 fn snapshots_of_large_rooms_list_the_first_members_the_host_and_the_count() {
     let mut room = large_room(10);
-    room.apply(Command::TransferHost { session: "m0".into(), to: "m7".into() }, 20.0).expect("transfer");
+    room.apply(RoomCommand::TransferHost { session: "m0".into(), to: "m7".into() }, 20.0).expect("transfer");
     let snap = room.joined_snapshot("m9", 21.0);
     assert_eq!(snap.member_count, 10);
     let ids: Vec<&str> = snap.members.iter().map(|m| m.session_id.as_str()).collect();
     assert_eq!(ids, ["m0", "m1", "m2", "m7"]);
-    let page = room.apply(Command::GetMembers { session: "m9".into(), offset: 3, limit: 4 }, 22.0).expect("page");
-    let Some(Effect::Reply(v)) = page.first() else { panic!("no reply: {page:?}") };
+    let page = room.apply(RoomCommand::GetMembers { session: "m9".into(), offset: 3, limit: 4 }, 22.0).expect("page");
+    let v = reply(&page);
     let ids: Vec<&str> =
         v["members"].as_array().into_iter().flatten().filter_map(|m| m["sessionId"].as_str()).collect();
     assert_eq!(ids, ["m3", "m4", "m5", "m6"]);
@@ -1299,14 +1299,14 @@ fn snapshots_of_large_rooms_list_the_first_members_the_host_and_the_count() {
 #[test]
 fn presence_in_large_rooms_goes_to_the_host_only() {
     let mut small = large_room(3);
-    let effects = small.apply(Command::Join { session: "x".into(), name: String::new() }, 50.0).expect("join");
-    assert!(effects.iter().any(|e| matches!(e, Effect::Broadcast { push: Push::MemberJoined(_), .. })));
+    let effects = small.apply(RoomCommand::Join { session: "x".into(), name: String::new() }, 50.0).expect("join");
+    assert!(effects.iter().any(|e| matches!(e, RoomEffect::Broadcast { push: Push::MemberJoined(_), .. })));
 
     let mut big = large_room(6);
-    let effects = big.apply(Command::Join { session: "x".into(), name: String::new() }, 50.0).expect("join");
-    assert!(!effects.iter().any(|e| matches!(e, Effect::Broadcast { push: Push::MemberJoined(_), .. })));
-    assert!(effects.iter().any(|e| matches!(e, Effect::Send { to, push: Push::MemberJoined(_) } if to == "m0")));
-    let effects = big.apply(Command::Leave { session: "m3".into() }, 51.0).expect("leave");
-    assert!(effects.iter().any(|e| matches!(e, Effect::Send { to, push: Push::MemberLeft(_) } if to == "m0")));
-    assert!(!effects.iter().any(|e| matches!(e, Effect::Broadcast { push: Push::MemberLeft(_), .. })));
+    let effects = big.apply(RoomCommand::Join { session: "x".into(), name: String::new() }, 50.0).expect("join");
+    assert!(!effects.iter().any(|e| matches!(e, RoomEffect::Broadcast { push: Push::MemberJoined(_), .. })));
+    assert!(effects.iter().any(|e| matches!(e, RoomEffect::Send { to, push: Push::MemberJoined(_) } if to == "m0")));
+    let effects = big.apply(RoomCommand::Leave { session: "m3".into() }, 51.0).expect("leave");
+    assert!(effects.iter().any(|e| matches!(e, RoomEffect::Send { to, push: Push::MemberLeft(_) } if to == "m0")));
+    assert!(!effects.iter().any(|e| matches!(e, RoomEffect::Broadcast { push: Push::MemberLeft(_), .. })));
 }

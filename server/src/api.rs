@@ -23,14 +23,12 @@ use warp::{
     reply::Response,
 };
 
+use unisono_core::protocol::CommandRequest;
+
 use crate::{
     auth::Role,
-    engine::{
-        Engine,
-        connections::Kind,
-        devices::{CommandRequest, DeviceView},
-    },
-    sio::PeerAddr,
+    edge::{PeerAddr, bearer},
+    engine::{Engine, connections::Kind},
 };
 
 /// Server API keys: key → tenant.
@@ -161,7 +159,7 @@ impl From<ErrorBody> for ApiError {
             ErrorCode::InvalidCommand | ErrorCode::InvalidPayload | ErrorCode::BadFrame => StatusCode::BAD_REQUEST,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StorageUnavailable | ErrorCode::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, code: e.code.as_str().to_owned(), message: e.message }
@@ -201,9 +199,9 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
         return ok(openapi());
     }
     if method == Method::POST && seg == ["publish"] {
-        return publish(engine, keys, &req);
+        return publish(engine, keys, &req).await;
     }
-    let token = crate::ws::bearer(&req.headers);
+    let token = bearer(&req.headers);
     let roles: &[Role] = if seg.first() == Some(&"staff") { &[Role::Staff] } else { &[Role::Admin] };
     let principal = engine.auth().authenticate(token, roles, req.peer, "rest").map_err(|e| {
         let status = match e {
@@ -216,9 +214,9 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
     let tenant = principal.tenant.as_str();
     let devices = engine.devices();
     match (method, seg.as_slice()) {
-        (Method::GET, ["devices"]) => ok(json!({ "devices": devices.list(tenant) })),
+        (Method::GET, ["devices"]) => ok(json!({ "devices": devices.list(tenant).await })),
         (Method::GET, ["devices", id]) => {
-            devices.get(tenant, id).map(|d: DeviceView| json!(d)).ok_or_else(|| not_found("device")).and_then(ok)
+            devices.get(tenant, id).await.map(|d| json!(d)).ok_or_else(|| not_found("device")).and_then(ok)
         }
         (Method::GET, ["devices", id, "history"]) => {
             let limit = query_usize(&req.query, "limit").unwrap_or(100);
@@ -258,7 +256,7 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
         }
         (Method::GET, ["rooms"]) => ok(json!({ "rooms": engine.describe_rooms(tenant).await })),
         (Method::GET, ["rooms", code]) => {
-            engine.describe_room(tenant, code).await.ok_or_else(|| not_found("room")).and_then(ok)
+            engine.describe_room(tenant, code).await?.map(|d| json!(d)).ok_or_else(|| not_found("room")).and_then(ok)
         }
         (Method::GET, ["staff", "stats"]) => {
             // Counts only: never a device id, state or payload.
@@ -270,6 +268,7 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
                 .collect();
             let devices: Vec<Value> = devices
                 .counts()
+                .await
                 .into_iter()
                 .map(|(t, total, online, admins)| json!({ "tenant": t, "devices": total, "online": online, "admins": admins }))
                 .collect();
@@ -322,8 +321,8 @@ fn reserved(event: &str) -> bool {
     SOCKET_IO.contains(&event) || ENGINE.contains(&event) || REQUEST_EVENTS.contains(&event)
 }
 
-fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Response, ApiError> {
-    let key = crate::ws::bearer(&req.headers).or_else(|| req.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+async fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Response, ApiError> {
+    let key = bearer(&req.headers).or_else(|| req.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     let Some(tenant) = key.and_then(|k| keys.tenant(k)) else {
         crate::metrics::METRICS.auth_failures.with_label_values(&["rest:publish", "INVALID_API_KEY"]).inc();
         if let Some(ip) = req.peer {
@@ -342,14 +341,15 @@ fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Response
             "event must be 1-64 of [A-Za-z0-9-_:.], not a reserved name",
         ));
     }
-    let frame = crate::bus::Frame::text(json!({ "event": p.event, "data": p.data }).to_string());
+    let frame = crate::bus::Outgoing::serialize(p.event.clone(), &p.data)
+        .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
     let id = || {
         p.id.as_deref().ok_or_else(|| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", "this target needs an id"))
     };
     let delivered = match p.target.as_str() {
         "tenant" => engine.connections().to_tenant(tenant, &[Kind::Browser, Kind::Admin], &frame),
         "room" => {
-            if !engine.publish_room(tenant, id()?, frame) {
+            if !engine.publish_room(tenant, id()?, frame).await? {
                 return Err(not_found("room"));
             }
             return ok(json!({ "delivered": "room" }));

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use clap::{Args, ValueEnum};
 use unisono_core::{
-    command::{CommandCatalog, ParamsSchema},
+    device::{CommandCatalog, ParamsSchema},
     room::RoomLimits,
 };
+
+use unisono_core::device::HubConfig;
 
 use crate::engine::devices::DevicesConfig;
 
@@ -33,8 +35,14 @@ pub struct Config {
     /// Folder with the built web app (served at `/`).
     #[arg(long, env = "UNISONO_WEB_DIR", default_value = "dist")]
     pub web_dir: PathBuf,
+    /// Log lines as text or as JSON objects (one per line), on stderr; `UNISONO_LOG` filters them
+    /// (e.g. `info`, `unisono_server=debug`).
     #[arg(long, env = "UNISONO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// This node's id: the owner recorded on the rooms it creates, and the rooms it restores at
+    /// start. Default: generated once and kept in `DATA_DIR/node-id` (printed at start).
+    #[arg(long, env = "UNISONO_NODE_ID")]
+    pub node_id: Option<String>,
 
     /// Group-commit window in milliseconds: a change waits this long for others to share its
     /// database commit (0 commits at once). Replies and broadcasts wait for the commit.
@@ -154,16 +162,43 @@ impl Config {
             commands.extend(extra);
         }
         Ok(DevicesConfig {
+            hub: HubConfig {
+                admin_updates_per_sec: self.admin_updates_per_sec.max(0.01),
+                default_timeout_ms: self.command_timeout_ms.max(1),
+                default_retries: self.command_retries,
+                max_devices: self.max_devices_per_tenant,
+                max_pending: self.max_pending_commands.max(1),
+                commands,
+                ..HubConfig::default()
+            },
             history_len: self.device_history_len.max(1),
             history_age_ms: self.device_history_hours.max(0.0) * 3_600_000.0,
-            admin_updates_per_sec: self.admin_updates_per_sec.max(0.01),
-            default_timeout_ms: self.command_timeout_ms.max(1),
-            default_retries: self.command_retries,
-            max_devices_per_tenant: self.max_devices_per_tenant,
-            max_pending_per_tenant: self.max_pending_commands.max(1),
-            commands,
             ..DevicesConfig::default()
         })
+    }
+
+    /// The node id in effect: `--node-id`, else the one kept in the data folder (created on
+    /// first start).
+    pub fn node_id(&self) -> std::io::Result<String> {
+        if let Some(id) = self.node_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            return Ok(id.to_owned());
+        }
+        let path = self.data_dir.join("node-id");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let id: String = {
+            use rand::Rng;
+            let mut rng = rand::rng();
+            let hex: String = (0..6).map(|_| format!("{:02x}", rng.random::<u8>())).collect();
+            format!("node-{hex}")
+        };
+        std::fs::write(&path, &id)?;
+        Ok(id)
     }
 
     /// The database URL in effect.

@@ -14,8 +14,9 @@ use crate::{
     auth::Auth,
     bus::LocalBus,
     config::Config,
-    engine::{Engine, EngineConfig},
-    sio::{PeerAddr, SioConfig},
+    edge::PeerAddr,
+    engine::{Engine, EngineConfig, Parts, directory::LocalDirectory},
+    sio::SioConfig,
     store::Store,
     ws::WsConfig,
 };
@@ -25,7 +26,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let url = config.database_url();
     let store =
         Store::open(&url, config.commit_delay()).await.with_context(|| format!("opening the database {url}"))?;
+    let node_id = config
+        .node_id()
+        .with_context(|| format!("reading or creating the node id in {}", config.data_dir.display()))?;
     let engine_config = EngineConfig {
+        node_id: node_id.as_str().into(),
         limits: config.room_limits(),
         max_rooms: config.max_rooms,
         max_rooms_per_tenant: config.max_rooms_per_tenant,
@@ -35,9 +40,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let secret = crate::auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.data_dir)
         .with_context(|| format!("reading or creating the JWT secret in {}", config.data_dir.display()))?;
     let auth = Arc::new(Auth::new(&secret, config.auth.anonymous, config.auth.auth_failures_per_min));
-    let engine = Engine::start(engine_config, store, Arc::new(LocalBus::new()), auth, config.devices_config()?)
-        .await
-        .context("restoring rooms and devices")?;
+    let engine = Engine::start(Parts {
+        config: engine_config,
+        store,
+        bus: Arc::new(LocalBus::new()),
+        directory: Arc::new(LocalDirectory::default()),
+        auth,
+        devices: config.devices_config()?,
+    })
+    .await
+    .context("restoring rooms and devices")?;
     let ws = Arc::new(WsConfig {
         max_frame_bytes: config.max_frame_bytes,
         session_queue: config.session_queue,
@@ -75,7 +87,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, store = engine.store().backend(), "listening");
+    tracing::info!(%addr, store = engine.store().backend(), node = %node_id, "listening");
+    println!("unisono node {node_id}");
     // Tests and scripts read the bound address from this line.
     println!("unisono listening on http://{addr}");
 

@@ -48,9 +48,9 @@ mod js_tree {
     use unisono_core::{
         PlaybackClock,
         protocol::{
-            ErrorBody, ErrorCode, HostChanged, MemberInfo, MemberJoined, PlaybackState, Push, RoomInfo, RoomJoined,
+            ErrorBody, ErrorCode, HostChanged, MemberInfo, MemberJoined, PlaybackState, Push, QueueItem, RoomInfo,
+            RoomJoined, RoomSettings,
         },
-        room::{QueueItem, RoomSettings},
         song::{Provider, Song},
         tree::{FromTree, ToTree},
     };
@@ -150,7 +150,7 @@ mod js_tree {
         for push in pushes() {
             let text = serde_json::to_string(&push).expect("json");
             let by_js = match state::decode(&Js(parse(&text))) {
-                Ok(state::Frame::Push(p)) => *p,
+                Ok(state::Incoming::Push(p)) => *p,
                 other => panic!("not a push: {other:?} from {text}"),
             };
             assert_eq!(by_js, push, "{text}");
@@ -188,7 +188,7 @@ mod js_tree {
         assert!(state::decode(&Js(parse(r#"{"ok":true}"#))).is_err());
         // Unmodelled pushes come through as they are.
         match state::decode(&Js(parse(r#"{"event":"device:online","data":{"deviceId":"k"}}"#))) {
-            Ok(state::Frame::Other(p)) => assert_eq!(stringify(&p.data.0), json!({"deviceId": "k"})),
+            Ok(state::Incoming::Other(p)) => assert_eq!(stringify(&p.data.0), json!({"deviceId": "k"})),
             other => panic!("expected a raw push: {other:?}"),
         }
     }

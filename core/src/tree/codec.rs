@@ -11,12 +11,13 @@ use crate::{
     drift::{Correction, DriftConfig, Mode, PlayerCapabilities},
     estimator::EstimatorConfig,
     protocol::{
-        Connected, CreateRoom, ErrorBody, ErrorCode, GetMembers, HostChanged, JoinRoom, LoadSong, MemberInfo,
-        MemberJoined, MemberLeft, MemberUpdated, PlaybackState, Push, PushPayload, QueueAdd, QueueMove, QueueRemove,
-        QueueUpdated, ReportDrift, RoomClosed, RoomInfo, RoomJoined, SeekPlayback, SetRate, SetReady, SettingsUpdated,
-        TimeSync, TimeSyncReply, TransferHost, UpdatePlayback, UpdateSettings,
+        Connected, CreateRoom, ErrorBody, ErrorCode, GetMembers, HostChanged, HostReply, JoinRoom, JoinedReply,
+        LoadSong, MemberInfo, MemberJoined, MemberLeft, MemberUpdated, MembersPage, PlaybackReply, PlaybackState, Push,
+        PushPayload, QueueAdd, QueueItem, QueueMove, QueueRemove, QueueReply, QueueUpdated, ReadyReply, ReportDrift,
+        RoomClosed, RoomDescription, RoomInfo, RoomJoined, RoomReply, RoomSettings, RoomSettingsPatch, SeekPlayback,
+        SetRate, SetReady, SettingsReply, SettingsUpdated, TimeSync, TimeSyncReply, TransferHost, UpdatePlayback,
+        UpdateSettings,
     },
-    room::{QueueItem, RoomSettings, RoomSettingsPatch},
     song::{Provider, Song},
 };
 
@@ -213,6 +214,40 @@ plain_struct!(QueueUpdated { get queue: "queue" });
 plain_struct!(RoomClosed { get code: "code", get reason: "reason" });
 plain_struct!(SettingsUpdated { get settings: "settings" });
 plain_struct!(TimeSyncReply { get t0: "t0", get t1: "t1", get t2: "t2" });
+
+// ---- replies ----------------------------------------------------------------------------------
+
+plain_struct!(JoinedReply { get code: "code", get room: "room" });
+plain_struct!(PlaybackReply { get playback: "playback", get server_time: "serverTime", get position_ms: "positionMs" });
+plain_struct!(QueueReply { some item_id: "itemId", get queue: "queue" });
+plain_struct!(HostReply { get host: "host" });
+plain_struct!(ReadyReply { get ready: "ready", get playback: "playback" });
+plain_struct!(SettingsReply { get settings: "settings" });
+plain_struct!(MembersPage { get members: "members", get total: "total", get offset: "offset" });
+plain_struct!(RoomDescription {
+    get room: "room",
+    get host: "host",
+    get member_count: "memberCount",
+    get playback: "playback",
+    get queue_length: "queueLength",
+});
+
+/// A reply written as its variant's object (`Done` as `{}`), as serde writes it.
+impl ToTree for RoomReply {
+    fn to_tree<T: Tree>(&self) -> T {
+        match self {
+            RoomReply::Done => Object::new().build(),
+            RoomReply::Joined(r) => r.to_tree(),
+            RoomReply::Playback(r) => r.to_tree(),
+            RoomReply::Queue(r) => r.to_tree(),
+            RoomReply::Host(r) => r.to_tree(),
+            RoomReply::Ready(r) => r.to_tree(),
+            RoomReply::Settings(r) => r.to_tree(),
+            RoomReply::Members(r) => r.to_tree(),
+            RoomReply::Description(r) => r.as_ref().to_tree(),
+        }
+    }
+}
 
 impl FromTree for ErrorCode {
     fn from_tree<T: Tree>(t: &T) -> Result<Self, TreeError> {

@@ -14,7 +14,7 @@ use std::{
     thread,
 };
 
-use super::{Bus, Frame, Outbox, Topic};
+use super::{Bus, Outbox, Outgoing, Topic};
 
 #[derive(Default)]
 pub struct LocalBus {
@@ -24,6 +24,16 @@ pub struct LocalBus {
 impl LocalBus {
     pub fn new() -> LocalBus {
         LocalBus::default()
+    }
+
+    /// [`Bus::publish`], returning how many subscribers took the message.
+    pub fn publish_counted(&self, topic: &Topic, msg: &Outgoing, except: Option<&str>) -> usize {
+        let to: Vec<Outbox> = {
+            let Ok(t) = self.topics.read() else { return 0 };
+            let Some(subs) = t.get(topic) else { return 0 };
+            subs.iter().filter(|(s, _)| except != Some(s.as_str())).map(|(_, o)| o.clone()).collect()
+        };
+        deliver(&to, msg)
     }
 }
 
@@ -45,13 +55,8 @@ impl Bus for LocalBus {
         }
     }
 
-    fn publish(&self, topic: &Topic, frame: &Frame, except: Option<&str>) -> usize {
-        let to: Vec<Outbox> = {
-            let Ok(t) = self.topics.read() else { return 0 };
-            let Some(subs) = t.get(topic) else { return 0 };
-            subs.iter().filter(|(s, _)| except != Some(s.as_str())).map(|(_, o)| o.clone()).collect()
-        };
-        deliver(&to, frame)
+    fn publish(&self, topic: &Topic, msg: &Outgoing, except: Option<&str>) {
+        self.publish_counted(topic, msg, except);
     }
 
     fn remove_topic(&self, topic: &Topic) {
@@ -70,7 +75,7 @@ pub const PARALLEL_MIN: usize = 2048;
 pub const OFFLOAD_MIN: usize = 256;
 
 /// Pushes `frame` to every outbox; returns how many took it.
-fn deliver(to: &[Outbox], frame: &Frame) -> usize {
+fn deliver(to: &[Outbox], frame: &Outgoing) -> usize {
     use tokio::runtime::{Handle, RuntimeFlavor};
     // `block_in_place` exists only on the multi-threaded runtime (tests may run on the other).
     let on_worker = || Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
@@ -82,7 +87,7 @@ fn deliver(to: &[Outbox], frame: &Frame) -> usize {
 }
 
 /// [`deliver`] on this thread, with scoped helpers for big topics.
-fn deliver_here(to: &[Outbox], frame: &Frame) -> usize {
+fn deliver_here(to: &[Outbox], frame: &Outgoing) -> usize {
     let push_all = |part: &[Outbox]| part.iter().filter(|o| o.push(frame.clone())).count();
     if to.len() < PARALLEL_MIN {
         return push_all(to);
@@ -129,7 +134,7 @@ mod tests {
             inboxes.push(inbox);
         }
         for k in 0..5 {
-            let delivered = bus.publish("room:BIG", &Frame::text(format!("{k}")), Some("s7"));
+            let delivered = bus.publish_counted("room:BIG", &Outgoing::ws_text(format!("{k}")), Some("s7"));
             assert_eq!(delivered, n - 1, "publish {k} reaches everyone but the sender");
         }
         for (i, inbox) in inboxes.iter_mut().enumerate() {

@@ -1,14 +1,20 @@
-//! Fan-out: how a frame reaches every session subscribed to a topic (a room, later a tenant).
+//! Fan-out: how a message reaches every session subscribed to a topic.
 //!
-//! The engine publishes a frame serialized **once**; the bus hands each subscriber a pointer to
-//! it. [`local::LocalBus`] delivers inside this process; a cluster bus (seed 001's peer
-//! protocol, Redis) implements the same trait and also forwards to other servers.
+//! Topics are a room's broadcasts ([`room_topic`]) and one session's own messages
+//! ([`session_topic`]): a room reaches its members, and the engine reaches one session, the same
+//! way, so a session on another node is reached like a local one once a cluster bus carries the
+//! topic. The engine publishes a message serialized **once** ([`Outgoing`]); the bus hands each
+//! subscriber a pointer to it. [`local::LocalBus`] delivers inside this process; a cluster bus
+//! (Redis, seed 001's peer links) implements the same trait and also carries topics between
+//! nodes. `publish` does not wait for, or count, deliveries elsewhere.
 
 pub mod local;
 pub mod outbox;
+pub mod outgoing;
 
 pub use local::LocalBus;
-pub use outbox::{Frame, Outbox};
+pub use outbox::Outbox;
+pub use outgoing::{EncodeError, Outgoing};
 
 /// A topic name, e.g. `room:ABC234`.
 pub type Topic = str;
@@ -18,13 +24,18 @@ pub fn room_topic(code: &str) -> String {
     format!("room:{code}")
 }
 
-/// Publish/subscribe of pre-serialized frames to sessions.
+/// Topic of one session's own messages (its `room-joined`, presence for a host, publishes).
+pub fn session_topic(session: &str) -> String {
+    format!("session:{session}")
+}
+
+/// Publish/subscribe of pre-serialized messages to sessions.
 pub trait Bus: Send + Sync + 'static {
     /// Subscribes (or re-subscribes with a new outbox, after a resume) a session.
     fn subscribe(&self, topic: &Topic, session: &str, outbox: Outbox);
     fn unsubscribe(&self, topic: &Topic, session: &str);
-    /// Delivers `frame` to every subscriber except `except`; returns how many got it.
-    fn publish(&self, topic: &Topic, frame: &Frame, except: Option<&str>) -> usize;
+    /// Delivers `msg` to every subscriber except `except`, without waiting for anyone.
+    fn publish(&self, topic: &Topic, msg: &Outgoing, except: Option<&str>);
     /// Drops every subscriber of a topic (room closed).
     fn remove_topic(&self, topic: &Topic);
 }

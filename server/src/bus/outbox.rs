@@ -18,48 +18,11 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use bytes::Bytes;
+use super::Outgoing;
+
 #[cfg(test)]
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-
-/// A frame for a session: shared text, and its WebSocket encoding once a `/ws` writer asked.
-/// (Closing goes through [`Outbox::close`], which skips whatever is queued.)
-///
-/// The text is reference-counted UTF-8 (`Utf8Bytes`, backed by `Bytes`): a broadcast is
-/// serialized once and every member's queue holds a pointer to the same buffer. Server frames
-/// are unmasked, so the encoded WebSocket frame is the same bytes for every member too: the
-/// first `/ws` writer encodes it, the others write that same buffer.
-#[derive(Clone)]
-pub struct Frame(Arc<FrameInner>);
-
-struct FrameInner {
-    text: Utf8Bytes,
-    encoded: OnceLock<Bytes>,
-}
-
-impl Frame {
-    pub fn text(s: impl Into<String>) -> Frame {
-        Frame(Arc::new(FrameInner { text: Utf8Bytes::from(s.into()), encoded: OnceLock::new() }))
-    }
-
-    /// The frame's JSON text.
-    pub fn as_text(&self) -> &Utf8Bytes {
-        &self.0.text
-    }
-
-    /// The frame encoded by `encode`, computed once for every session it is delivered to.
-    pub fn encoded(&self, encode: impl FnOnce(&Utf8Bytes) -> Bytes) -> &Bytes {
-        self.0.encoded.get_or_init(|| encode(&self.0.text))
-    }
-}
-
-impl fmt::Debug for Frame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Frame").field(&self.0.text.as_str()).finish()
-    }
-}
 
 /// Close code for a session dropped by the slow-consumer policy.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -83,7 +46,7 @@ struct Kill {
 pub trait FrameWriter: Send + Sync + 'static {
     /// Delivers or queues `frame` without waiting; false if the connection is closing or the
     /// queue was full (then the connection is being closed).
-    fn push(&self, frame: &Frame) -> bool;
+    fn push(&self, frame: &Outgoing) -> bool;
     /// Frames waiting to be written.
     fn waiting(&self) -> usize;
     /// Most frames that may wait.
@@ -101,7 +64,7 @@ pub struct Outbox(Sink);
 #[derive(Clone)]
 enum Sink {
     /// A bounded channel drained by a task (Socket.IO's pump).
-    Queue { tx: mpsc::Sender<Frame>, kill: Arc<Kill> },
+    Queue { tx: mpsc::Sender<Outgoing>, kill: Arc<Kill> },
     /// A connection that writes frames itself (`/ws`).
     Writer(Arc<dyn FrameWriter>),
 }
@@ -118,7 +81,7 @@ impl fmt::Debug for Outbox {
 /// Receiving half, owned by the connection's writer task.
 #[derive(Debug)]
 pub struct Inbox {
-    pub rx: mpsc::Receiver<Frame>,
+    pub rx: mpsc::Receiver<Outgoing>,
     pub kill: KillWatch,
 }
 
@@ -140,7 +103,7 @@ impl Outbox {
     }
 
     /// Enqueues (or writes) without waiting. A full queue trips the slow-consumer policy.
-    pub fn push(&self, frame: Frame) -> bool {
+    pub fn push(&self, frame: Outgoing) -> bool {
         match &self.0 {
             Sink::Writer(w) => w.push(&frame),
             Sink::Queue { tx, kill } => match tx.try_send(frame) {
@@ -215,9 +178,9 @@ mod tests {
     #[tokio::test]
     async fn full_queue_closes_instead_of_growing() {
         let (out, inbox) = Outbox::new(2);
-        assert!(out.push(Frame::text("a")));
-        assert!(out.push(Frame::text("b")));
-        assert!(!out.push(Frame::text("c")));
+        assert!(out.push(Outgoing::ws_text("a")));
+        assert!(out.push(Outgoing::ws_text("b")));
+        assert!(!out.push(Outgoing::ws_text("c")));
         assert_eq!(inbox.kill.killed().await.0, CLOSE_SLOW_CONSUMER);
         assert_eq!(inbox.rx.len(), 2);
     }
@@ -226,7 +189,7 @@ mod tests {
     async fn room_for_waits_until_the_writer_drains() {
         let (out, mut inbox) = Outbox::new(4);
         for f in ["a", "b", "c"] {
-            assert!(out.push(Frame::text(f)));
+            assert!(out.push(Outgoing::ws_text(f)));
         }
         // One slot is free; two are not until the writer takes a frame.
         tokio::time::timeout(Duration::from_millis(50), out.room_for(1)).await.expect("one slot is free");

@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use crate::bus::{Frame, Outbox};
+use crate::bus::{Outbox, Outgoing};
 
 /// What a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -91,7 +91,7 @@ impl Connections {
     }
 
     /// Sends a frame to every connection of `tenant` of the given kinds; returns how many.
-    pub fn to_tenant(&self, tenant: &str, kinds: &[Kind], frame: &Frame) -> usize {
+    pub fn to_tenant(&self, tenant: &str, kinds: &[Kind], frame: &Outgoing) -> usize {
         let map = self.lock();
         let mut n = 0;
         for e in map.values().filter(|e| e.tenant == tenant && kinds.contains(&e.kind)) {
@@ -103,7 +103,7 @@ impl Connections {
     }
 
     /// Sends a frame to connection `id` of `tenant`.
-    pub fn to_connection(&self, tenant: &str, id: &str, frame: Frame) -> usize {
+    pub fn to_connection(&self, tenant: &str, id: &str, frame: Outgoing) -> usize {
         match self.lock().get(id) {
             Some(e) if e.tenant == tenant => usize::from(e.outbox.push(frame)),
             _ => 0,
@@ -111,7 +111,7 @@ impl Connections {
     }
 
     /// Sends a frame to the connections of device `device` of `tenant`.
-    pub fn to_device(&self, tenant: &str, device: &str, frame: &Frame) -> usize {
+    pub fn to_device(&self, tenant: &str, device: &str, frame: &Outgoing) -> usize {
         let map = self.lock();
         map.values()
             .filter(|e| e.tenant == tenant && e.device.as_deref() == Some(device))

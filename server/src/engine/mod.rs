@@ -1,56 +1,84 @@
-//! The engine: rooms and sessions, independent of any wire protocol.
+//! The engine: rooms, sessions, devices, tenants and connections, independent of any wire
+//! protocol.
 //!
-//! Edges (the `/ws` WebSocket today, Socket.IO and REST later) call [`Engine::connect`],
-//! [`Engine::handle`] and [`Engine::disconnect`]; the engine never sees a socket. Each room is
-//! an actor ([`rooms`]); sessions ([`sessions`]) map a connection to its room; fan-out goes
-//! through the [`Bus`](crate::bus::Bus).
+//! Edges (`/ws`, the Socket.IO namespaces, REST) attach a connection with [`Engine::attach`]
+//! ([`lifecycle`]), which returns the [`Attachment`] they pass each request to, typed
+//! ([`EdgeRequest`]); dropping it (or [`Attachment::detach`]) detaches the connection. The
+//! engine never sees a socket: messages leave through the connection's
+//! [`Outbox`](crate::bus::Outbox). Three seams carry everything that a cluster changes:
+//! - the [`directory`] says where a room lives (here: its actor, [`rooms`]; or another node);
+//! - the ownership record in the store ([`crate::store::Lease`]) says which node may write it;
+//! - the [`Bus`] carries a room's broadcasts and a session's own messages by topic.
+//!
+//! Devices are one actor per tenant around the core's `DeviceHub` ([`devices`]); sessions
+//! ([`sessions`]) map a connection to its room and outlive it for a grace period.
 
-pub mod admin;
 pub mod connections;
 pub mod devices;
+pub mod directory;
+pub mod lifecycle;
 pub mod rooms;
 pub mod sessions;
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr},
     num::NonZeroU32,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use rand::Rng;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use unisono_core::{
-    Command, Millis, Room, RoomSettings, code,
-    protocol::{Connected, ErrorBody, ErrorCode, Push, Request, RoomClosed, TimeSyncReply},
+    Millis, Room, RoomCommand, code,
+    protocol::{
+        CreateRoom, ErrorBody, ErrorCode, JoinedReply, Push, Request, RoomClosed, RoomDescription, RoomReply,
+        RoomSettings, TimeSyncReply,
+    },
     room::RoomLimits,
 };
 
 use crate::{
-    auth::{Auth, Principal},
-    bus::{Bus, Frame, Outbox, room_topic},
-    metrics::METRICS,
-    store::Store,
+    auth::Auth,
+    bus::{Bus, Outgoing, room_topic},
+    store::{Store, StoreError},
     time::now_ms,
 };
 use connections::Connections;
 use devices::{Devices, DevicesConfig};
+use directory::{Directory, Location};
+pub use lifecycle::{Attach, Attachment, EdgeRequest};
 use rooms::RoomHandle;
 use sessions::Sessions;
+
+/// A reply's data, serialized once for whichever edge sends it.
+pub type ReplyData = Box<RawValue>;
 
 /// How the engine answers one request.
 pub enum Answer {
     /// Answered in order, before the connection's next request is handled.
-    Now(Result<Value, ErrorBody>),
-    /// Long-running (a device command): answered when done, while later requests go on.
-    Later(futures_util::future::BoxFuture<'static, Result<Value, ErrorBody>>),
+    Now(Result<ReplyData, ErrorBody>),
+    /// Long-running (a device command, a state's commit): answered when done, while later
+    /// requests go on.
+    Later(futures_util::future::BoxFuture<'static, Result<ReplyData, ErrorBody>>),
+}
+
+/// Serializes a reply; a failure is a bug, answered `INTERNAL` and logged, never an empty reply.
+pub fn reply_data(v: &impl Serialize) -> Result<ReplyData, ErrorBody> {
+    serde_json::value::to_raw_value(v).map_err(|e| {
+        tracing::error!(error = %e, "a reply did not serialize");
+        ErrorBody::new(ErrorCode::Internal, "the reply could not be serialized")
+    })
 }
 
 /// Engine limits and timers, from configuration.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// This node's id: the owner named in the rooms it creates and restores.
+    pub node_id: Arc<str>,
     pub limits: RoomLimits,
     pub max_rooms: usize,
     pub max_rooms_per_tenant: usize,
@@ -65,11 +93,16 @@ struct Inner {
     connections: Connections,
     store: Store,
     bus: Arc<dyn Bus>,
+    directory: Arc<dyn Directory>,
     sessions: Sessions,
-    rooms: Mutex<HashMap<String, RoomHandle>>,
     /// `join-room` attempts per peer address: room codes must not be enumerable, and a new
     /// connection must not buy a fresh allowance.
     joins: DefaultKeyedRateLimiter<IpAddr>,
+    /// Every task the engine starts (room and device actors, grace timers, commits), awaited
+    /// at shutdown.
+    tasks: TaskTracker,
+    /// Cancelled at shutdown: ends the engine's own loops and timers.
+    stopping: CancellationToken,
 }
 
 /// The engine handle; cheap to clone.
@@ -78,27 +111,33 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-/// A connection attached to a session.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    pub session: String,
-    pub conn: u64,
+/// What the engine is built from.
+pub struct Parts {
+    pub config: EngineConfig,
+    pub store: Store,
+    pub bus: Arc<dyn Bus>,
+    pub directory: Arc<dyn Directory>,
+    pub auth: Arc<Auth>,
+    pub devices: DevicesConfig,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, msg)
 }
 
+fn not_found() -> ErrorBody {
+    err(ErrorCode::RoomNotFound, "no open room has this code")
+}
+
+/// How many codes creation tries before giving up (each a unique insert; a collision is rare).
+const CODE_ATTEMPTS: usize = 16;
+
 impl Engine {
-    /// Builds the engine and restores every open room from the store.
-    pub async fn start(
-        config: EngineConfig,
-        store: Store,
-        bus: Arc<dyn Bus>,
-        auth: Arc<Auth>,
-        devices: DevicesConfig,
-    ) -> Result<Engine, crate::store::StoreError> {
-        let devices = Devices::start(devices, store.clone()).await?;
+    /// Builds the engine and restores the open rooms this node owns.
+    pub async fn start(parts: Parts) -> Result<Engine, StoreError> {
+        let Parts { config, store, bus, directory, auth, devices } = parts;
+        let tasks = TaskTracker::new();
+        let devices = Devices::start(devices, store.clone(), tasks.clone()).await?;
         let per_min = NonZeroU32::new(config.joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN);
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -109,37 +148,36 @@ impl Engine {
                 connections: Connections::default(),
                 store,
                 bus,
-                rooms: Mutex::new(HashMap::new()),
+                directory,
                 joins: RateLimiter::keyed(Quota::per_minute(per_min)),
+                tasks,
+                stopping: CancellationToken::new(),
             }),
         };
         // Forget addresses whose allowance is full again, so the limiter's memory stays bounded.
         let weak = Arc::downgrade(&engine.inner);
-        tokio::spawn(async move {
+        let stopping = engine.inner.stopping.clone();
+        engine.inner.tasks.spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
             loop {
-                every.tick().await;
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stopping.cancelled() => break,
+                }
                 let Some(inner) = weak.upgrade() else { break };
                 inner.joins.retain_recent();
                 inner.joins.shrink_to_fit();
             }
         });
         let now = now_ms();
-        let records = engine.inner.store.load_open_rooms().await?;
-        let restored = records.len();
-        for rec in records {
+        let owned = engine.inner.store.claim_rooms(&engine.inner.config.node_id).await?;
+        let restored = owned.len();
+        for (rec, lease) in owned {
             let room = Room::restore(rec, engine.inner.config.limits.clone(), now);
-            let code = room.code().to_owned();
-            let handle = RoomHandle::spawn(room, engine.clone());
-            engine.rooms().insert(code, handle);
+            engine.directory().insert(RoomHandle::spawn(room, lease, engine.clone()));
         }
-        METRICS.rooms.set(engine.rooms().len() as i64);
-        tracing::info!(restored, "rooms restored");
+        tracing::info!(restored, node = %engine.inner.config.node_id, "rooms restored");
         Ok(engine)
-    }
-
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
-        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Every live connection by public id (forced disconnect, publishing).
@@ -160,93 +198,42 @@ impl Engine {
     pub fn bus(&self) -> &dyn Bus {
         &*self.inner.bus
     }
+    pub fn directory(&self) -> &dyn Directory {
+        &*self.inner.directory
+    }
     pub fn sessions(&self) -> &Sessions {
         &self.inner.sessions
     }
+    pub fn node_id(&self) -> &Arc<str> {
+        &self.inner.config.node_id
+    }
+    /// Rooms this node owns.
     pub fn room_count(&self) -> usize {
-        self.rooms().len()
+        self.directory().owned().len()
+    }
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
     }
 
-    fn room(&self, code: &str) -> Option<RoomHandle> {
-        self.rooms().get(code).cloned()
-    }
-
-    pub(crate) fn forget_room(&self, code: &str) {
-        let mut rooms = self.rooms();
-        rooms.remove(code);
-        METRICS.rooms.set(rooms.len() as i64);
-    }
-
-    /// Attaches a new connection: a new session, or the session of `resume` if the token is
-    /// valid (then the room gets a fresh `room-joined` for it). Pushes `connected` first.
-    pub async fn connect(
-        &self,
-        resume: Option<&str>,
-        outbox: Outbox,
-        ip: Option<IpAddr>,
-        principal: Principal,
-    ) -> Connection {
-        let a = self.inner.sessions.attach(resume, outbox.clone(), ip, principal);
-        if let Some(old) = a.replaced {
-            old.close(4001, "session resumed on another connection");
+    /// The room `code` of `tenant` (`None` also for another tenant's room: no existence leak).
+    async fn room(&self, tenant: Option<&str>, code: &str) -> Result<Option<RoomHandle>, ErrorBody> {
+        match self.directory().locate(code).await {
+            Ok(Some(Location::Here(h))) => Ok(tenant.is_none_or(|t| *h.tenant == *t).then_some(h)),
+            Ok(Some(Location::Node(node))) => Err(err(
+                ErrorCode::ClusterUnavailable,
+                format!("room {code} lives on node {node}, which this node cannot reach"),
+            )),
+            Ok(None) => Ok(None),
+            Err(e) => Err(err(ErrorCode::ClusterUnavailable, e.to_string())),
         }
-        let hello = Push::Connected(Connected {
-            session_id: a.id.clone(),
-            resume_token: a.resume_token,
-            server_time: now_ms(),
-            resumed: a.resumed,
-        });
-        outbox.push(Frame::text(hello.to_json()));
-        if let Some(code) = a.room {
-            match self.room(&code) {
-                Some(room) => {
-                    self.bus().subscribe(&room_topic(&code), &a.id, outbox);
-                    if room.call(Command::Reconnect { session: a.id.clone() }).await.is_err() {
-                        self.bus().unsubscribe(&room_topic(&code), &a.id);
-                        self.inner.sessions.set_room(&a.id, None);
-                    }
-                }
-                None => {
-                    // The room closed while the session was away: say so instead of going quiet.
-                    self.inner.sessions.set_room(&a.id, None);
-                    let closed = Push::RoomClosed(RoomClosed { code, reason: "closed".into() });
-                    self.inner.sessions.send(&a.id, Frame::text(closed.to_json()));
-                }
-            }
-        }
-        Connection { session: a.id, conn: a.conn }
     }
 
-    /// The connection closed. The session waits `resume_grace` for a resume, then leaves.
-    pub async fn disconnect(&self, c: &Connection) {
-        let Some(room_code) = self.inner.sessions.detach(&c.session, c.conn) else { return };
-        if let Some(code) = &room_code {
-            self.bus().unsubscribe(&room_topic(code), &c.session);
-            if let Some(room) = self.room(code) {
-                room.tell(Command::Disconnect { session: c.session.clone() }).await;
-            }
-        }
-        let engine = self.clone();
-        let c = c.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(engine.inner.config.resume_grace).await;
-            if let Some(Some(code)) = engine.inner.sessions.expire(&c.session, c.conn)
-                && let Some(room) = engine.room(&code)
-            {
-                room.tell(Command::Leave { session: c.session.clone() }).await;
-            }
-        });
-    }
-
-    /// Handles one request of `session`. `received_at` is the server time the frame arrived
+    /// Handles one room request of `session`. `received_at` is the server time the frame arrived
     /// (the `t1` of time sync).
-    pub async fn handle(&self, session: &str, req: Request, received_at: Millis) -> Result<Value, ErrorBody> {
+    async fn handle_room(&self, session: &str, req: Request, received_at: Millis) -> Result<ReplyData, ErrorBody> {
         match req {
-            Request::TimeSync(t) => {
-                let reply = TimeSyncReply { t0: t.t0, t1: received_at, t2: now_ms() };
-                Ok(json!(reply))
-            }
-            Request::CreateRoom(c) => self.create_room(session, c).await,
+            Request::TimeSync(t) => reply_data(&TimeSyncReply { t0: t.t0, t1: received_at, t2: now_ms() }),
+            Request::CreateRoom(c) => reply_data(&self.create_room(session, c).await?),
             Request::JoinRoom(j) => {
                 let ip = self.inner.sessions.ip(session).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                 if let Err(not_until) = self.inner.joins.check_key(&ip) {
@@ -256,9 +243,8 @@ impl Engine {
                         format!("too many join attempts; retry in {} ms", wait.as_millis()),
                     ));
                 }
-                let code = code::normalize(&j.code)
-                    .ok_or_else(|| err(ErrorCode::RoomNotFound, "no open room has this code"))?;
-                self.join_room(session, &code, j.name.unwrap_or_default()).await
+                let code = code::normalize(&j.code).ok_or_else(not_found)?;
+                reply_data(&self.join_room(session, &code, j.name.unwrap_or_default()).await?)
             }
             Request::LeaveRoom => {
                 let code = self
@@ -266,90 +252,93 @@ impl Engine {
                     .sessions
                     .room(session)
                     .ok_or_else(|| err(ErrorCode::NotInRoom, "you are not in a room"))?;
-                let result = match self.room(&code) {
-                    Some(room) => room.call(Command::Leave { session: session.to_owned() }).await,
-                    None => Ok(json!({})),
+                let result = match self.room(None, &code).await {
+                    Ok(Some(room)) => room.call(RoomCommand::Leave { session: session.to_owned() }).await,
+                    Ok(None) => Ok(RoomReply::Done),
+                    Err(e) => Err(e),
                 };
                 self.bus().unsubscribe(&room_topic(&code), session);
                 self.inner.sessions.clear_room_if(session, &code);
-                result
+                reply_data(&result?)
             }
             other => {
                 let code =
                     self.inner.sessions.room(session).ok_or_else(|| err(ErrorCode::NotInRoom, "join a room first"))?;
-                let room = self.room(&code).ok_or_else(|| {
+                let room = self.room(None, &code).await?.ok_or_else(|| {
                     self.inner.sessions.clear_room_if(session, &code);
                     err(ErrorCode::RoomClosed, "the room is closed")
                 })?;
-                let cmd = Command::from_request(session.to_owned(), other)
+                let cmd = RoomCommand::from_request(session.to_owned(), other)
                     .ok_or_else(|| err(ErrorCode::Internal, "not a room request"))?;
-                room.call(cmd).await
+                reply_data(&room.call(cmd).await?)
             }
         }
     }
 
-    async fn create_room(&self, session: &str, c: unisono_core::protocol::CreateRoom) -> Result<Value, ErrorBody> {
+    async fn create_room(&self, session: &str, c: CreateRoom) -> Result<JoinedReply, ErrorBody> {
         let mut settings = RoomSettings::default();
         if let Some(patch) = &c.settings {
             settings.apply_patch(patch).map_err(|e| err(e.code(), e.to_string()))?;
         }
-        let now = now_ms();
         let tenant = self.inner.sessions.tenant(session).ok_or_else(|| err(ErrorCode::Internal, "no session"))?;
-        let code = {
-            let mut rooms = self.rooms();
-            if rooms.len() >= self.inner.config.max_rooms {
-                return Err(err(
-                    ErrorCode::TooManyRooms,
-                    format!("this server holds at most {} rooms", self.inner.config.max_rooms),
-                ));
-            }
-            let per_tenant = self.inner.config.max_rooms_per_tenant;
-            if rooms.values().filter(|r| *r.tenant == *tenant).take(per_tenant).count() >= per_tenant {
-                return Err(err(ErrorCode::TooManyRooms, format!("a tenant holds at most {per_tenant} open rooms")));
-            }
-            let mut rng = rand::rng();
-            let code = loop {
-                let candidate = code::generate(|| rng.random());
-                if !rooms.contains_key(&candidate) {
-                    break candidate;
-                }
-            };
+        let owned = self.directory().owned();
+        if owned.len() >= self.inner.config.max_rooms {
+            return Err(err(
+                ErrorCode::TooManyRooms,
+                format!("this server holds at most {} rooms", self.inner.config.max_rooms),
+            ));
+        }
+        let per_tenant = self.inner.config.max_rooms_per_tenant;
+        if owned.iter().filter(|r| *r.tenant == *tenant).take(per_tenant).count() >= per_tenant {
+            return Err(err(ErrorCode::TooManyRooms, format!("a tenant holds at most {per_tenant} open rooms")));
+        }
+        // A code is taken by inserting its row: unique across every node sharing the database.
+        let now = now_ms();
+        let mut created = None;
+        for _ in 0..CODE_ATTEMPTS {
+            let code = code::generate(|| rand::rng().random());
             let room = Room::new(
-                code.clone(),
+                code,
                 c.name.as_deref().unwrap_or(""),
-                settings,
+                settings.clone(),
                 self.inner.config.limits.clone(),
                 now,
             )
-            .with_tenant(tenant);
-            rooms.insert(code.clone(), RoomHandle::spawn(room, self.clone()));
-            METRICS.rooms.set(rooms.len() as i64);
-            code
-        };
+            .with_tenant(tenant.clone());
+            match self.inner.store.create_room(&room.record(), &self.inner.config.node_id, now).await {
+                Ok(lease) => {
+                    created = Some((room, lease));
+                    break;
+                }
+                Err(StoreError::CodeTaken(_)) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store a new room");
+                    return Err(err(ErrorCode::StorageUnavailable, "the room could not be stored; nothing changed"));
+                }
+            }
+        }
+        let (room, lease) = created.ok_or_else(|| err(ErrorCode::Internal, "no free room code found"))?;
+        let code = room.code().to_owned();
+        self.directory().insert(RoomHandle::spawn(room, lease, self.clone()));
         // Joining makes the creator host, which writes the room: the reply means it is stored.
         match self.join_room(session, &code, c.member_name.unwrap_or_default()).await {
-            Ok(v) => Ok(json!({ "code": code, "room": v.get("room").cloned().unwrap_or(Value::Null) })),
+            Ok(joined) => Ok(joined),
             Err(e) => {
-                if let Some(room) = self.room(&code) {
-                    room.tell(Command::Close { reason: "creation failed".into() }).await;
+                if let Ok(Some(room)) = self.room(None, &code).await {
+                    room.tell(RoomCommand::Close { reason: "creation failed".into() }).await;
                 }
-                self.forget_room(&code);
                 Err(e)
             }
         }
     }
 
-    async fn join_room(&self, session: &str, code: &str, name: String) -> Result<Value, ErrorBody> {
-        // A room of another tenant does not exist for this session (same error, no leak).
+    async fn join_room(&self, session: &str, code: &str, name: String) -> Result<JoinedReply, ErrorBody> {
         let tenant = self.inner.sessions.tenant(session);
-        let room = self
-            .room(code)
-            .filter(|r| tenant.as_deref() == Some(&*r.tenant))
-            .ok_or_else(|| err(ErrorCode::RoomNotFound, "no open room has this code"))?;
+        let room = self.room(Some(tenant.as_deref().unwrap_or_default()), code).await?.ok_or_else(not_found)?;
         let previous = self.inner.sessions.room(session);
         if let Some(prev) = previous.as_deref().filter(|p| *p != code) {
-            if let Some(old) = self.room(prev) {
-                let _ = old.call(Command::Leave { session: session.to_owned() }).await;
+            if let Ok(Some(old)) = self.room(None, prev).await {
+                let _ = old.call(RoomCommand::Leave { session: session.to_owned() }).await;
             }
             self.bus().unsubscribe(&room_topic(prev), session);
             self.inner.sessions.clear_room_if(session, prev);
@@ -358,10 +347,14 @@ impl Engine {
         // Subscribe before joining so no broadcast after the snapshot is missed.
         let topic = room_topic(code);
         self.bus().subscribe(&topic, session, outbox);
-        match room.call(Command::Join { session: session.to_owned(), name }).await {
-            Ok(v) => {
+        match room.call(RoomCommand::Join { session: session.to_owned(), name }).await {
+            Ok(RoomReply::Joined(joined)) => {
                 self.inner.sessions.set_room(session, Some(code.to_owned()));
-                Ok(v)
+                Ok(joined)
+            }
+            Ok(other) => {
+                tracing::error!(?other, "a join answered something else");
+                Err(err(ErrorCode::Internal, "unexpected join reply"))
             }
             Err(e) => {
                 if previous.as_deref() != Some(code) {
@@ -372,37 +365,64 @@ impl Engine {
         }
     }
 
-    /// The open rooms of `tenant`, described (REST).
-    pub async fn describe_rooms(&self, tenant: &str) -> Vec<Value> {
-        let handles: Vec<RoomHandle> = self.rooms().values().filter(|r| *r.tenant == *tenant).cloned().collect();
-        let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
-            if let Ok(v) = h.call(Command::Describe).await {
-                out.push(v);
+    /// The session's room after a resume: it gets a fresh snapshot, or `room-closed` when the
+    /// room closed while it was away.
+    async fn rejoin(&self, session: &str, code: String) {
+        match self.room(None, &code).await {
+            Ok(Some(room)) => {
+                if let Some(outbox) = self.inner.sessions.outbox(session) {
+                    self.bus().subscribe(&room_topic(&code), session, outbox);
+                }
+                if room.call(RoomCommand::Reconnect { session: session.to_owned() }).await.is_err() {
+                    self.bus().unsubscribe(&room_topic(&code), session);
+                    self.inner.sessions.set_room(session, None);
+                }
+            }
+            Ok(None) => {
+                self.inner.sessions.set_room(session, None);
+                let closed = Push::RoomClosed(RoomClosed { code, reason: "closed".into() });
+                rooms::publish(self, &crate::bus::session_topic(session), &closed, None);
+            }
+            // The room's node is unreachable: the session keeps its room and retries with its
+            // next request.
+            Err(e) => tracing::warn!(session, error = %e.message, "could not rejoin a room"),
+        }
+    }
+
+    /// The open rooms of `tenant` this node owns, described (REST).
+    pub async fn describe_rooms(&self, tenant: &str) -> Vec<RoomDescription> {
+        let mut out = Vec::new();
+        for h in self.directory().owned().into_iter().filter(|r| *r.tenant == *tenant) {
+            if let Ok(RoomReply::Description(d)) = h.call(RoomCommand::Describe).await {
+                out.push(*d);
             }
         }
         out
     }
 
     /// One open room of `tenant`, described (`None` also for another tenant's room).
-    pub async fn describe_room(&self, tenant: &str, code: &str) -> Option<Value> {
-        let code = code::normalize(code)?;
-        let h = self.room(&code).filter(|r| *r.tenant == *tenant)?;
-        h.call(Command::Describe).await.ok()
+    pub async fn describe_room(&self, tenant: &str, code: &str) -> Result<Option<RoomDescription>, ErrorBody> {
+        let Some(code) = code::normalize(code) else { return Ok(None) };
+        let Some(h) = self.room(Some(tenant), &code).await? else { return Ok(None) };
+        Ok(match h.call(RoomCommand::Describe).await {
+            Ok(RoomReply::Description(d)) => Some(*d),
+            _ => None,
+        })
     }
 
-    /// Publishes a pre-serialized push to every member of a room of `tenant`; returns false if
-    /// the tenant has no such room.
-    pub fn publish_room(&self, tenant: &str, code: &str, frame: Frame) -> bool {
-        let Some(code) = code::normalize(code) else { return false };
-        if self.room(&code).filter(|r| *r.tenant == *tenant).is_none() {
-            return false;
+    /// Publishes a message to every member of a room of `tenant`; false if the tenant has no
+    /// such room.
+    pub async fn publish_room(&self, tenant: &str, code: &str, msg: Outgoing) -> Result<bool, ErrorBody> {
+        let Some(code) = code::normalize(code) else { return Ok(false) };
+        if self.room(Some(tenant), &code).await?.is_none() {
+            return Ok(false);
         }
-        self.bus().publish(&room_topic(&code), &frame, None);
-        true
+        self.bus().publish(&room_topic(&code), &msg, None);
+        Ok(true)
     }
 
-    /// Closes every connection (1001) and flushes the store: graceful shutdown.
+    /// Graceful shutdown: devices go offline (stored), every connection is closed (1001), the
+    /// engine's tasks end and are awaited, and the store is flushed and closed.
     pub async fn shutdown(&self) {
         // Devices first, while the store is open: their last-seen times are kept.
         self.inner.devices.shutdown().await;
@@ -411,6 +431,15 @@ impl Engine {
         }
         // Socket.IO devices and admins too (room sessions are in both lists; closing twice is a no-op).
         self.inner.connections.close_all(1001, "server shutting down");
+        self.inner.stopping.cancel();
+        // Room actors end when their handles go; what is in flight gets a moment to finish.
+        for h in self.directory().owned() {
+            self.directory().remove(&h.code);
+        }
+        self.inner.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.inner.tasks.wait()).await.is_err() {
+            tracing::warn!(tasks = self.inner.tasks.len(), "engine tasks still running at shutdown");
+        }
         self.inner.store.close().await;
     }
 }

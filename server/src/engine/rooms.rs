@@ -1,70 +1,96 @@
-//! The room actor: one task owns one [`Room`] state machine.
+//! The room actor: one task owns one [`Room`] state machine, under a [`Lease`].
 //!
 //! Commands arrive over a bounded channel; the actor applies each at the current server time,
 //! writes the record when the core asks for it (**before** any reply or broadcast), then carries
-//! out the effects: broadcasts are serialized once and handed to the bus, replies go back to the
-//! caller. Deadlines (host grace, ready barrier, end of song, empty TTL) are slept on here.
+//! out the effects: broadcasts are serialized once and published on the room's topic, messages
+//! to one member on that member's session topic, replies go back to the caller. Deadlines (host
+//! grace, ready barrier, end of song, empty TTL) are slept on here.
+//!
+//! A write refused because the lease moved on ([`StoreError::Fenced`]: another node owns the
+//! room now) ends the actor at once, without a reply or push of the refused change: the room is
+//! the new owner's.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use unisono_core::{
-    Command, Effect, Room,
-    protocol::{ErrorBody, ErrorCode},
+    Room, RoomCommand, RoomEffect,
+    protocol::{ErrorBody, ErrorCode, Push, RoomReply},
 };
 
 use super::Engine;
 use crate::{
-    bus::{Frame, room_topic},
+    bus::{Outgoing, room_topic, session_topic},
     metrics::METRICS,
+    store::{Lease, StoreError},
     time::{instant_at, now_ms},
 };
 
 /// Commands waiting per room before callers are slowed down.
 const MAILBOX: usize = 1024;
 
-pub type Reply = Result<Value, ErrorBody>;
+/// What a room command answers.
+pub type RoomResult = Result<RoomReply, ErrorBody>;
 
 struct Msg {
-    cmd: Command,
-    reply: Option<oneshot::Sender<Reply>>,
+    cmd: RoomCommand,
+    reply: Option<oneshot::Sender<RoomResult>>,
 }
 
 /// Address of a running room actor; cheap to clone.
 #[derive(Clone)]
 pub struct RoomHandle {
     tx: mpsc::Sender<Msg>,
+    pub code: Arc<str>,
     /// The owning tenant: a room is invisible to every other tenant.
-    pub tenant: std::sync::Arc<str>,
+    pub tenant: Arc<str>,
+}
+
+fn closed() -> ErrorBody {
+    ErrorBody::new(ErrorCode::RoomClosed, "the room is closed")
 }
 
 impl RoomHandle {
-    /// Starts the actor for `room`.
-    pub fn spawn(room: Room, engine: Engine) -> RoomHandle {
+    /// Starts the actor for `room`, owned under `lease`.
+    pub fn spawn(room: Room, lease: Lease, engine: Engine) -> RoomHandle {
         let (tx, rx) = mpsc::channel(MAILBOX);
-        let tenant = room.tenant().into();
-        tokio::spawn(run(room, rx, engine));
-        RoomHandle { tx, tenant }
+        let handle = RoomHandle { tx, code: room.code().into(), tenant: room.tenant().into() };
+        engine.tasks().spawn(run(room, lease, rx, engine.clone()));
+        handle
     }
 
     /// Applies a command and waits for its reply.
-    pub async fn call(&self, cmd: Command) -> Reply {
+    pub async fn call(&self, cmd: RoomCommand) -> RoomResult {
         let (tx, rx) = oneshot::channel();
-        let closed = || ErrorBody::new(ErrorCode::RoomClosed, "the room is closed");
         self.tx.send(Msg { cmd, reply: Some(tx) }).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
     /// Sends a command without waiting (disconnects, expiries).
-    pub async fn tell(&self, cmd: Command) {
+    pub async fn tell(&self, cmd: RoomCommand) {
         let _ = self.tx.send(Msg { cmd, reply: None }).await;
     }
 }
 
-async fn run(mut room: Room, mut rx: mpsc::Receiver<Msg>, engine: Engine) {
+/// Publishes a push on `topic` (serialized once); a push that does not serialize is a bug,
+/// logged and counted, never sent as an empty frame.
+pub(crate) fn publish(engine: &Engine, topic: &str, push: &Push, except: Option<&str>) {
+    match Outgoing::push(push) {
+        Ok(msg) => engine.bus().publish(topic, &msg, except),
+        Err(e) => {
+            tracing::error!(error = %e, "a push did not serialize");
+            METRICS.errors.with_label_values(&[ErrorCode::Internal.as_str()]).inc();
+        }
+    }
+}
+
+async fn run(mut room: Room, lease: Lease, mut rx: mpsc::Receiver<Msg>, engine: Engine) {
     let topic = room_topic(room.code());
     let mut backoff_until: Option<Instant> = None;
+    let mut fenced = false;
     loop {
         let deadline = room.next_deadline().map(instant_at).map(|d| match backoff_until {
             Some(b) if b > d => b,
@@ -75,11 +101,11 @@ async fn run(mut room: Room, mut rx: mpsc::Receiver<Msg>, engine: Engine) {
                 Some(m) => m,
                 None => break,
             },
-            _ = sleep_until(deadline), if deadline.is_some() => Msg { cmd: Command::Tick, reply: None },
+            _ = sleep_until(deadline), if deadline.is_some() => Msg { cmd: RoomCommand::Tick, reply: None },
         };
         let started = Instant::now();
         let now = now_ms();
-        let is_tick = matches!(msg.cmd, Command::Tick);
+        let is_tick = matches!(msg.cmd, RoomCommand::Tick);
         let before = (!msg.cmd.is_read_only()).then(|| room.record());
         let effects = match room.apply(msg.cmd, now) {
             Ok(effects) => effects,
@@ -90,59 +116,71 @@ async fn run(mut room: Room, mut rx: mpsc::Receiver<Msg>, engine: Engine) {
                 continue;
             }
         };
-        if matches!(effects.first(), Some(Effect::Persist))
-            && let Err(e) = engine.store().save(room.record(), now).await
-        {
-            tracing::error!(room = room.code(), error = %e, "could not store room change; rolled back");
-            if let Some(before) = before {
-                room.rollback(before);
+        if matches!(effects.first(), Some(RoomEffect::Persist)) {
+            match engine.store().save(room.record(), &lease, now).await {
+                Ok(()) => {}
+                Err(e @ StoreError::Fenced { .. }) => {
+                    tracing::warn!(room = room.code(), error = %e, "room lost to a newer owner; giving it up");
+                    if let Some(r) = msg.reply {
+                        let moved =
+                            ErrorBody::new(ErrorCode::ClusterUnavailable, "the room moved to another node; retry");
+                        let _ = r.send(Err(moved));
+                    }
+                    fenced = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(room = room.code(), error = %e, "could not store room change; rolled back");
+                    if let Some(before) = before {
+                        room.rollback(before);
+                    }
+                    if is_tick {
+                        backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    if let Some(r) = msg.reply {
+                        let _ = r.send(Err(ErrorBody::new(
+                            ErrorCode::StorageUnavailable,
+                            "the change could not be stored; nothing changed",
+                        )));
+                    }
+                    continue;
+                }
             }
-            if is_tick {
-                backoff_until = Some(Instant::now() + Duration::from_secs(1));
-            }
-            if let Some(r) = msg.reply {
-                let _ = r.send(Err(ErrorBody::new(
-                    ErrorCode::StorageUnavailable,
-                    "the change could not be stored; nothing changed",
-                )));
-            }
-            continue;
         }
         backoff_until = None;
         let mut reply = msg.reply;
-        let mut closed = false;
+        let mut closing = false;
         for effect in effects {
             match effect {
-                Effect::Persist => {}
-                Effect::Broadcast { push, except } => {
-                    let frame = Frame::text(push.to_json());
-                    engine.bus().publish(&topic, &frame, except.as_deref());
+                RoomEffect::Persist => {}
+                RoomEffect::Broadcast { push, except } => {
+                    publish(&engine, &topic, &push, except.as_deref());
                     METRICS.fanout_seconds.observe(started.elapsed().as_secs_f64());
                 }
-                Effect::Send { to, push } => {
-                    engine.sessions().send(&to, Frame::text(push.to_json()));
-                }
-                Effect::Reply(v) => {
+                RoomEffect::Send { to, push } => publish(&engine, &session_topic(&to), &push, None),
+                RoomEffect::Reply(v) => {
                     if let Some(r) = reply.take() {
                         let _ = r.send(Ok(v));
                     }
                 }
-                Effect::Closed => closed = true,
+                RoomEffect::Closed => closing = true,
             }
         }
         if let Some(r) = reply {
-            let _ = r.send(Ok(json!({})));
+            let _ = r.send(Ok(RoomReply::Done));
         }
-        if closed {
+        if closing {
             break;
         }
     }
-    // Closed (or every handle dropped): forget the room and its subscribers.
-    for member in room.member_ids() {
-        engine.sessions().clear_room_if(member, room.code());
+    // Closed, fenced, or every handle dropped: this node no longer has the room.
+    engine.directory().remove(room.code());
+    if !fenced {
+        for member in room.member_ids() {
+            engine.sessions().clear_room_if(member, room.code());
+        }
+        engine.bus().remove_topic(&topic);
     }
-    engine.forget_room(room.code());
-    engine.bus().remove_topic(&topic);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

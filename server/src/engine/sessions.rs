@@ -16,10 +16,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
 use rand::Rng;
 
-use crate::{
-    auth::Principal,
-    bus::{Frame, Outbox},
-};
+use crate::{auth::Principal, bus::Outbox};
 
 /// One session.
 pub struct Session {
@@ -208,14 +205,6 @@ impl Sessions {
 
     pub fn ip(&self, id: &str) -> Option<IpAddr> {
         self.lock().by_id.get(id).and_then(|s| s.ip)
-    }
-
-    /// Sends a frame to one session, if connected.
-    pub fn send(&self, id: &str, frame: Frame) -> bool {
-        match self.outbox(id) {
-            Some(o) => o.push(frame),
-            None => false,
-        }
     }
 
     /// Every live connection's outbox (for shutdown).

@@ -13,7 +13,9 @@
 //!
 //! Per connection, events are handled **in the order received** (socketioxide spawns a task per
 //! event; [`InOrder`] enqueues synchronously, before that spawn, into the connection's bounded
-//! request queue) and replies are sent after every push that preceded them, as on `/ws`.
+//! request queue) and replies are sent after every push that preceded them, as on `/ws`. Each
+//! namespace only authenticates, parses its events into the engine's typed requests and attaches
+//! the connection ([`crate::engine::Engine::attach`]); the lifecycle is the engine's.
 
 pub mod admin;
 pub mod players;
@@ -21,7 +23,7 @@ pub mod rooms;
 
 use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use socketioxide::{
     SocketIo,
@@ -35,13 +37,14 @@ use socketioxide_core::Value as SioValue;
 use tokio::sync::mpsc;
 use unisono_core::{
     Millis,
-    protocol::{ErrorBody, ErrorCode},
+    protocol::{CommandResponse, ErrorBody, ErrorCode, Push},
 };
 
 use crate::{
     auth::{AuthError, Principal, Role},
-    bus::{Frame, Outbox, outbox::Inbox},
-    engine::Engine,
+    bus::{Outbox, Outgoing, outbox::Inbox},
+    edge::{ConnLimiter, PeerAddr, bearer, query_param},
+    engine::{Answer, Attachment, EdgeRequest, Engine, ReplyData},
     metrics::METRICS,
     time::now_ms,
 };
@@ -61,11 +64,6 @@ pub struct SioConfig {
     /// Events a connection may send per second (sustained; bursts to twice this).
     pub events_per_sec: u32,
 }
-
-/// The peer address of the TCP connection, put into each request's extensions by the accept
-/// loop so that edges below it can apply per-address limits.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub IpAddr);
 
 /// Builds the Socket.IO layer with every namespace registered.
 pub fn layer(engine: Engine, cfg: SioConfig) -> (SocketIoLayer, SocketIo) {
@@ -130,11 +128,8 @@ pub(crate) fn authenticate(
     edge: &'static str,
 ) -> Result<Principal, ConnectRefused> {
     let parts = s.req_parts();
-    let token = auth
-        .token
-        .as_deref()
-        .or_else(|| crate::ws::bearer(&parts.headers))
-        .or_else(|| crate::ws::query_param(parts.uri.query(), "token"));
+    let token =
+        auth.token.as_deref().or_else(|| bearer(&parts.headers)).or_else(|| query_param(parts.uri.query(), "token"));
     engine.auth().authenticate(token, roles, peer_ip(s), edge).map_err(ConnectRefused)
 }
 
@@ -161,7 +156,8 @@ pub(crate) struct Job {
     pub received_at: Millis,
 }
 
-/// The connection's request queue and its namespace's event size limit (a socket extension).
+/// The connection's request queue and its namespace's event size limit (a socket extension,
+/// removed at disconnect: then the request task ends and detaches the connection).
 #[derive(Clone)]
 pub(crate) struct Queue(pub mpsc::Sender<Job>, pub usize);
 
@@ -196,15 +192,15 @@ impl FromMessageParts<LocalAdapter> for InOrder {
         };
         let job = Job { event, data, ack, wants_ack: ack_id.is_some(), received_at };
         let Some(Queue(q, max_bytes)) = s.extensions.get::<Queue>() else {
-            let _ = job.ack.send(&error_reply(&ErrorBody::new(ErrorCode::Internal, "connection not ready")));
+            let _ = job.ack.send(&AckReply::err(ErrorBody::new(ErrorCode::Internal, "connection not ready")));
             return Ok(InOrder);
         };
         if size > max_bytes {
             // As `/ws` closes with 1009: say why, then drop the connection.
             METRICS.oversized_frames.inc();
             let e = ErrorBody::new(ErrorCode::BadFrame, format!("event over the {max_bytes}-byte limit"));
-            let _ = job.ack.send(&error_reply(&e));
             let _ = s.emit("error", &e);
+            let _ = job.ack.send(&AckReply::err(e));
             let sock = s.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -215,60 +211,62 @@ impl FromMessageParts<LocalAdapter> for InOrder {
         if let Err(mpsc::error::TrySendError::Full(job)) = q.try_send(job) {
             let e = ErrorBody::new(ErrorCode::RateLimited, "too many requests waiting on this connection");
             METRICS.errors.with_label_values(&[e.code.as_str()]).inc();
-            let _ = job.ack.send(&error_reply(&e));
+            let _ = job.ack.send(&AckReply::err(e));
         }
         Ok(InOrder)
     }
 }
 
-/// The ack payload of a successful request: `{ok: true, data}` (a `/ws` reply without `id`).
-pub(crate) fn ok_reply(data: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({ "ok": true, "data": data })
+/// An ack: `{ok: true, data}` or `{ok: false, error: {code, message}}` (a `/ws` reply without
+/// `id`).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum AckReply {
+    Ok { ok: bool, data: ReplyData },
+    Err { ok: bool, error: ErrorBody },
 }
 
-/// The ack payload of a failed request: `{ok: false, error: {code, message}}`.
-pub(crate) fn error_reply(e: &ErrorBody) -> serde_json::Value {
-    serde_json::json!({ "ok": false, "error": e })
+impl AckReply {
+    fn ok(data: ReplyData) -> AckReply {
+        AckReply::Ok { ok: true, data }
+    }
+    fn err(error: ErrorBody) -> AckReply {
+        AckReply::Err { ok: false, error }
+    }
 }
 
 /// A reply waiting for the pump, so it leaves after every push enqueued before it.
-pub(crate) type PendingAck = (AckSender, serde_json::Value);
+pub(crate) type PendingAck = (AckSender, AckReply);
+
+/// What runs when a client acks a server event: `(the event's data, the ack's data)`.
+pub(crate) type OnAck = dyn Fn(&RawValue, serde_json::Value) + Send + Sync;
 
 /// Server-to-client acks for one event: when the client answers `event` through its ack
 /// callback, `on_ack(emitted data, ack data)` runs.
 #[derive(Clone)]
 pub(crate) struct AckHook {
     pub event: &'static str,
-    pub on_ack: Arc<dyn Fn(serde_json::Value, serde_json::Value) + Send + Sync>,
+    pub on_ack: Arc<OnAck>,
 }
 
-/// A push as the engine serialized it: `{"event": …, "data": …}`.
-#[derive(Deserialize)]
-struct PushRef<'a> {
-    #[serde(borrow)]
-    event: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-}
-
-/// Moves the session's outbox into the socket: each engine push becomes a Socket.IO event
-/// (same name, same payload, serialized once by the engine), and acks leave after the pushes
-/// that preceded them. Ends when the socket goes or the engine closes the session (slow
-/// consumer, replaced by a resume, shutdown): then the socket is disconnected.
+/// Moves the session's outbox into the socket: each engine message becomes a Socket.IO event
+/// (same name, its data passed through as serialized by the engine, never re-parsed), and acks
+/// leave after the pushes that preceded them. Ends when the socket goes or the engine closes the
+/// session (slow consumer, replaced by a resume, shutdown): then the socket is disconnected.
 pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receiver<PendingAck>, hook: Option<AckHook>) {
     tokio::spawn(async move {
         let kill = inbox.kill.clone();
-        let emit = |s: &SocketRef, frame: Frame| -> bool {
-            let text = frame.as_text();
-            let Ok(p) = serde_json::from_str::<PushRef>(text.as_str()) else { return true };
-            let ok = match (p.data, &hook) {
+        let emit = |s: &SocketRef, msg: Outgoing| -> bool {
+            // `/ws`-only frames (replies) never reach this edge.
+            let Some((event, data)) = msg.as_event() else { return true };
+            let ok = match &hook {
                 // The client may answer this event through its ack callback.
-                (Some(d), Some(h)) if p.event == h.event => match s.emit_with_ack::<_, serde_json::Value>(&*p.event, d)
-                {
+                Some(h) if event == h.event => match s.emit_with_ack::<_, serde_json::Value>(event, data) {
                     Ok(answer) => {
-                        let (on_ack, sent) = (h.on_ack.clone(), serde_json::from_str(d.get()).unwrap_or_default());
+                        let on_ack = h.on_ack.clone();
+                        let msg = msg.clone();
                         tokio::spawn(async move {
-                            if let Ok(reply) = answer.await {
+                            if let (Ok(reply), Some((_, sent))) = (answer.await, msg.as_event()) {
                                 on_ack(sent, reply);
                             }
                         });
@@ -276,8 +274,7 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
                     }
                     Err(_) => false,
                 },
-                (Some(d), _) => s.emit(&*p.event, d).is_ok(),
-                (None, _) => s.emit(&*p.event, &()).is_ok(),
+                _ => s.emit(event, data).is_ok(),
             };
             if ok {
                 METRICS.frames_out.inc();
@@ -292,9 +289,9 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
                     let _ = s.disconnect();
                     break;
                 }
-                frame = inbox.rx.recv() => {
-                    let Some(frame) = frame else { break };
-                    if !emit(&s, frame) {
+                msg = inbox.rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    if !emit(&s, msg) {
                         if s.connected() {
                             // The socket's own buffer is full: the same slow-consumer policy as /ws.
                             METRICS.slow_consumers.inc();
@@ -305,8 +302,8 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
                 }
                 pending = acks.recv() => {
                     let Some((ack, reply)) = pending else { break };
-                    while let Ok(frame) = inbox.rx.try_recv() {
-                        if !emit(&s, frame) {
+                    while let Ok(msg) = inbox.rx.try_recv() {
+                        if !emit(&s, msg) {
                             break;
                         }
                     }
@@ -316,8 +313,6 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
         }
     });
 }
-
-pub(crate) use crate::engine::Answer;
 
 /// Socket plumbing shared by the namespaces, created in the CONNECT middleware.
 pub(crate) struct Wiring {
@@ -343,6 +338,10 @@ pub(crate) fn wire(s: &SocketRef, queue: usize, max_event_bytes: usize) -> Wirin
     s.extensions.insert(Queue(job_tx, max_event_bytes));
     s.extensions.insert(PumpParts(Arc::new(std::sync::Mutex::new(Some((inbox, ack_rx))))));
     s.on_fallback(async |_: InOrder| {});
+    // Closing the request queue ends the request task, which detaches the connection.
+    s.on_disconnect(async |s: SocketRef| {
+        s.extensions.remove::<Queue>();
+    });
     Wiring { outbox, jobs: job_rx, acks: ack_tx }
 }
 
@@ -354,24 +353,31 @@ pub(crate) fn start_pump(s: SocketRef, hook: Option<AckHook>) {
     }
 }
 
+/// How a namespace routes one event: to the engine, or answered by the edge itself.
+pub(crate) enum Route {
+    Engine(EdgeRequest),
+    Answer(Result<ReplyData, ErrorBody>),
+}
+
 /// Handles one connection's events in arrival order (like the `/ws` reader loop): the rate
-/// limit, the namespace's `handle`, then the ack (or an `error` event when no ack was asked).
-pub(crate) async fn serve_jobs<H>(mut w: Wiring, events_per_sec: u32, mut handle: H)
+/// limit, the namespace's `route`, the engine, then the ack (or an `error` event when no ack was
+/// asked). Detaches the connection when the socket goes.
+pub(crate) async fn serve_jobs<R>(mut w: Wiring, att: Attachment, events_per_sec: u32, route: R)
 where
-    H: FnMut(String, serde_json::Value, Millis) -> futures_util::future::BoxFuture<'static, Answer>,
+    R: Fn(&Attachment, &str, serde_json::Value) -> Route,
 {
-    let per_sec = std::num::NonZeroU32::new(events_per_sec.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-    let burst = std::num::NonZeroU32::new(events_per_sec.saturating_mul(2).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-    let limiter = governor::RateLimiter::direct(governor::Quota::per_second(per_sec).allow_burst(burst));
+    let limiter = ConnLimiter::new(events_per_sec);
     while let Some(job) = w.jobs.recv().await {
         METRICS.frames_in.inc();
-        let answer = if limiter.check().is_err() {
-            Answer::Now(Err(ErrorBody::new(
-                ErrorCode::RateLimited,
-                format!("more than {events_per_sec} events per second"),
-            )))
-        } else {
-            handle(job.event, job.data, job.received_at).await
+        let answer = match limiter.check() {
+            Err(mut e) => {
+                e.message = format!("more than {events_per_sec} events per second");
+                Answer::Now(Err(e))
+            }
+            Ok(()) => match route(&att, &job.event, job.data) {
+                Route::Answer(a) => Answer::Now(a),
+                Route::Engine(req) => Box::pin(att.handle(req, job.received_at)).await,
+            },
         };
         match answer {
             Answer::Now(result) => {
@@ -388,6 +394,7 @@ where
             }
         }
     }
+    att.detach().await;
 }
 
 async fn send_reply(
@@ -395,19 +402,42 @@ async fn send_reply(
     outbox: &Outbox,
     ack: AckSender,
     wants_ack: bool,
-    result: Result<serde_json::Value, ErrorBody>,
+    result: Result<ReplyData, ErrorBody>,
 ) -> bool {
     let reply = match result {
-        Ok(data) => ok_reply(data),
+        Ok(data) => AckReply::ok(data),
         Err(e) => {
             METRICS.errors.with_label_values(&[e.code.as_str()]).inc();
             if !wants_ack {
                 // No callback to reject: tell the client the way `/ws` does.
-                outbox.push(Frame::text(unisono_core::protocol::Push::Error(e).to_json()));
+                if let Ok(msg) = Outgoing::push(&Push::Error(e)) {
+                    outbox.push(msg);
+                }
                 return true;
             }
-            error_reply(&e)
+            AckReply::err(e)
         }
     };
     !wants_ack || acks.send((ack, reply)).await.is_ok()
+}
+
+/// A device's ack of `player:command`, `{status, result?, error?}` (socket.io-client passes ack
+/// arguments as an array), for the command `sent`.
+pub(crate) fn command_ack(sent: &RawValue, reply: serde_json::Value) -> Option<CommandResponse> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Sent {
+        command_id: String,
+    }
+    let Sent { command_id } = serde_json::from_str(sent.get()).ok()?;
+    let reply = match reply {
+        serde_json::Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
+        other => other,
+    };
+    Some(CommandResponse {
+        command_id,
+        status: reply.get("status").and_then(serde_json::Value::as_str).unwrap_or("success").to_owned(),
+        result: reply.get("result").cloned(),
+        error: reply.get("error").cloned(),
+    })
 }

@@ -6,20 +6,35 @@
 
 use serde_json::Value;
 use sqlx::Row;
-use unisono_core::Millis;
+use unisono_core::{Millis, device::DeviceRecord};
 
-use super::{Committed, Store, StoreError, Write};
+use super::{Committed, Store, StoreError, Write, encode};
 
-/// A device row as stored.
+/// A device row as the writer binds it: the record of one tenant's device, its JSON columns
+/// already encoded.
 #[derive(Debug, Clone)]
-pub struct DeviceRow {
+pub(crate) struct DeviceRow {
     pub tenant: String,
     pub device_id: String,
-    pub name: String,
-    pub info: Value,
-    pub state: Value,
+    name: String,
+    info: String,
+    state: String,
     pub rev: u64,
-    pub last_seen: Millis,
+    last_seen: Millis,
+}
+
+impl DeviceRow {
+    fn new(tenant: &str, d: &DeviceRecord) -> Result<DeviceRow, StoreError> {
+        Ok(DeviceRow {
+            tenant: tenant.to_owned(),
+            device_id: d.device_id.clone(),
+            name: d.name.clone(),
+            info: encode("device info", &d.info)?,
+            state: encode("a device state", &d.state)?,
+            rev: d.rev,
+            last_seen: d.last_seen,
+        })
+    }
 }
 
 /// One history entry.
@@ -69,8 +84,8 @@ fn bind_row(sql: &'static str, d: &DeviceRow) -> Query {
         .bind(d.tenant.clone())
         .bind(d.device_id.clone())
         .bind(d.name.clone())
-        .bind(json_text(&d.info))
-        .bind(json_text(&d.state))
+        .bind(d.info.clone())
+        .bind(d.state.clone())
         .bind(d.rev as i64)
         .bind(d.last_seen)
 }
@@ -82,7 +97,7 @@ pub(super) fn insert_history(d: &DeviceRow) -> Query {
         .bind(d.device_id.clone())
         .bind(d.rev as i64)
         .bind(d.last_seen)
-        .bind(json_text(&d.state))
+        .bind(d.state.clone())
 }
 
 /// Drops `d`'s history beyond `keep` entries or older than `max_age_ms`.
@@ -94,20 +109,16 @@ pub(super) fn trim_history(d: &DeviceRow, keep: usize, max_age_ms: f64) -> Query
         .bind(d.last_seen - max_age_ms)
 }
 
-fn json_text(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+/// Reads a stored JSON column; a value that does not parse is a corrupt row, not `null`.
+fn decode(what: &str, id: &str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt { code: id.to_owned(), reason: format!("{what}: {e}") })
 }
 
 impl Store {
-    /// Writes a device's registry fields (register, presence changes; a new device's row is
-    /// created with the state and rev given); returns once committed.
-    pub async fn save_device(&self, d: &DeviceRow) -> Result<(), StoreError> {
-        self.submit(Write::DeviceInfo { row: d.clone() }).await?.wait().await
-    }
-
-    /// Queues a registry write (see [`Store::save_device`]) without waiting for it.
-    pub async fn submit_device_info(&self, d: &DeviceRow) -> Result<Committed, StoreError> {
-        self.submit(Write::DeviceInfo { row: d.clone() }).await
+    /// Queues a write of a device's registry fields (register, presence changes; a new device's
+    /// row is created with the state and rev given). Await the returned [`Committed`].
+    pub async fn submit_device_info(&self, tenant: &str, d: &DeviceRecord) -> Result<Committed, StoreError> {
+        self.submit(Write::DeviceInfo { row: DeviceRow::new(tenant, d)? }).await
     }
 
     /// Queues a new state with its history entry (history beyond `keep` entries or older than
@@ -115,15 +126,16 @@ impl Store {
     /// order; await the returned [`Committed`] before acknowledging.
     pub async fn submit_device_state(
         &self,
-        d: &DeviceRow,
+        tenant: &str,
+        d: &DeviceRecord,
         keep: usize,
         max_age_ms: f64,
     ) -> Result<Committed, StoreError> {
-        self.submit(Write::DeviceState { row: d.clone(), keep, max_age_ms }).await
+        self.submit(Write::DeviceState { row: DeviceRow::new(tenant, d)?, keep, max_age_ms }).await
     }
 
-    /// Every device of every tenant (start-up).
-    pub async fn load_devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+    /// Every device of every tenant, as (tenant, record) (start-up).
+    pub async fn load_devices(&self) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
         let rows = sqlx::query("SELECT tenant, device_id, name, info, state, rev, last_seen FROM devices")
             .fetch_all(self.pool())
             .await?;
@@ -132,15 +144,16 @@ impl Store {
                 let info: String = r.try_get("info")?;
                 let state: String = r.try_get("state")?;
                 let rev: i64 = r.try_get("rev")?;
-                Ok(DeviceRow {
-                    tenant: r.try_get("tenant")?,
-                    device_id: r.try_get("device_id")?,
+                let device_id: String = r.try_get("device_id")?;
+                let record = DeviceRecord {
+                    info: decode("info", &device_id, &info)?,
+                    state: decode("state", &device_id, &state)?,
                     name: r.try_get("name")?,
-                    info: serde_json::from_str(&info).unwrap_or(Value::Null),
-                    state: serde_json::from_str(&state).unwrap_or(Value::Null),
                     rev: rev.max(0) as u64,
                     last_seen: r.try_get("last_seen")?,
-                })
+                    device_id,
+                };
+                Ok((r.try_get("tenant")?, record))
             })
             .collect()
     }
@@ -168,7 +181,7 @@ impl Store {
                 Ok(HistoryEntry {
                     rev: rev.max(0) as u64,
                     at: r.try_get("at")?,
-                    state: serde_json::from_str(&state).unwrap_or(Value::Null),
+                    state: decode("history state", device_id, &state)?,
                 })
             })
             .collect()
@@ -212,7 +225,9 @@ impl Store {
             at: r.try_get("at")?,
             mime: r.try_get("mime")?,
             bytes: bytes.max(0) as u64,
-            gzip: base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default(),
+            gzip: base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| StoreError::Corrupt { code: device_id.to_owned(), reason: format!("snapshot: {e}") })?,
         }))
     }
 }

@@ -6,20 +6,31 @@
 //! single transaction (group commit), after a short window (`--commit-delay-ms`, default 2 ms)
 //! that lets concurrent changes share one commit and one fsync: in the 2,000-room benchmark it
 //! halved the server's CPU per change for +5 ms p99.
+//!
+//! Rooms are owned (`owner`, `epoch`: the ownership record, `migrations/0003_room_owner.sql`).
+//! A code is taken by a plain insert, so two nodes can never create the same room; a write
+//! carries the [`Lease`] it was made under and is refused ([`StoreError::Fenced`]) when the
+//! row's owner or epoch has moved on. A node restores the rooms it owns ([`Store::claim_rooms`]).
 
 mod devices;
 mod postgres;
 mod sqlite;
 
-pub use devices::{DeviceRow, HistoryEntry, Snapshot};
+pub(crate) use devices::DeviceRow;
+pub use devices::{HistoryEntry, Snapshot};
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use sqlx::{AnyPool, Row, any::AnyRow};
 use tokio::sync::{mpsc, oneshot};
 use unisono_core::{
     Millis, PlaybackClock,
-    room::{QueueItem, RoomRecord, RoomSettings},
+    protocol::{QueueItem, RoomSettings},
+    room::RoomRecord,
     song::Song,
 };
 
@@ -30,12 +41,41 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("stored room {code} is corrupt: {reason}")]
+    #[error("stored row {code} is corrupt: {reason}")]
     Corrupt { code: String, reason: String },
     #[error("the store is shut down")]
     Closed,
     #[error("unsupported database URL {0:?} (use sqlite:PATH or postgres://…)")]
     UnsupportedUrl(String),
+    /// The batch this write was committed with failed (every write in it failed).
+    #[error("database error: {0}")]
+    Batch(Arc<sqlx::Error>),
+    /// The room is owned by another node, or under a newer epoch: this write was refused.
+    #[error("room {code} is no longer owned by this node under epoch {epoch}")]
+    Fenced { code: String, epoch: u64 },
+    /// A room code is already taken (creation retries with another code).
+    #[error("room code {0} is taken")]
+    CodeTaken(String),
+    /// A value could not be serialized for storage (a bug; nothing was written).
+    #[error("encoding {what} for storage: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The right to write a room: its owner node and the epoch it holds ([`Store::create_room`],
+/// [`Store::claim_rooms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: Arc<str>,
+    pub epoch: u64,
+}
+
+/// JSON text of a value about to be stored.
+pub(crate) fn encode(what: &'static str, v: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|source| StoreError::Encode { what, source })
 }
 
 /// Most records written in one transaction.
@@ -45,10 +85,7 @@ const SMALL_BATCH: usize = 16;
 
 /// One durable write, committed by the writer task together with whatever else is waiting.
 pub(crate) enum Write {
-    Room {
-        record: RoomRecord,
-        now: Millis,
-    },
+    Room(Box<RoomRow>),
     /// A device's registry fields (name, info, last seen); never its state or rev, which only
     /// state writes change, so a presence write queued after a state cannot undo it.
     DeviceInfo {
@@ -63,21 +100,50 @@ pub(crate) enum Write {
     },
 }
 
+/// A room as the writer binds it: its record, the lease it was written under, and its JSON
+/// columns already encoded (so an encoding failure is the submitter's error, never a silently
+/// empty column).
+pub(crate) struct RoomRow {
+    record: RoomRecord,
+    lease: Lease,
+    now: Millis,
+    song: Option<String>,
+    queue: String,
+    settings: String,
+}
+
+impl RoomRow {
+    fn new(record: RoomRecord, lease: Lease, now: Millis) -> Result<RoomRow, StoreError> {
+        Ok(RoomRow {
+            song: record.clock.song.as_ref().map(|s| encode("a song", s)).transpose()?,
+            queue: encode("a queue", &record.queue)?,
+            settings: encode("room settings", &record.settings)?,
+            record,
+            lease,
+            now,
+        })
+    }
+}
+
 struct WriteJob {
     write: Write,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 /// A submitted write; [`Committed::wait`] resolves once it is committed.
-pub struct Committed(oneshot::Receiver<Result<(), String>>);
+pub struct Committed(oneshot::Receiver<Result<(), StoreError>>);
 
 impl Committed {
     pub async fn wait(self) -> Result<(), StoreError> {
-        match self.0.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(StoreError::Db(sqlx::Error::Protocol(msg))),
-            Err(_) => Err(StoreError::Closed),
-        }
+        self.await
+    }
+}
+
+/// Awaiting a `Committed` (also through `&mut`, it is `Unpin`) waits for its commit.
+impl std::future::Future for Committed {
+    type Output = Result<(), StoreError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed)))
     }
 }
 
@@ -127,21 +193,53 @@ impl Store {
         Ok(Committed(wait))
     }
 
-    /// Durably writes a room; returns once it is committed.
-    pub async fn save(&self, record: RoomRecord, now: Millis) -> Result<(), StoreError> {
-        self.submit(Write::Room { record, now }).await?.wait().await
+    /// Durably writes a room under `lease`; returns once it is committed. A stale lease gets
+    /// [`StoreError::Fenced`] and writes nothing.
+    pub async fn save(&self, record: RoomRecord, lease: &Lease, now: Millis) -> Result<(), StoreError> {
+        let row = RoomRow::new(record, lease.clone(), now)?;
+        self.submit(Write::Room(Box::new(row))).await?.wait().await
     }
 
-    /// All rooms whose state is `open`.
-    pub async fn load_open_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
-        let rows = sqlx::query(
-            // `is_playing` is read as an integer: the Any driver cannot decode SQLite's BOOLEAN.
-            "SELECT code, tenant, name, host, current_song, position_ms, anchor_time, \
-             CAST(CASE WHEN is_playing THEN 1 ELSE 0 END AS BIGINT) AS is_playing, rate, rev, \
-             state, queue, next_item, settings, created_at FROM rooms WHERE state = 'open'",
+    /// Takes a new room's code by inserting its row, owned by `owner` under epoch 1: a code
+    /// already in the table (open or closed, any node's) is [`StoreError::CodeTaken`].
+    pub async fn create_room(&self, record: &RoomRecord, owner: &Arc<str>, now: Millis) -> Result<Lease, StoreError> {
+        let lease = Lease { owner: owner.clone(), epoch: 1 };
+        let row = RoomRow::new(record.clone(), lease.clone(), now)?;
+        let sql = insert_room_sql(self.backend == "postgres");
+        match bind_room(sqlx::query(sql), &row).execute(&self.pool).await {
+            Ok(_) => Ok(lease),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::CodeTaken(record.code.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The open rooms `owner` restores at start: those it owns and those nobody owns (stored
+    /// before ownership existed), claimed under a new epoch each, so that no earlier writer of
+    /// them (a previous run of this node) can write them again.
+    pub async fn claim_rooms(&self, owner: &Arc<str>) -> Result<Vec<(RoomRecord, Lease)>, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE rooms SET owner = $1, epoch = epoch + 1 WHERE state = 'open' AND (owner = $2 OR owner IS NULL)",
         )
-        .fetch_all(&self.pool)
+        .bind(owner.to_string())
+        .bind(owner.to_string())
+        .execute(&self.pool)
         .await?;
+        let rows = sqlx::query(&format!("{SELECT_ROOM} WHERE state = 'open' AND owner = $1"))
+            .bind(owner.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        tracing::debug!(claimed = claimed.rows_affected(), "rooms claimed");
+        rows.iter()
+            .map(|r| {
+                let epoch: i64 = r.try_get("epoch")?;
+                Ok((record_from_row(r)?, Lease { owner: owner.clone(), epoch: epoch.max(0) as u64 }))
+            })
+            .collect()
+    }
+
+    /// Every open room, whoever owns it (tests and tools).
+    pub async fn load_open_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
+        let rows = sqlx::query(&format!("{SELECT_ROOM} WHERE state = 'open'")).fetch_all(&self.pool).await?;
         rows.iter().map(record_from_row).collect()
     }
 
@@ -167,34 +265,67 @@ impl Store {
     }
 }
 
-/// Columns of a room row, in bind order.
-const ROOM_COLUMNS: usize = 17;
+/// A room row's columns as [`record_from_row`] reads them. `is_playing` is read as an integer:
+/// the Any driver cannot decode SQLite's BOOLEAN.
+const SELECT_ROOM: &str = "SELECT code, tenant, name, host, current_song, position_ms, anchor_time, \
+    CAST(CASE WHEN is_playing THEN 1 ELSE 0 END AS BIGINT) AS is_playing, rate, rev, \
+    state, queue, next_item, settings, created_at, epoch FROM rooms";
 
-/// `INSERT … VALUES (…), (…) … ON CONFLICT (code) DO UPDATE …` for `rows` rooms: one statement
-/// writes a whole batch's rooms (each room once), so a commit costs one round trip to the
-/// database whatever the batch size.
+/// Columns of a room row, in bind order.
+const ROOM_COLUMNS: usize = 19;
+
+const ROOM_INSERT_HEAD: &str = "INSERT INTO rooms (code, name, host, current_song_id, current_song, position_ms, \
+    anchor_time, is_playing, rate, rev, state, queue, next_item, settings, created_at, updated_at, tenant, owner, \
+    epoch) VALUES ";
+
+/// One row's placeholders, `($1, …)` or `(?, …)`, starting after `first` parameters.
+fn placeholders(sql: &mut String, first: usize, numbered: bool) {
+    sql.push('(');
+    for c in 0..ROOM_COLUMNS {
+        if c > 0 {
+            sql.push_str(", ");
+        }
+        if numbered {
+            sql.push_str(&format!("${}", first + c + 1));
+        } else {
+            sql.push('?');
+        }
+    }
+    sql.push(')');
+}
+
+/// A plain insert of one room (creation: a taken code is a unique violation).
+fn insert_room_sql(numbered: bool) -> &'static str {
+    use std::sync::OnceLock;
+    static NUMBERED: OnceLock<String> = OnceLock::new();
+    static ANONYMOUS: OnceLock<String> = OnceLock::new();
+    let cell = if numbered { &NUMBERED } else { &ANONYMOUS };
+    cell.get_or_init(|| {
+        let mut sql = String::from(ROOM_INSERT_HEAD);
+        placeholders(&mut sql, 0, numbered);
+        sql
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// `INSERT … VALUES (…), (…) … ON CONFLICT (code) DO UPDATE … WHERE owner and epoch match …
+/// RETURNING code` for `rows` rooms: one statement writes a whole batch's rooms (each room once),
+/// so a commit costs one round trip to the database whatever the batch size. A room whose row
+/// has another owner or epoch is left as it is and not returned: that write is fenced.
 ///
 /// Parameters are `$1, $2, …` for PostgreSQL and anonymous `?` for SQLite: sqlx binds a named
 /// SQLite parameter by asking SQLite its name, a linear search, which made binding a 64-room
 /// statement quadratic (21 % of server CPU in the unpaced `rooms` benchmark).
 fn upsert_rooms_sql(rows: usize, numbered: bool) -> String {
-    let mut sql = String::from(
-        "INSERT INTO rooms (code, name, host, current_song_id, current_song, position_ms, \
-         anchor_time, is_playing, rate, rev, state, queue, next_item, settings, created_at, updated_at, tenant) VALUES ",
-    );
+    let mut sql = String::from(ROOM_INSERT_HEAD);
     for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..ROOM_COLUMNS {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            if numbered {
-                sql.push_str(&format!("${}", r * ROOM_COLUMNS + c + 1));
-            } else {
-                sql.push('?');
-            }
+        if r > 0 {
+            sql.push_str(", ");
         }
-        sql.push(')');
+        placeholders(&mut sql, r * ROOM_COLUMNS, numbered);
     }
     sql.push_str(
         " ON CONFLICT (code) DO UPDATE SET name = excluded.name, tenant = excluded.tenant, host = excluded.host, \
@@ -202,7 +333,8 @@ fn upsert_rooms_sql(rows: usize, numbered: bool) -> String {
          position_ms = excluded.position_ms, anchor_time = excluded.anchor_time, \
          is_playing = excluded.is_playing, rate = excluded.rate, rev = excluded.rev, \
          state = excluded.state, queue = excluded.queue, next_item = excluded.next_item, \
-         settings = excluded.settings, created_at = excluded.created_at, updated_at = excluded.updated_at",
+         settings = excluded.settings, created_at = excluded.created_at, updated_at = excluded.updated_at \
+         WHERE rooms.owner = excluded.owner AND rooms.epoch = excluded.epoch RETURNING code",
     );
     sql
 }
@@ -225,19 +357,25 @@ fn upsert_rooms_text(backend: &str, rows: usize) -> &'static str {
 /// `keep + TRIM_EVERY - 1` entries), which keeps the common write to two statements.
 const TRIM_EVERY: u64 = 8;
 
-async fn write_batch(conn: &mut sqlx::AnyConnection, backend: &str, jobs: &[WriteJob]) -> Result<(), sqlx::Error> {
+/// Writes one batch in one commit; returns the codes of the rooms written (a room missing from
+/// it was fenced: its row has another owner or epoch).
+async fn write_batch(
+    conn: &mut sqlx::AnyConnection,
+    backend: &str,
+    jobs: &[WriteJob],
+) -> Result<HashSet<String>, sqlx::Error> {
     // Only the last write of a room or device in a batch needs its row written (each carries
     // the whole row); every device state still gets its own history entry.
-    let mut rooms: Vec<(&RoomRecord, Millis)> = Vec::new();
+    let mut rooms: Vec<&RoomRow> = Vec::new();
     let mut room_at: HashMap<&str, usize> = HashMap::new();
     let mut last_device: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
         match &job.write {
-            Write::Room { record, now } => match room_at.get(record.code.as_str()) {
-                Some(&k) => rooms[k] = (record, *now),
+            Write::Room(row) => match room_at.get(row.record.code.as_str()) {
+                Some(&k) => rooms[k] = row,
                 None => {
-                    room_at.insert(&record.code, rooms.len());
-                    rooms.push((record, *now));
+                    room_at.insert(&row.record.code, rooms.len());
+                    rooms.push(row);
                 }
             },
             Write::DeviceState { row, .. } => {
@@ -246,19 +384,25 @@ async fn write_batch(conn: &mut sqlx::AnyConnection, backend: &str, jobs: &[Writ
             Write::DeviceInfo { .. } => {}
         }
     }
-    let only_rooms = jobs.iter().all(|j| matches!(j.write, Write::Room { .. }));
+    let mut written = HashSet::with_capacity(rooms.len());
+    let only_rooms = jobs.iter().all(|j| matches!(j.write, Write::Room(_)));
     // A single statement is atomic by itself: the common batch (room changes only, up to
     // `ROOMS_PER_STATEMENT` rooms) needs no BEGIN/COMMIT round trips.
     if only_rooms && rooms.len() <= ROOMS_PER_STATEMENT {
-        return upsert_rooms(backend, &rooms).execute(&mut *conn).await.map(|_| ());
+        for r in upsert_rooms(backend, &rooms).fetch_all(&mut *conn).await? {
+            written.insert(r.try_get::<String, _>("code")?);
+        }
+        return Ok(written);
     }
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
-        upsert_rooms(backend, chunk).execute(&mut *tx).await?;
+        for r in upsert_rooms(backend, chunk).fetch_all(&mut *tx).await? {
+            written.insert(r.try_get::<String, _>("code")?);
+        }
     }
     for (i, job) in jobs.iter().enumerate() {
         match &job.write {
-            Write::Room { .. } => {}
+            Write::Room(_) => {}
             Write::DeviceInfo { row } => {
                 devices::upsert_info(row).execute(&mut *tx).await?;
             }
@@ -273,37 +417,44 @@ async fn write_batch(conn: &mut sqlx::AnyConnection, backend: &str, jobs: &[Writ
             }
         }
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(written)
 }
 
 /// A statement with its arguments bound, ready to run on the pool or in a transaction.
 type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>;
 
 /// One statement writing `rooms` (at most `ROOMS_PER_STATEMENT`, each code once).
-fn upsert_rooms(backend: &str, rooms: &[(&RoomRecord, Millis)]) -> Query {
+fn upsert_rooms(backend: &str, rooms: &[&RoomRow]) -> Query {
     let mut q = sqlx::query(upsert_rooms_text(backend, rooms.len()));
-    for (r, now) in rooms {
-        let song_json = r.clock.song.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default());
-        q = q
-            .bind(r.code.clone())
-            .bind(r.name.clone())
-            .bind(r.host.clone())
-            .bind(r.clock.song.as_ref().map(|s| s.id.clone()))
-            .bind(song_json)
-            .bind(r.clock.position_ms)
-            .bind(r.clock.server_time)
-            .bind(r.clock.is_playing)
-            .bind(r.clock.rate)
-            .bind(r.clock.rev as i64)
-            .bind(if r.closed { "closed" } else { "open" })
-            .bind(serde_json::to_string(&r.queue).unwrap_or_else(|_| "[]".into()))
-            .bind(r.next_item as i64)
-            .bind(serde_json::to_string(&r.settings).unwrap_or_else(|_| "{}".into()))
-            .bind(r.created_at)
-            .bind(*now)
-            .bind(r.tenant.clone());
+    for r in rooms {
+        q = bind_room(q, r);
     }
     q
+}
+
+/// Binds one room row's columns, in [`ROOM_INSERT_HEAD`]'s order.
+fn bind_room(q: Query, row: &RoomRow) -> Query {
+    let r = &row.record;
+    q.bind(r.code.clone())
+        .bind(r.name.clone())
+        .bind(r.host.clone())
+        .bind(r.clock.song.as_ref().map(|s| s.id.clone()))
+        .bind(row.song.clone())
+        .bind(r.clock.position_ms)
+        .bind(r.clock.server_time)
+        .bind(r.clock.is_playing)
+        .bind(r.clock.rate)
+        .bind(r.clock.rev as i64)
+        .bind(if r.closed { "closed" } else { "open" })
+        .bind(row.queue.clone())
+        .bind(r.next_item as i64)
+        .bind(row.settings.clone())
+        .bind(r.created_at)
+        .bind(row.now)
+        .bind(r.tenant.clone())
+        .bind(row.lease.owner.to_string())
+        .bind(row.lease.epoch as i64)
 }
 
 async fn writer_loop(
@@ -359,8 +510,16 @@ async fn writer_loop(
         if let Err(e) = &result {
             tracing::error!(error = %e, writes = batch.len(), "store write failed");
         }
+        let result = result.map_err(Arc::new);
         for job in batch.drain(..) {
-            let _ = job.done.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let outcome = match (&result, &job.write) {
+                (Err(e), _) => Err(StoreError::Batch(e.clone())),
+                (Ok(written), Write::Room(row)) if !written.contains(&row.record.code) => {
+                    Err(StoreError::Fenced { code: row.record.code.clone(), epoch: row.lease.epoch })
+                }
+                (Ok(_), _) => Ok(()),
+            };
+            let _ = job.done.send(outcome);
         }
     }
 }
@@ -404,7 +563,7 @@ fn record_from_row(row: &AnyRow) -> Result<RoomRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use unisono_core::{Room, room::RoomLimits};
+    use unisono_core::{Room, protocol::RoomSettings, room::RoomLimits};
 
     fn record(code: &str, rev: u64) -> RoomRecord {
         let mut r = Room::new(code.into(), "r", RoomSettings::default(), RoomLimits::default(), 1_000.0).record();
@@ -412,16 +571,23 @@ mod tests {
         r
     }
 
+    fn node(name: &str) -> Arc<str> {
+        name.into()
+    }
+
     /// 150 rooms written twice each, all submitted before any commit: the batches hold more
     /// rooms than one statement takes (a transaction of several statements) and the same room
     /// twice (only its last write counts); what is read back is each room's last write.
-    async fn many_rooms_in_one_batch(url: &str) {
-        let store = Store::open(url, Duration::from_millis(20)).await.expect("open");
+    async fn many_rooms_in_one_batch(store: &Store) {
+        let mut leases = Vec::new();
+        for i in 0..150 {
+            leases.push(store.create_room(&record(&format!("R{i:03}"), 0), &node("a"), 1_000.0).await.expect("create"));
+        }
         let mut pending = Vec::new();
         for rev in [1, 2] {
-            for i in 0..150 {
-                let w = Write::Room { record: record(&format!("R{i:03}"), rev), now: 2_000.0 };
-                pending.push(store.submit(w).await.expect("submit"));
+            for (i, lease) in leases.iter().enumerate() {
+                let row = RoomRow::new(record(&format!("R{i:03}"), rev), lease.clone(), 2_000.0).expect("encode");
+                pending.push(store.submit(Write::Room(Box::new(row))).await.expect("submit"));
             }
         }
         for p in pending {
@@ -435,35 +601,76 @@ mod tests {
             assert_eq!(r.clock.rev, 2, "{} holds its last write", r.code);
         }
         // A batch of one room: the single-statement path.
-        store.save(record("R000", 3), 3_000.0).await.expect("save");
+        store.save(record("R000", 3), &leases[0], 3_000.0).await.expect("save");
         let rooms = store.load_open_rooms().await.expect("load");
         assert_eq!(rooms.iter().find(|r| r.code == "R000").map(|r| r.clock.rev), Some(3));
     }
 
+    /// Codes are unique by insert; a node claims its own and unowned rooms under a new epoch;
+    /// a write under a stale lease is refused and changes nothing, while the batch's other
+    /// rooms are written.
+    async fn ownership_and_fencing(store: &Store) {
+        let a = store.create_room(&record("OWN001", 0), &node("a"), 1.0).await.expect("create");
+        assert_eq!(a.epoch, 1);
+        let taken = store.create_room(&record("OWN001", 0), &node("b"), 2.0).await;
+        assert!(matches!(&taken, Err(StoreError::CodeTaken(c)) if c == "OWN001"), "{taken:?}");
+        let b_room = store.create_room(&record("OWN002", 0), &node("b"), 2.0).await.expect("create");
+        // Node a restarts: it claims its room (epoch 2), not b's.
+        let claimed = store.claim_rooms(&node("a")).await.expect("claim");
+        let mine: Vec<(&str, u64)> = claimed.iter().map(|(r, l)| (r.code.as_str(), l.epoch)).collect();
+        assert_eq!(mine, [("OWN001", 2)]);
+        // The old lease (epoch 1) is fenced, together with another room written in the same batch.
+        let stale =
+            store.submit(Write::Room(Box::new(RoomRow::new(record("OWN001", 9), a.clone(), 3.0).expect("row"))));
+        let other =
+            store.submit(Write::Room(Box::new(RoomRow::new(record("OWN002", 5), b_room.clone(), 3.0).expect("row"))));
+        let (stale, other) = (stale.await.expect("submit"), other.await.expect("submit"));
+        assert!(matches!(stale.wait().await, Err(StoreError::Fenced { epoch: 1, .. })));
+        other.wait().await.expect("b's own room is written");
+        let rooms = store.load_open_rooms().await.expect("load");
+        let rev = |code: &str| rooms.iter().find(|r| r.code == code).map(|r| r.clock.rev);
+        assert_eq!((rev("OWN001"), rev("OWN002")), (Some(0), Some(5)));
+        // The new lease writes.
+        store.save(record("OWN001", 10), &claimed[0].1, 4.0).await.expect("new epoch writes");
+        // Another node never writes a room it does not own.
+        let foreign = Lease { owner: node("b"), epoch: 2 };
+        assert!(matches!(store.save(record("OWN001", 11), &foreign, 5.0).await, Err(StoreError::Fenced { .. })));
+    }
+
+    fn sqlite_url(tag: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("unisono-store-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite:{}", dir.join("db.sqlite").display());
+        (dir, url)
+    }
+
     #[tokio::test]
     async fn sqlite_writes_a_batch_of_many_rooms() {
-        let dir = std::env::temp_dir().join(format!("unisono-store-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        many_rooms_in_one_batch(&format!("sqlite:{}", dir.join("db.sqlite").display())).await;
+        let (dir, url) = sqlite_url("batch");
+        many_rooms_in_one_batch(&Store::open(&url, Duration::from_millis(20)).await.expect("open")).await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
+    async fn sqlite_owns_and_fences_rooms() {
+        let (dir, url) = sqlite_url("fence");
+        ownership_and_fencing(&Store::open(&url, Duration::from_millis(5)).await.expect("open")).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at 127.0.0.1:5432 (cargo xtask test runs it)"]
     async fn postgres_writes_a_batch_of_many_rooms() {
-        let admin = "postgres://postgres@127.0.0.1:5432/postgres";
-        let name = format!("unisono_store_{}", std::process::id());
-        let created = async {
-            let pool = sqlx::PgPool::connect(admin).await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&pool).await?;
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
-            Ok::<_, sqlx::Error>(())
-        }
-        .await;
-        if let Err(e) = created {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL is required under CI: {e}");
-            eprintln!("SKIPPED postgres_writes_a_batch_of_many_rooms: PostgreSQL at 127.0.0.1:5432 unavailable ({e})");
-            return;
-        }
-        many_rooms_in_one_batch(&format!("postgres://postgres@127.0.0.1:5432/{name}")).await;
+        let db = crate::testing::PgDatabase::create("store_batch").await;
+        many_rooms_in_one_batch(&Store::open(&db.url, Duration::from_millis(20)).await.expect("open")).await;
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at 127.0.0.1:5432 (cargo xtask test runs it)"]
+    async fn postgres_owns_and_fences_rooms() {
+        let db = crate::testing::PgDatabase::create("store_fence").await;
+        ownership_and_fencing(&Store::open(&db.url, Duration::from_millis(5)).await.expect("open")).await;
+        db.drop().await;
     }
 }

@@ -16,7 +16,6 @@ pub mod writer;
 
 use std::{
     net::IpAddr,
-    num::NonZeroU32,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -25,7 +24,6 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use governor::{Quota, RateLimiter};
 use hyper::{
     Request, StatusCode,
     header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE},
@@ -40,13 +38,14 @@ use tokio_tungstenite::{
         protocol::{Role, WebSocketConfig},
     },
 };
-use unisono_core::protocol::{ClientFrame, ErrorBody, ErrorCode, Push, Reply, Request as ClientRequest};
+use unisono_core::protocol::{ClientRequest, ErrorBody, ErrorCode, Push};
 use warp::{Reply as _, reply::Response};
 
 use crate::{
-    auth::{Principal, ROOM_ROLES, Role as AuthRole},
-    bus::{Frame, Outbox},
-    engine::{Answer, Engine, connections::Kind},
+    auth::{Principal, ROOM_ROLES},
+    bus::{Outbox, Outgoing},
+    edge::{ConnLimiter, bearer, query_param},
+    engine::{Answer, Attach, EdgeRequest, Engine, ReplyData, connections::Kind},
     metrics::METRICS,
     time::now_ms,
 };
@@ -72,16 +71,6 @@ const WRITE_BUFFER: usize = 256;
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.uri().path() == "/ws"
         && req.headers().get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
-pub(crate) fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-}
-
-/// The token of an `Authorization: Bearer …` header.
-pub(crate) fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
-    let v = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
-    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
 }
 
 /// Completes the RFC 6455 handshake for `/ws` and spawns the connection. The response is 101,
@@ -153,25 +142,47 @@ pub fn accept<B>(mut req: Request<B>, peer: Option<IpAddr>, engine: Engine, cfg:
 
 /// Close code for a message over the size limit (RFC 6455 "message too big").
 pub const CLOSE_TOO_BIG: u16 = 1009;
-fn error_frame(id: Option<u64>, e: ErrorBody) -> Frame {
+
+/// How long a closing connection waits for its writer to send the close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// `{"id": …, "ok": true, "data": …}`: the reply to a request with an `id`.
+#[derive(serde::Serialize)]
+struct ReplyOk<'a> {
+    id: u64,
+    ok: bool,
+    data: &'a serde_json::value::RawValue,
+}
+
+/// `{"id": …, "ok": false, "error": …}`.
+#[derive(serde::Serialize)]
+struct ReplyErr<'a> {
+    id: u64,
+    ok: bool,
+    error: &'a ErrorBody,
+}
+
+fn error_frame(id: Option<u64>, e: ErrorBody) -> Option<Outgoing> {
     METRICS.errors.with_label_values(&[e.code.as_str()]).inc();
-    let text = match id {
-        Some(id) => serde_json::to_string(&Reply::err(id, e)).unwrap_or_default(),
-        None => Push::Error(e).to_json(),
+    let encoded = match id {
+        Some(id) => serde_json::to_string(&ReplyErr { id, ok: false, error: &e }).map(Outgoing::ws_text),
+        None => Push::Error(e).to_json().map(Outgoing::ws_text),
     };
-    Frame::text(text)
+    encoded.map_err(|e| tracing::error!(error = %e, "an error reply did not serialize")).ok()
 }
 
 /// Answers a request: a reply when it has an `id`, an `error` push when it failed without one.
-fn reply(outbox: &Outbox, id: Option<u64>, result: Result<serde_json::Value, ErrorBody>) {
-    match (id, result) {
-        (Some(id), Ok(data)) => {
-            outbox.push(Frame::text(serde_json::to_string(&Reply::ok(id, data)).unwrap_or_default()));
-        }
-        (id, Err(e)) => {
-            outbox.push(error_frame(id, e));
-        }
-        (None, Ok(_)) => {}
+fn reply(outbox: &Outbox, id: Option<u64>, result: Result<ReplyData, ErrorBody>) {
+    let frame = match (id, result) {
+        (Some(id), Ok(data)) => serde_json::to_string(&ReplyOk { id, ok: true, data: &data })
+            .map(Outgoing::ws_text)
+            .map_err(|e| tracing::error!(error = %e, "a reply did not serialize"))
+            .ok(),
+        (id, Err(e)) => error_frame(id, e),
+        (None, Ok(_)) => None,
+    };
+    if let Some(f) = frame {
+        outbox.push(f);
     }
 }
 
@@ -186,24 +197,21 @@ async fn serve(
     engine: Engine,
     cfg: Arc<WsConfig>,
 ) {
-    METRICS.connections.inc();
     let outbox = Outbox::writer(w.clone());
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(writer::run(w.clone(), cfg.ping_interval, last_seen.clone(), started));
-    let tenant = principal.tenant.clone();
     // An admin token also speaks the device admin protocol here (docs/socketio.md §3).
-    let admin = (principal.role == AuthRole::Admin).then(|| {
-        let id = engine.devices().next_conn();
-        engine.devices().admin_attach(&tenant, id, outbox.clone());
-        id
-    });
-    let conn = Box::pin(engine.connect(resume.as_deref(), outbox.clone(), peer, principal)).await;
-    let registered = engine.connections().add(&conn.session, &tenant, Kind::Browser, outbox.clone(), None);
-
-    let per_sec = NonZeroU32::new(cfg.frames_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(cfg.frames_per_sec.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);
-    let limiter = RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst));
+    let att = Box::pin(engine.attach(Attach {
+        kind: Kind::Browser,
+        principal,
+        outbox: outbox.clone(),
+        peer,
+        resume: resume.as_deref(),
+        socket_id: None,
+    }))
+    .await;
+    let limiter = ConnLimiter::new(cfg.frames_per_sec);
 
     // A request is read only when a batch of replies fits in the queue (`Outbox::room_for`).
     let headroom = (cfg.session_queue / 4).max(1);
@@ -239,10 +247,8 @@ async fn serve(
             Message::Binary(_) => {
                 METRICS.frames_in.inc();
                 let _ = limiter.check();
-                outbox.push(error_frame(
-                    None,
-                    ErrorBody::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text"),
-                ));
+                let e = ErrorBody::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
+                reply(&outbox, None, Err(e));
                 continue;
             }
             Message::Text(t) => t.as_str(),
@@ -254,66 +260,39 @@ async fn serve(
             outbox.close(CLOSE_TOO_BIG, "message too big");
             break;
         }
-        match ClientRequest::parse_frame(text) {
-            Ok((id, req)) => {
-                if limiter.check().is_err() {
-                    outbox.push(error_frame(
-                        id,
-                        ErrorBody::new(
-                            ErrorCode::RateLimited,
-                            format!("more than {} frames per second", cfg.frames_per_sec),
-                        ),
-                    ));
-                    continue;
-                }
-                // Boxed: the request future is large and only lives during a request, while this
-                // task lives as long as the connection (idle connections must stay small).
-                w.cork();
-                let result = Box::pin(engine.handle(&conn.session, req, received_at)).await;
-                reply(&outbox, id, result);
-                w.uncork();
-            }
-            Err((id, e)) if e.code == ErrorCode::UnknownEvent => {
-                if limiter.check().is_err() {
-                    let msg = format!("more than {} frames per second", cfg.frames_per_sec);
-                    outbox.push(error_frame(id, ErrorBody::new(ErrorCode::RateLimited, msg)));
-                    continue;
-                }
-                match (admin, serde_json::from_str::<ClientFrame>(text)) {
-                    (Some(admin), Ok(f)) if crate::engine::admin::is_admin_event(&f.event) => {
-                        let devices = engine.devices();
-                        match crate::engine::admin::handle(devices, &tenant, admin, &outbox, &f.event, f.data) {
-                            Answer::Now(result) => reply(&outbox, f.id, result),
-                            Answer::Later(fut) => {
-                                let outbox = outbox.clone();
-                                tokio::spawn(async move { reply(&outbox, f.id, fut.await) });
-                            }
-                        }
-                    }
-                    (None, Ok(f)) if crate::engine::admin::is_admin_event(&f.event) => {
-                        let e = ErrorBody::new(ErrorCode::Forbidden, "device admin events need an admin token");
-                        outbox.push(error_frame(id, e));
-                    }
-                    _ => {
-                        outbox.push(error_frame(id, e));
-                    }
-                }
-            }
+        // Every frame counts against the rate, good or bad.
+        let limited = limiter.check();
+        let (id, req) = match ClientRequest::parse_frame(text) {
+            Ok(parsed) => parsed,
             Err((id, e)) => {
-                let _ = limiter.check();
-                outbox.push(error_frame(id, e));
+                reply(&outbox, id, Err(e));
+                continue;
+            }
+        };
+        if let Err(e) = limited {
+            reply(&outbox, id, Err(e));
+            continue;
+        }
+        let req = match req {
+            ClientRequest::Room(r) => EdgeRequest::Room(r),
+            ClientRequest::Admin(r) => EdgeRequest::Admin(r),
+        };
+        // Boxed: the request future is large and only lives during a request, while this task
+        // lives as long as the connection (idle connections must stay small). The connection is
+        // corked meanwhile, so the pushes its request causes leave with its reply.
+        w.cork();
+        match Box::pin(att.handle(req, received_at)).await {
+            Answer::Now(result) => reply(&outbox, id, result),
+            Answer::Later(fut) => {
+                let outbox = outbox.clone();
+                tokio::spawn(async move { reply(&outbox, id, fut.await) });
             }
         }
+        w.uncork();
     }
-    outbox.close(1000, "bye");
-    engine.connections().remove(&conn.session, registered);
-    if let Some(admin) = admin {
-        engine.devices().admin_detach(&tenant, admin);
-    }
-    Box::pin(engine.disconnect(&conn)).await;
+    Box::pin(att.detach()).await;
     if !writer_done {
         // The writer sends the close frame; wait for it so the peer sees the code.
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
     }
-    METRICS.connections.dec();
 }

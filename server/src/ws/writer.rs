@@ -8,7 +8,7 @@
 //! edges (`bus::outbox`).
 //!
 //! Frames are encoded by tungstenite (`Frame::format`), once per broadcast: server frames are
-//! not masked, so every member gets the same bytes ([`crate::bus::Frame::encoded`]). The read
+//! not masked, so every member gets the same bytes ([`crate::bus::Outgoing::encoded`]). The read
 //! side stays tungstenite's; what it writes itself (pongs, the close reply) comes through
 //! [`ReadSide`]'s `AsyncWrite` into the same ordered stream.
 
@@ -43,7 +43,7 @@ use tokio_tungstenite::tungstenite::{
 
 use crate::{
     bus::{
-        Frame,
+        Outgoing,
         outbox::{FrameWriter, drop_slow_consumer},
     },
     metrics::METRICS,
@@ -225,7 +225,7 @@ impl SocketWriter {
 }
 
 impl FrameWriter for SocketWriter {
-    fn push(&self, frame: &Frame) -> bool {
+    fn push(&self, frame: &Outgoing) -> bool {
         let bytes = frame.encoded(text_frame).clone();
         let mut st = self.state();
         if st.close.is_some() || st.broken || st.close_sent {
@@ -394,7 +394,7 @@ mod tests {
         let (w, mut client, _rd) = pair(1000).await;
         let body = "x".repeat(20_000);
         for i in 0..300 {
-            assert!(w.push(&Frame::text(format!("{i:04}{body}"))), "frame {i} refused");
+            assert!(w.push(&Outgoing::ws_text(format!("{i:04}{body}"))), "frame {i} refused");
         }
         assert!(w.waiting() > 0, "the test needs frames to wait for writability");
         for i in 0..300 {
@@ -410,12 +410,12 @@ mod tests {
         let (w, mut client, _rd) = pair(8).await;
         let big = "y".repeat(64 * 1024);
         let mut pushed = 0;
-        while w.push(&Frame::text(big.clone())) {
+        while w.push(&Outgoing::ws_text(big.clone())) {
             pushed += 1;
             assert!(pushed < 10_000, "the queue never filled");
             assert!(w.waiting() <= 8, "more frames wait than the capacity");
         }
-        assert!(!w.push(&Frame::text("after")), "a closing connection takes no more frames");
+        assert!(!w.push(&Outgoing::ws_text("after")), "a closing connection takes no more frames");
         // The client sees whole frames, then the close with the slow-consumer code.
         let mut texts = 0;
         let code = loop {
@@ -440,7 +440,7 @@ mod tests {
         // Fill the socket's buffers, then six frames wait: two of eight slots are free.
         let mut pushed = 0;
         while w.waiting() < 6 {
-            assert!(w.push(&Frame::text(big.clone())));
+            assert!(w.push(&Outgoing::ws_text(big.clone())));
             pushed += 1;
             assert!(pushed < 10_000, "the socket never filled");
         }
@@ -462,7 +462,7 @@ mod tests {
         let (w, mut client, _rd) = pair(16).await;
         w.cork();
         for t in ["push", "reply"] {
-            assert!(w.push(&Frame::text(t)));
+            assert!(w.push(&Outgoing::ws_text(t)));
         }
         assert_eq!(w.waiting(), 2, "corked frames wait");
         assert!(
@@ -479,7 +479,7 @@ mod tests {
     async fn a_broadcast_is_encoded_once_for_every_member() {
         let (a, mut ca, _ra) = pair(4).await;
         let (b, mut cb, _rb) = pair(4).await;
-        let frame = Frame::text("same");
+        let frame = Outgoing::ws_text("same");
         assert!(a.push(&frame) && b.push(&frame));
         let first = frame.encoded(|_| unreachable!("encoded by the first push")).clone();
         assert_eq!(first.as_ptr(), frame.encoded(|_| unreachable!()).as_ptr());

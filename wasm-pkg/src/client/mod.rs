@@ -388,16 +388,16 @@ impl Client {
             None => Err("invalid frame from server: not JSON text".to_owned()),
         };
         match decoded {
-            Ok(state::Frame::Reply(r)) => self.on_reply(generation, r, t3),
-            Ok(state::Frame::Push(p)) => self.on_push(generation, *p, t3),
-            Ok(state::Frame::Other(p)) => {
+            Ok(state::Incoming::Reply(r)) => self.on_reply(generation, r, t3),
+            Ok(state::Incoming::Push(p)) => self.on_push(generation, *p, t3),
+            Ok(state::Incoming::Other(p)) => {
                 self.emit(vec![ClientEvent::Push(RawPush { event: p.event, data: p.data.0 })]);
             }
             Err(e) => self.emit(vec![ClientEvent::Changed(Change::Error(ClientError::new("BAD_FRAME", e)))]),
         }
     }
 
-    fn on_reply(&self, generation: u32, r: state::Reply<Js>, t3: f64) {
+    fn on_reply(&self, generation: u32, r: state::IncomingReply<Js>, t3: f64) {
         let pending = take(&mut self.0.inner.borrow_mut().pending, r.id);
         match pending {
             Some(Pending::TimeSync { t0 }) => {

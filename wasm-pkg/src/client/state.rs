@@ -7,8 +7,7 @@ use crate::prelude::*;
 use serde::Serialize;
 use unisono_core::{
     estimator::{ClockOffsetEstimator, EstimatorConfig},
-    protocol::{ErrorBody, MemberInfo, PlaybackState, Push, RoomInfo, TimeSyncReply},
-    room::{QueueItem, RoomSettings},
+    protocol::{ErrorBody, MemberInfo, PlaybackState, Push, QueueItem, RoomInfo, RoomSettings, TimeSyncReply},
     tree::{Fields, FromTree, Object, ToTree, Tree, TreeError},
 };
 
@@ -80,7 +79,7 @@ pub enum Change {
 /// this client does not know yet still reaches the caller). `T` is the tree the frame was
 /// parsed into (a JavaScript value in the browser).
 #[derive(Debug)]
-pub struct Reply<T> {
+pub struct IncomingReply<T> {
     pub id: u64,
     pub ok: bool,
     pub data: Option<T>,
@@ -89,8 +88,8 @@ pub struct Reply<T> {
 
 /// A decoded server frame.
 #[derive(Debug)]
-pub enum Frame<T> {
-    Reply(Reply<T>),
+pub enum Incoming<T> {
+    Reply(IncomingReply<T>),
     Push(Box<Push>),
     /// A push the room protocol does not model (the device admin protocol's `device:online`,
     /// `state:updated`…, or a newer server's): passed on to listeners as it came.
@@ -143,12 +142,12 @@ impl core::error::Error for ClientError {}
 /// Decodes one server frame, parsed (`JSON.parse` in the browser): a reply has no `event`
 /// key, a push always has one; the payload of a reply or of an unmodelled push is left as it
 /// is.
-pub fn decode<T: Tree>(frame: &T) -> Result<Frame<T>, String> {
+pub fn decode<T: Tree>(frame: &T) -> Result<Incoming<T>, String> {
     let f = Fields::of(frame).map_err(|_| "invalid frame from server: not an object".to_owned())?;
     let Some(event) = frame.field("event") else {
         let id: Option<u64> = f.get(&"id").map_err(|e| malformed("reply", e))?;
         let id = id.ok_or("malformed reply: no id")?;
-        return Ok(Frame::Reply(Reply {
+        return Ok(Incoming::Reply(IncomingReply {
             id,
             ok: f.or(&"ok", false).map_err(|e| malformed("reply", e))?,
             data: frame.field("data"),
@@ -158,9 +157,9 @@ pub fn decode<T: Tree>(frame: &T) -> Result<Frame<T>, String> {
     let event = event.string().ok_or("invalid frame from server: `event` is not a string")?;
     let data = frame.field("data").unwrap_or_else(T::null);
     match Push::from_tree(&event, &data) {
-        Some(Ok(p)) => Ok(Frame::Push(Box::new(p))),
+        Some(Ok(p)) => Ok(Incoming::Push(Box::new(p))),
         Some(Err(e)) => Err(malformed(&event, e)),
-        None => Ok(Frame::Other(RawPush { event, data })),
+        None => Ok(Incoming::Other(RawPush { event, data })),
     }
 }
 
@@ -455,7 +454,7 @@ mod tests {
         serde_json::from_str(text).expect("test frames are JSON")
     }
 
-    fn decode(text: &str) -> Result<Frame<Value>, String> {
+    fn decode(text: &str) -> Result<Incoming<Value>, String> {
         super::decode(&parse(text))
     }
 
@@ -463,7 +462,7 @@ mod tests {
 
     fn push(text: &str) -> Push {
         match decode(text) {
-            Ok(Frame::Push(p)) => *p,
+            Ok(Incoming::Push(p)) => *p,
             other => panic!("not a push: {other:?}"),
         }
     }
@@ -538,7 +537,7 @@ mod tests {
     fn unmodelled_pushes_pass_through_and_replies_decode() {
         let other = decode(r#"{"event":"state:updated","data":{"deviceId":"k","rev":2,"baseRev":1,"patch":{}}}"#);
         match other {
-            Ok(Frame::Other(RawPush { event, data })) => {
+            Ok(Incoming::Other(RawPush { event, data })) => {
                 assert_eq!(event, "state:updated");
                 assert_eq!(data, parse(r#"{"deviceId":"k","rev":2,"baseRev":1,"patch":{}}"#));
             }
@@ -547,16 +546,16 @@ mod tests {
         assert!(decode(r#"{"event":7}"#).is_err());
         let r = decode(r#"{"id":7,"ok":false,"error":{"code":"NOT_HOST","message":"no"}}"#);
         assert!(
-            matches!(r, Ok(Frame::Reply(Reply { id: 7, ok: false, error: Some(ClientError { ref code, .. }), .. })) if code == "NOT_HOST")
+            matches!(r, Ok(Incoming::Reply(IncomingReply { id: 7, ok: false, error: Some(ClientError { ref code, .. }), .. })) if code == "NOT_HOST")
         );
         // A code this client does not know yet still reaches the caller.
         let r = decode(r#"{"id":8,"ok":false,"error":{"code":"SHINY_NEW","message":"later"}}"#);
         assert!(
-            matches!(r, Ok(Frame::Reply(Reply { error: Some(ClientError { ref code, .. }), .. })) if code == "SHINY_NEW")
+            matches!(r, Ok(Incoming::Reply(IncomingReply { error: Some(ClientError { ref code, .. }), .. })) if code == "SHINY_NEW")
         );
         let r = decode(r#"{"id":9,"ok":true,"data":{"code":"K7QX4M"}}"#);
         assert!(
-            matches!(r, Ok(Frame::Reply(Reply { id: 9, ok: true, data: Some(ref d), .. })) if *d == parse(r#"{"code":"K7QX4M"}"#))
+            matches!(r, Ok(Incoming::Reply(IncomingReply { id: 9, ok: true, data: Some(ref d), .. })) if *d == parse(r#"{"code":"K7QX4M"}"#))
         );
         assert!(decode(r#"{"event":"member-left","data":{"who":"A"}}"#).is_err(), "a malformed room push is an error");
     }

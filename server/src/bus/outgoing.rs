@@ -1,0 +1,139 @@
+//! [`Outgoing`]: one message for sessions, edge-neutral and serialized once.
+//!
+//! An event is its name and its data as JSON text ([`RawValue`]), serialized once by whoever
+//! published it and shared by every recipient (an `Arc`). Each edge derives its own bytes from
+//! those parts, at most once per message, however many sessions get it:
+//! - `/ws` writes `{"event": NAME, "data": DATA}`: the text is built on first use, and encoded
+//!   as a WebSocket frame once (server frames are unmasked, so every member gets the same bytes);
+//! - Socket.IO emits event NAME with DATA passed through as raw JSON (no parse per recipient;
+//!   socketioxide itself still encodes its packet per socket, see docs/ARCHITECTURE.md).
+//!
+//! The `/ws` edge also queues its replies (`{"id", "ok", …}`), which are not events: those are
+//! [`Outgoing::ws_text`] and never reach another edge.
+
+use std::{
+    borrow::Cow,
+    fmt,
+    sync::{Arc, OnceLock},
+};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use unisono_core::protocol::{DevicePush, Push};
+
+/// A message for sessions; cheap to clone.
+#[derive(Clone)]
+pub struct Outgoing(Arc<Inner>);
+
+struct Inner {
+    body: Body,
+    /// The `/ws` text, built on first use for events.
+    text: OnceLock<Utf8Bytes>,
+    /// The `/ws` WebSocket frame, encoded once.
+    encoded: OnceLock<Bytes>,
+}
+
+enum Body {
+    Event {
+        name: Cow<'static, str>,
+        data: Box<RawValue>,
+    },
+    /// A `/ws` frame that is not an event (a reply).
+    WsText,
+}
+
+/// A message could not be serialized. The types the engine sends always serialize; this is a
+/// bug, reported loudly by the caller rather than replaced by an empty frame.
+#[derive(Debug, thiserror::Error)]
+#[error("serializing {what}: {source}")]
+pub struct EncodeError {
+    pub what: &'static str,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl Outgoing {
+    /// Event `name` with `data` already serialized.
+    pub fn event(name: impl Into<Cow<'static, str>>, data: Box<RawValue>) -> Outgoing {
+        Outgoing::new(Body::Event { name: name.into(), data }, OnceLock::new())
+    }
+
+    /// Event `name` with `data` serialized now.
+    pub fn serialize(name: impl Into<Cow<'static, str>>, data: &impl Serialize) -> Result<Outgoing, EncodeError> {
+        let name = name.into();
+        let data = serde_json::value::to_raw_value(data).map_err(|source| EncodeError { what: "an event", source })?;
+        Ok(Outgoing::event(name, data))
+    }
+
+    /// A room protocol push.
+    pub fn push(push: &Push) -> Result<Outgoing, EncodeError> {
+        let data = push.data_raw().map_err(|source| EncodeError { what: push.event(), source })?;
+        Ok(Outgoing::event(push.event(), data))
+    }
+
+    /// A device protocol push.
+    pub fn device(push: &DevicePush) -> Result<Outgoing, EncodeError> {
+        let data = push.data_raw().map_err(|source| EncodeError { what: push.event(), source })?;
+        Ok(Outgoing::event(push.event(), data))
+    }
+
+    /// A `/ws`-only text frame (a reply): no other edge receives these.
+    pub fn ws_text(text: impl Into<String>) -> Outgoing {
+        let text = OnceLock::from(Utf8Bytes::from(text.into()));
+        Outgoing::new(Body::WsText, text)
+    }
+
+    fn new(body: Body, text: OnceLock<Utf8Bytes>) -> Outgoing {
+        Outgoing(Arc::new(Inner { body, text, encoded: OnceLock::new() }))
+    }
+
+    /// The event's name and data, or `None` for a `/ws`-only frame.
+    pub fn as_event(&self) -> Option<(&str, &RawValue)> {
+        match &self.0.body {
+            Body::Event { name, data } => Some((name, data)),
+            Body::WsText => None,
+        }
+    }
+
+    /// The `/ws` text: `{"event": …, "data": …}` for an event (built once).
+    pub fn as_text(&self) -> &Utf8Bytes {
+        self.0.text.get_or_init(|| match &self.0.body {
+            Body::Event { name, data } => {
+                // A `&str` name is always encodable; the data is JSON text already.
+                let name = serde_json::to_string(name.as_ref()).unwrap_or_else(|_| String::from("\"\""));
+                Utf8Bytes::from(format!("{{\"event\":{name},\"data\":{}}}", data.get()))
+            }
+            Body::WsText => Utf8Bytes::from_static(""),
+        })
+    }
+
+    /// The `/ws` frame encoded by `encode`, computed once for every session it is delivered to.
+    pub fn encoded(&self, encode: impl FnOnce(&Utf8Bytes) -> Bytes) -> &Bytes {
+        self.0.encoded.get_or_init(|| encode(self.as_text()))
+    }
+}
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Outgoing").field(&self.as_text().as_str()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unisono_core::protocol::{MemberLeft, Push};
+
+    #[test]
+    fn an_event_is_the_same_json_as_the_push_and_its_parts_are_kept() {
+        let push = Push::MemberLeft(MemberLeft { session_id: "s\"1".into() });
+        let o = Outgoing::push(&push).expect("serializes");
+        let text: serde_json::Value = serde_json::from_str(o.as_text()).expect("json");
+        assert_eq!(text, serde_json::to_value(&push).expect("json"));
+        let (name, data) = o.as_event().expect("an event");
+        assert_eq!((name, data.get()), ("member-left", r#"{"sessionId":"s\"1"}"#));
+        assert!(Outgoing::ws_text("{}").as_event().is_none());
+    }
+}

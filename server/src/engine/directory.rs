@@ -1,0 +1,79 @@
+//! The room directory: where does room X live — here (a handle to its actor) or on another
+//! node.
+//!
+//! The engine asks the directory before every room request; it never keeps its own map of
+//! rooms. A room is in the directory while this node owns it (it created it, or restored it at
+//! start: the store's ownership record says so, [`crate::store::Lease`]); its actor takes itself
+//! out when it closes or loses its lease. [`LocalDirectory`] is the single-node directory: every
+//! room it knows is here and any other room does not exist. A cluster directory implements the
+//! same trait and answers [`Location::Node`] for a room another node owns.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use futures_util::future::BoxFuture;
+
+use super::rooms::RoomHandle;
+
+/// Where a room lives.
+#[derive(Clone)]
+pub enum Location {
+    /// On this node: its actor.
+    Here(RoomHandle),
+    /// On another node (by id): requests for it are forwarded there.
+    Node(Arc<str>),
+}
+
+/// The directory couldn't answer (a cluster directory whose shared state is unreachable).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the room directory is unavailable: {0}")]
+pub struct DirectoryError(pub String);
+
+/// Where rooms live, and the rooms this node owns.
+pub trait Directory: Send + Sync + 'static {
+    /// Where room `code` lives; `None` when no node has it open.
+    fn locate<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Option<Location>, DirectoryError>>;
+    /// This node now owns the room of `handle`.
+    fn insert(&self, handle: RoomHandle);
+    /// This node no longer owns room `code` (closed, or its lease was lost).
+    fn remove(&self, code: &str);
+    /// The rooms this node owns.
+    fn owned(&self) -> Vec<RoomHandle>;
+}
+
+/// The directory of a single node.
+#[derive(Default)]
+pub struct LocalDirectory {
+    rooms: Mutex<HashMap<String, RoomHandle>>,
+}
+
+impl LocalDirectory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Directory for LocalDirectory {
+    fn locate<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Option<Location>, DirectoryError>> {
+        let found = self.lock().get(code).cloned().map(Location::Here);
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn insert(&self, handle: RoomHandle) {
+        let mut rooms = self.lock();
+        rooms.insert(handle.code.to_string(), handle);
+        crate::metrics::METRICS.rooms.set(rooms.len() as i64);
+    }
+
+    fn remove(&self, code: &str) {
+        let mut rooms = self.lock();
+        rooms.remove(code);
+        crate::metrics::METRICS.rooms.set(rooms.len() as i64);
+    }
+
+    fn owned(&self) -> Vec<RoomHandle> {
+        self.lock().values().cloned().collect()
+    }
+}

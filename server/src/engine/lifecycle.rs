@@ -1,0 +1,302 @@
+//! One connection lifecycle for every edge: [`Engine::attach`] does everything a new connection
+//! needs (its session, its entries in the connection registry, its device or admin attachment,
+//! the connection gauge) and returns the [`Attachment`] the edge hands each request to;
+//! [`Attachment::detach`] (or dropping it) undoes all of it, once.
+//!
+//! What a connection is decides what it gets:
+//! - a browser (`/ws`, Socket.IO `/`) gets a session (new, or resumed by its token) and a
+//!   `connected` push; with an admin token it also speaks the device admin protocol;
+//! - an admin (Socket.IO `/admin`) is attached to its tenant's device hub;
+//! - a device (Socket.IO `/players`) gets a device connection, registered by `player:register`.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use futures_util::FutureExt;
+use unisono_core::{
+    Millis, RoomCommand,
+    device::{ConnId, DeviceReply},
+    protocol::{
+        AdminRequest, CommandResponse, Connected, DeviceList, DeviceRequest, ErrorBody, ErrorCode, Push, Request,
+    },
+};
+
+use super::{Answer, Engine, ReplyData, reply_data};
+use crate::{
+    auth::{Principal, Role},
+    bus::{Outbox, session_topic},
+    engine::connections::Kind,
+    metrics::METRICS,
+    time::now_ms,
+};
+
+/// A connection arriving at the engine.
+pub struct Attach<'a> {
+    pub kind: Kind,
+    pub principal: Principal,
+    /// Where the engine's messages to this connection go.
+    pub outbox: Outbox,
+    pub peer: Option<IpAddr>,
+    /// A resume token from an earlier `connected` (browsers).
+    pub resume: Option<&'a str>,
+    /// The edge's own id of the connection (a Socket.IO socket id), by which operators and
+    /// publishers may also reach it.
+    pub socket_id: Option<String>,
+}
+
+/// A request, as an edge parsed it.
+#[derive(Debug)]
+pub enum EdgeRequest {
+    Room(Request),
+    Admin(AdminRequest),
+    Device(DeviceRequest),
+}
+
+/// A session's live connection: the session id and which of its connections this is.
+#[derive(Debug, Clone)]
+pub struct SessionConn {
+    pub session: String,
+    pub conn: u64,
+}
+
+/// An attached connection. Detaches when [`Attachment::detach`]ed or dropped.
+pub struct Attachment {
+    engine: Engine,
+    pub kind: Kind,
+    pub principal: Arc<Principal>,
+    session: Option<SessionConn>,
+    /// The connection's id at its tenant's device hub (devices and admins).
+    hub_conn: Option<ConnId>,
+    admin: bool,
+    /// Entries in the connection registry: (public id, token).
+    registered: Vec<(String, u64)>,
+    /// The edge's own id (Socket.IO socket id), for marking a registered device.
+    socket_id: Option<String>,
+    outbox: Outbox,
+    detached: bool,
+}
+
+impl Engine {
+    /// Attaches a connection (see the module doc). Pushes `connected` first to a browser.
+    pub async fn attach(&self, a: Attach<'_>) -> Attachment {
+        METRICS.connections.inc();
+        let tenant = a.principal.tenant.clone();
+        let admin = a.principal.role == Role::Admin && matches!(a.kind, Kind::Browser | Kind::Admin);
+        let mut att = Attachment {
+            engine: self.clone(),
+            kind: a.kind,
+            principal: Arc::new(a.principal.clone()),
+            session: None,
+            hub_conn: None,
+            admin,
+            registered: Vec::new(),
+            socket_id: a.socket_id.clone(),
+            outbox: a.outbox.clone(),
+            detached: false,
+        };
+        if a.kind == Kind::Browser {
+            let s = self.inner.sessions.attach(a.resume, a.outbox.clone(), a.peer, a.principal);
+            if let Some(old) = s.replaced {
+                old.close(4001, "session resumed on another connection");
+            }
+            // The session's own topic first, so nothing sent to it is missed.
+            self.bus().subscribe(&session_topic(&s.id), &s.id, a.outbox.clone());
+            let hello = Push::Connected(Connected {
+                session_id: s.id.clone(),
+                resume_token: s.resume_token,
+                server_time: now_ms(),
+                resumed: s.resumed,
+            });
+            super::rooms::publish(self, &session_topic(&s.id), &hello, None);
+            let token = self.connections().add(&s.id, &tenant, a.kind, a.outbox.clone(), None);
+            att.registered.push((s.id.clone(), token));
+            att.session = Some(SessionConn { session: s.id.clone(), conn: s.conn });
+            if let Some(code) = s.room {
+                Box::pin(self.rejoin(&s.id, code)).await;
+            }
+        }
+        if let Some(sid) = &a.socket_id {
+            let token = self.connections().add(sid, &tenant, a.kind, a.outbox.clone(), None);
+            att.registered.push((sid.clone(), token));
+        }
+        if admin || a.kind == Kind::Device {
+            let conn = self.devices().next_conn();
+            self.devices().attach(&tenant, conn, a.outbox, admin).await;
+            att.hub_conn = Some(conn);
+        }
+        att
+    }
+
+    /// The connection closed: its session waits `resume_grace` for a resume, then leaves its room.
+    async fn detach_session(&self, c: &SessionConn) {
+        let Some(room_code) = self.inner.sessions.detach(&c.session, c.conn) else { return };
+        self.bus().unsubscribe(&session_topic(&c.session), &c.session);
+        if let Some(code) = &room_code {
+            self.bus().unsubscribe(&crate::bus::room_topic(code), &c.session);
+            if let Ok(Some(room)) = self.room(None, code).await {
+                room.tell(RoomCommand::Disconnect { session: c.session.clone() }).await;
+            }
+        }
+        let engine = self.clone();
+        let c = c.clone();
+        let stopping = self.inner.stopping.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(engine.inner.config.resume_grace) => {}
+                _ = stopping.cancelled() => return,
+            }
+            if let Some(Some(code)) = engine.inner.sessions.expire(&c.session, c.conn)
+                && let Ok(Some(room)) = engine.room(None, &code).await
+            {
+                room.tell(RoomCommand::Leave { session: c.session.clone() }).await;
+            }
+        });
+    }
+}
+
+fn forbidden(msg: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Forbidden, msg)
+}
+
+impl Attachment {
+    /// The session id (browsers).
+    pub fn session_id(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.session.as_str())
+    }
+
+    /// Handles one request. `received_at` is the server time it arrived (time sync's `t1`).
+    pub async fn handle(&self, req: EdgeRequest, received_at: Millis) -> Answer {
+        match req {
+            EdgeRequest::Room(r) => match &self.session {
+                Some(s) => Answer::Now(Box::pin(self.engine.handle_room(&s.session, r, received_at)).await),
+                None => Answer::Now(Err(forbidden("room requests need a browser connection"))),
+            },
+            EdgeRequest::Admin(r) => match self.hub_conn.filter(|_| self.admin) {
+                Some(conn) => self.admin_request(conn, r).await,
+                None => Answer::Now(Err(forbidden("device admin events need an admin token"))),
+            },
+            EdgeRequest::Device(r) => match self.hub_conn.filter(|_| self.kind == Kind::Device) {
+                Some(conn) => self.device_request(conn, r).await,
+                None => Answer::Now(Err(forbidden("device events need a player connection"))),
+            },
+        }
+    }
+
+    async fn admin_request(&self, conn: ConnId, req: AdminRequest) -> Answer {
+        let devices = self.engine.devices();
+        let tenant = &self.principal.tenant;
+        let not_found = || ErrorBody::new(ErrorCode::DeviceNotFound, "no such device");
+        Answer::Now(match req {
+            AdminRequest::List => reply_data(&DeviceList { devices: devices.list(tenant).await }),
+            AdminRequest::Subscribe(s) => {
+                devices.subscribe(tenant, conn, s.device_ids).await.and_then(|r| device_reply(&r))
+            }
+            AdminRequest::Unsubscribe => {
+                devices.unsubscribe(tenant, conn).await;
+                reply_data(&serde_json::json!({}))
+            }
+            AdminRequest::Resync(d) => {
+                devices.resync(tenant, &d.device_id).await.ok_or_else(not_found).and_then(|v| reply_data(&v))
+            }
+            AdminRequest::Stats => reply_data(&devices.stats(tenant).await),
+            // Queued in order now, answered when done while later requests go on.
+            AdminRequest::Command(c) => match devices.submit_command(tenant, c, Some(conn)).await {
+                Ok(done) => return Answer::Later(async move { done.await.and_then(|o| reply_data(&o)) }.boxed()),
+                Err(e) => Err(e),
+            },
+        })
+    }
+
+    async fn device_request(&self, conn: ConnId, req: DeviceRequest) -> Answer {
+        let devices = self.engine.devices().clone();
+        let tenant = self.principal.tenant.clone();
+        match req {
+            DeviceRequest::Register(r) => {
+                let result = devices.register(&tenant, &self.principal.sub, conn, r).await;
+                if let (Ok(DeviceReply::Registered(reg)), Some(sid)) = (&result, &self.socket_id) {
+                    self.engine.connections().set_device(sid, &reg.device_id);
+                }
+                Answer::Now(result.and_then(|r| device_reply(&r)))
+            }
+            // Queued in order now; acknowledged once stored, without holding up this device's next
+            // events (a command answer must not wait behind a commit).
+            DeviceRequest::State(state) => match devices.state(&tenant, conn, state).await {
+                Ok(stored) => Answer::Later(async move { stored.await.and_then(|r| device_reply(&r)) }.boxed()),
+                Err(e) => Answer::Now(Err(e)),
+            },
+            DeviceRequest::CommandResponse(resp) => {
+                Answer::Now(devices.command_response(&tenant, conn, resp).await.and_then(|r| device_reply(&r)))
+            }
+        }
+    }
+
+    /// A device's answer to `player:command` through the event's ack callback.
+    pub fn command_ack(&self) -> impl Fn(CommandResponse) + Send + Sync + 'static {
+        let (devices, tenant, conn) = (self.engine.devices().clone(), self.principal.tenant.clone(), self.hub_conn);
+        move |resp| {
+            let (devices, tenant) = (devices.clone(), tenant.clone());
+            if let Some(conn) = conn {
+                tokio::spawn(async move { devices.command_ack(&tenant, conn, resp).await });
+            }
+        }
+    }
+
+    /// Detaches the connection: out of the registry, its session into its grace period, its
+    /// device offline, its admin subscriptions gone.
+    pub async fn detach(mut self) {
+        self.detached = true;
+        self.outbox.close(1000, "bye");
+        let engine = self.engine.clone();
+        let (session, hub_conn, registered) =
+            (self.session.take(), self.hub_conn, std::mem::take(&mut self.registered));
+        detach(engine, &self.principal.tenant, session, hub_conn, registered).await;
+    }
+}
+
+async fn detach(
+    engine: Engine,
+    tenant: &str,
+    session: Option<SessionConn>,
+    hub_conn: Option<ConnId>,
+    registered: Vec<(String, u64)>,
+) {
+    for (id, token) in &registered {
+        engine.connections().remove(id, *token);
+    }
+    if let Some(conn) = hub_conn {
+        engine.devices().detach(tenant, conn).await;
+    }
+    if let Some(s) = &session {
+        Box::pin(engine.detach_session(s)).await;
+    }
+    METRICS.connections.dec();
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        // Dropped without `detach` (the edge's task ended early): detach all the same.
+        self.outbox.close(1000, "bye");
+        let engine = self.engine.clone();
+        let tenant = self.principal.tenant.clone();
+        let (session, hub_conn, registered) =
+            (self.session.take(), self.hub_conn, std::mem::take(&mut self.registered));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { detach(engine, &tenant, session, hub_conn, registered).await });
+        }
+    }
+}
+
+/// A device reply's data: `null` for a command response's ack (as before), the value otherwise.
+fn device_reply(r: &DeviceReply) -> Result<ReplyData, ErrorBody> {
+    match r {
+        DeviceReply::Registered(v) => reply_data(v),
+        DeviceReply::State(v) => reply_data(v),
+        DeviceReply::Devices(v) => reply_data(v),
+        DeviceReply::Done => reply_data(&()),
+    }
+}
+
+/// How long the `/ws` edge waits for its writer to send the close frame.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
