@@ -10,11 +10,14 @@
 //! - [`song`]: what can be played (`Song`, `Provider`).
 //! - [`clock`]: the playback clock, a timing vector `position = anchor + (now - t) * rate`.
 //! - [`room`]: the room state machine: members, host, permissions, queue, ready barrier,
-//!   host hand-over. `Room::apply(command, now) -> Result<Vec<Effect>, RoomError>`.
+//!   host hand-over. `Room::apply(RoomCommand, now) -> Result<Vec<RoomEffect>, RoomError>`.
+//! - [`device`]: one tenant's devices, admins and commands as a state machine
+//!   (`DeviceHub::apply(DeviceInput, now) -> Vec<DeviceEffect>`), and the command catalog.
 //! - [`estimator`]: NTP-style clock-offset estimation from four timestamps.
 //! - [`drift`]: the drift controller that decides between nothing, a rate nudge and a seek.
-//! - [`protocol`]: the wire frames of the native WebSocket protocol (serde), and stable error
-//!   codes.
+//! - [`merge_patch`]: JSON Merge Patch (RFC 7396) diff and apply (device states to admins).
+//! - [`protocol`]: the wire types (serde) of rooms and devices: requests, typed replies, pushes,
+//!   and stable error codes.
 //! - [`tree`]: the same shapes over any parsed JSON tree without serde (the wasm client's codec,
 //!   held to serde's by tests).
 //! - [`code`]: room-code alphabet and validation (generation takes randomness as a parameter).

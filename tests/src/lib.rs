@@ -5,6 +5,8 @@
 //!   `kill9` and `restart` for durability tests.
 //! - [`Client`]: a WebSocket client that sends requests with ids, awaits their replies, and
 //!   buffers pushes for `expect_push`.
+//! - [`eventually`]: polls a condition until it holds or a deadline passes (instead of sleeping).
+//! - [`PgDatabase`]: a fresh database on the local PostgreSQL, dropped again afterwards.
 
 use std::{
     collections::VecDeque,
@@ -170,13 +172,38 @@ impl Server {
         }
     }
 
-    /// Resident memory of the server process in KiB (Linux).
-    pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
+    /// Resident memory of the server process in KiB (Linux `/proc/<pid>/status`); an error
+    /// says why it could not be read.
+    pub fn rss_kib(&self) -> Result<u64> {
+        if self.child.is_none() {
+            bail!("cannot read the server's RSS: the server is not running");
+        }
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the server's RSS: reading {path} failed (Linux procfs needed)"))?;
+        let line = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("cannot read the server's RSS: no VmRSS line in {path}"))?;
+        line.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .with_context(|| format!("cannot read the server's RSS: bad VmRSS line {line:?} in {path}"))
+    }
+
+    /// The value of the sample `name` (with its labels, e.g. `unisono_rooms` or
+    /// `unisono_errors_total{code="BAD_FRAME"}`) on `/metrics`; an error if it is not there.
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let (status, body) = self.get("/metrics").await?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        let value = body
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .with_context(|| format!("no sample {name} on /metrics:\n{body}"))?;
+        value.trim().parse().with_context(|| format!("sample {name} has the value {value:?}"))
     }
 
     /// GET a path, returning status and body (plain HTTP/1.1 on a TCP socket).
@@ -413,6 +440,23 @@ impl Client {
         while self.rx.try_recv().is_ok() {}
     }
 
+    /// All replies received so far (frames with an `id` and `ok`, whole), oldest first, drained
+    /// from the buffer: also those [`reply`](Self::reply) buffered while waiting for another id.
+    pub fn drain_replies(&mut self) -> Vec<(u64, Value)> {
+        while let Ok(x) = self.rx.try_recv() {
+            self.buffered.push_back(x);
+        }
+        let mut out = Vec::new();
+        self.buffered.retain(|(_, x)| match x {
+            Incoming::Json(v) if v.get("ok").is_some() && v.get("id").and_then(Value::as_u64).is_some() => {
+                out.push((v["id"].as_u64().unwrap_or_default(), v.clone()));
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
     /// All pushes received so far named `event` (drains them from the buffer).
     pub fn drain_pushes(&mut self, event: &str) -> Vec<Value> {
         while let Ok(x) = self.rx.try_recv() {
@@ -432,6 +476,30 @@ impl Client {
     /// Closes the connection cleanly.
     pub async fn close(mut self) {
         let _ = self.sink.send(Message::Close(None)).await;
+    }
+}
+
+/// How often [`eventually`] polls.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `f` every [`POLL`] until it returns `Ok(Some(t))` and returns `t`; an `Err` from `f`
+/// fails at once. After `deadline` (`f` is tried once more at the deadline) it fails with a
+/// message naming `what`. For waiting on something that happens after an unknown delay (a room
+/// closing after its TTL, a disconnect being noticed) instead of sleeping for a guessed time.
+pub async fn eventually<F, T>(what: &str, deadline: Duration, mut f: F) -> Result<T>
+where
+    F: AsyncFnMut() -> Result<Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        let done = started.elapsed() >= deadline;
+        if let Some(t) = f().await.with_context(|| format!("while waiting for {what}"))? {
+            return Ok(t);
+        }
+        if done {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL.min(deadline.saturating_sub(started.elapsed()))).await;
     }
 }
 
@@ -503,4 +571,55 @@ pub fn run_node(script: &str, server: &Server, extra_env: &[(&str, &str)]) -> Re
         bail!("{script} failed ({out})");
     }
     Ok(())
+}
+
+/// Address of the local PostgreSQL the PostgreSQL tests use (trust auth, user `postgres`).
+pub const PG_HOST: &str = "127.0.0.1";
+pub const PG_PORT: &str = "5432";
+
+/// Runs one SQL statement on the local PostgreSQL's `postgres` database.
+pub fn psql(sql: &str) -> Result<()> {
+    let out = Command::new("psql")
+        .args(["-h", PG_HOST, "-p", PG_PORT, "-U", "postgres", "-d", "postgres", "-X", "-q"])
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .context("running psql (the PostgreSQL client is needed for the PostgreSQL tests)")?;
+    if !out.status.success() {
+        bail!("psql -c {sql:?} against {PG_HOST}:{PG_PORT}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// A fresh database on the local PostgreSQL, for one test: tests run in parallel, each on its
+/// own database. Dropped (`WITH (FORCE)`, so leftover connections do not keep it) when this
+/// guard drops, also when the test fails. Creating it fails, with the reason, when PostgreSQL
+/// is unreachable: a PostgreSQL test must fail then, not pass as skipped.
+pub struct PgDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub fn create(tag: &str) -> Result<PgDatabase> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag: String = tag.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_lowercase();
+        let name = format!("unisono_e2e_{tag}_{}_{n}", std::process::id());
+        psql(&format!("CREATE DATABASE {name}")).with_context(|| {
+            format!(
+                "PostgreSQL at {PG_HOST}:{PG_PORT} is needed (user postgres, trust auth; cargo xtask test runs it): \
+                 cannot create database {name}"
+            )
+        })?;
+        let url = format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{name}");
+        Ok(PgDatabase { name, url })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Err(e) = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
+            eprintln!("could not drop test database {}: {e:#}", self.name);
+        }
+    }
 }

@@ -1,16 +1,20 @@
 //! Bad input, oversized frames, rate limits, health, metrics and graceful shutdown: the server
 //! stays up and every other member keeps getting every push.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use anyhow::{Result, bail};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
-use unisono_e2e::{Client, Server, song};
+use unisono_e2e::{Client, Server, WAIT, eventually, song};
 
-/// A frame that is wrong in one of many ways.
-fn bad_frame(rng: &mut StdRng, i: usize) -> (String, bool) {
-    let id = json!(i as u64 + 1000);
+/// A frame that is wrong in one of many ways, and the id the server can read from it (`None`:
+/// it must answer with an `error` push instead of a reply).
+fn bad_frame(rng: &mut StdRng, i: usize) -> (String, Option<u64>) {
+    let id = i as u64 + 1000;
     let events = [
         "seek-playback",
         "set-rate",
@@ -24,33 +28,33 @@ fn bad_frame(rng: &mut StdRng, i: usize) -> (String, bool) {
     ];
     let event = events[rng.random_range(0..events.len())];
     match rng.random_range(0..12) {
-        0 => ("{not json".into(), false),
+        0 => ("{not json".into(), None),
         1 => (
             String::from_utf8_lossy(&(0..rng.random_range(1..64)).map(|_| rng.random::<u8>()).collect::<Vec<_>>())
                 .into_owned(),
-            false,
+            None,
         ),
-        2 => (json!({ "event": format!("no-such-{i}"), "id": id }).to_string(), true),
-        3 => (json!({ "event": event, "data": "string", "id": id }).to_string(), true),
+        2 => (json!({ "event": format!("no-such-{i}"), "id": id }).to_string(), Some(id)),
+        3 => (json!({ "event": event, "data": "string", "id": id }).to_string(), Some(id)),
         4 => (
             json!({ "event": event, "data": { "positionMs": "x", "rate": [], "song": 5, "code": 7 }, "id": id })
                 .to_string(),
-            true,
+            Some(id),
         ),
         5 => (
             json!({ "event": "set-rate", "data": { "rate": rng.random_range(-100.0..0.2) }, "id": id }).to_string(),
-            true,
+            Some(id),
         ),
-        6 => (json!({ "event": "seek-playback", "data": { "positionMs": -1.0 }, "id": id }).to_string(), true),
-        7 => (json!({ "event": 42, "id": id }).to_string(), true),
-        8 => (json!([1, 2, 3]).to_string(), false),
+        6 => (json!({ "event": "seek-playback", "data": { "positionMs": -1.0 }, "id": id }).to_string(), Some(id)),
+        7 => (json!({ "event": 42, "id": id }).to_string(), Some(id)),
+        8 => (json!([1, 2, 3]).to_string(), None),
         9 => (
             json!({ "event": "load-song", "data": { "song": { "id": "", "durationMs": 1e300 } }, "id": id })
                 .to_string(),
-            true,
+            Some(id),
         ),
-        10 => (json!({ "event": "queue-remove", "data": { "itemId": "nope" }, "id": id }).to_string(), true),
-        _ => (json!({ "data": {}, "id": id }).to_string(), true),
+        10 => (json!({ "event": "queue-remove", "data": { "itemId": "nope" }, "id": id }).to_string(), Some(id)),
+        _ => (json!({ "data": {}, "id": id }).to_string(), Some(id)),
     }
 }
 
@@ -72,23 +76,57 @@ async fn a_thousand_malformed_frames_get_errors_and_other_members_miss_nothing()
         for i in 0..40 {
             let r = host.ok("seek-playback", json!({ "positionMs": 1000.0 * i as f64 })).await?;
             revs.push(r["playback"]["rev"].as_u64().unwrap_or(0));
+            // Part of the scenario, not a wait for anything: spreads the host's seeks over the
+            // whole flood, so the listener's pushes are fanned out while the fuzzer's errors are.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok::<_, anyhow::Error>((host, revs))
     });
-    let mut with_id = 0;
+    let mut ids = BTreeSet::new();
+    let mut without_id = 0;
     for i in 0..1000 {
-        let (text, has_id) = bad_frame(&mut rng, i);
+        let (text, id) = bad_frame(&mut rng, i);
         fuzzer.send_text(text).await?;
-        if has_id {
-            with_id += 1;
+        match id {
+            Some(id) => assert!(ids.insert(id), "bad_frame repeated id {id}"),
+            None => without_id += 1,
         }
     }
-    // Every frame got an error (reply or push), and the connection is still usable.
+    // The connection is still usable.
     let check = fuzzer.ok("get-playback-state", json!({})).await?;
     assert!(check["playback"]["song"].is_object());
-    let errors_replied = fuzzer.drain_pushes("error").len();
-    assert!(errors_replied > 0, "frames without id must get an error push");
+
+    // Every frame got its error: one reply per id, one `error` push per frame without one.
+    let mut replies: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    let mut error_pushes = Vec::new();
+    let collect = |fuzzer: &mut Client, replies: &mut BTreeMap<u64, Vec<Value>>, pushes: &mut Vec<Value>| {
+        for (id, frame) in fuzzer.drain_replies() {
+            replies.entry(id).or_default().push(frame);
+        }
+        pushes.extend(fuzzer.drain_pushes("error"));
+    };
+    let all_answered = eventually("an error for every bad frame", WAIT, async || {
+        collect(&mut fuzzer, &mut replies, &mut error_pushes);
+        Ok((ids.iter().all(|id| replies.contains_key(id)) && error_pushes.len() >= without_id).then_some(()))
+    })
+    .await;
+    // One more round trip, so that a second answer to any frame would have arrived by now.
+    fuzzer.ok("time-sync", json!({ "t0": 0 })).await?;
+    collect(&mut fuzzer, &mut replies, &mut error_pushes);
+    let missing: Vec<_> = ids.iter().filter(|id| !replies.contains_key(id)).collect();
+    assert!(missing.is_empty(), "{} of {} frames with an id got no reply: {missing:?}", missing.len(), ids.len());
+    let unasked: Vec<_> = replies.keys().filter(|id| !ids.contains(id)).collect();
+    assert!(unasked.is_empty(), "replies to ids that were never sent: {unasked:?}");
+    for (id, got) in &replies {
+        assert_eq!(got.len(), 1, "frame {id} got {} replies: {got:?}", got.len());
+        assert_eq!(got[0]["ok"], json!(false), "bad frame {id} got a success reply: {}", got[0]);
+        assert!(got[0]["error"]["code"].is_string(), "reply to {id} has no error code: {}", got[0]);
+    }
+    assert_eq!(error_pushes.len(), without_id, "error pushes vs frames sent without an id");
+    for e in &error_pushes {
+        assert_eq!(e["code"], json!("BAD_FRAME"), "{e}");
+    }
+    all_answered?;
     let (_host, revs) = host_task.await??;
     let mut seen = Vec::new();
     while seen.len() < revs.len() {
@@ -99,7 +137,7 @@ async fn a_thousand_malformed_frames_get_errors_and_other_members_miss_nothing()
     let (status, metrics) = server.get("/metrics").await?;
     assert_eq!(status, 200);
     assert!(metrics.contains("unisono_errors_total{code=\"INVALID_PAYLOAD\"}"), "{metrics}");
-    assert!(with_id > 500);
+    assert!(ids.len() > 500 && without_id > 100, "{} frames with an id, {without_id} without", ids.len());
     Ok(())
 }
 

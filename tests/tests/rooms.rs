@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::json;
-use unisono_e2e::{Client, Server, local_ms, position_at, server_now, song};
+use unisono_e2e::{Client, Server, WAIT, eventually, local_ms, position_at, server_now, song};
 
 async fn room_with_host(server: &Server) -> Result<(Client, String)> {
     let mut host = Client::connect(server).await?;
@@ -26,6 +26,7 @@ async fn late_joiner_starts_within_50ms_of_the_hosts_expectation() -> Result<()>
     // The host's view of the server clock, from time sync.
     let host_offset = server_now(&mut host).await? - local_ms();
 
+    // The point of the test: the song plays on for 1.5 s before the guest joins late.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut guest = Client::connect(&server).await?;
     guest.ok("join-room", json!({ "code": code.to_lowercase(), "name": "guest" })).await?;
@@ -125,15 +126,27 @@ async fn host_hand_over_after_grace_and_resume_within_grace_keeps_the_role() -> 
     let mut second = Client::connect(&server).await?;
     second.ok("join-room", json!({ "code": code })).await?;
 
-    // Drop the host's connection and come back inside the grace period: still host.
+    // Drop the host's connection and come back inside the grace period: still host. Resume only
+    // once the server has noticed the disconnect (the members see the host as disconnected), so
+    // the grace period has really begun.
+    let dropped = Instant::now();
     drop(host);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the host to show as disconnected", WAIT, async || {
+        let gone = first
+            .drain_pushes("member-updated")
+            .iter()
+            .any(|p| p["member"]["sessionId"] == json!(host_id) && p["member"]["connected"] == json!(false));
+        Ok(gone.then_some(()))
+    })
+    .await?;
     let mut host = Client::resume(&server, &token).await?;
     assert_eq!(host.session_id, host_id);
     assert_eq!(host.connected["resumed"], json!(true));
     let snapshot = host.expect_push("room-joined").await?;
     assert_eq!(snapshot["host"], json!(host_id));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A check that nothing happens needs the time to pass: until well after the 0.6 s grace
+    // period that began at the drop would have ended.
+    tokio::time::sleep(Duration::from_millis(1000).saturating_sub(dropped.elapsed())).await;
     assert!(first.drain_pushes("host-changed").is_empty(), "host changed during grace");
     // Still in control (NO_SONG, not NOT_HOST).
     assert_eq!(host.err_code("pause-playback", json!({})).await?, "NO_SONG");
@@ -233,7 +246,13 @@ async fn empty_rooms_close_after_their_ttl() -> Result<()> {
     let server = Server::start(&["--empty-room-ttl-secs", "0.5"])?;
     let (mut host, code) = room_with_host(&server).await?;
     host.ok("leave-room", json!({})).await?;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let left = Instant::now();
+    // Watched on /metrics: probing with join-room would fill the room again and restart its TTL.
+    eventually("the empty room to close", WAIT, async || {
+        Ok((server.metric("unisono_rooms").await? == 0.0).then_some(()))
+    })
+    .await?;
+    assert!(left.elapsed() >= Duration::from_millis(400), "closed {:?} after emptying, TTL 0.5 s", left.elapsed());
     assert_eq!(host.err_code("join-room", json!({ "code": code })).await?, "ROOM_NOT_FOUND");
     Ok(())
 }
@@ -262,6 +281,8 @@ async fn large_rooms_send_capped_snapshots_and_page_members() -> Result<()> {
     late.ok("join-room", json!({ "code": code })).await?;
     let joined = host.expect_push("member-joined").await?;
     assert_eq!(joined["member"]["sessionId"], json!(late.session_id));
+    // A check that nothing arrives needs the time to pass: 200 ms after the host's push, one to
+    // guests[0] (fanned out at the same time) would have arrived.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(guests[0].drain_pushes("member-joined").is_empty());
     Ok(())

@@ -3,8 +3,8 @@
 //! An event is its name and its data as JSON text ([`RawValue`]), serialized once by whoever
 //! published it and shared by every recipient (an `Arc`). Each edge derives its own bytes from
 //! those parts, at most once per message, however many sessions get it:
-//! - `/ws` writes `{"event": NAME, "data": DATA}`: the text is built on first use, and encoded
-//!   as a WebSocket frame once (server frames are unmasked, so every member gets the same bytes);
+//! - `/ws` writes `{"event": NAME, "data": DATA}` (built with the message), encoded as a
+//!   WebSocket frame once (server frames are unmasked, so every member gets the same bytes);
 //! - Socket.IO emits event NAME with DATA passed through as raw JSON (no parse per recipient;
 //!   socketioxide itself still encodes its packet per socket, see docs/ARCHITECTURE.md).
 //!
@@ -29,8 +29,8 @@ pub struct Outgoing(Arc<Inner>);
 
 struct Inner {
     body: Body,
-    /// The `/ws` text, built on first use for events.
-    text: OnceLock<Utf8Bytes>,
+    /// The `/ws` text.
+    text: Utf8Bytes,
     /// The `/ws` WebSocket frame, encoded once.
     encoded: OnceLock<Bytes>,
 }
@@ -56,37 +56,43 @@ pub struct EncodeError {
 
 impl Outgoing {
     /// Event `name` with `data` already serialized.
-    pub fn event(name: impl Into<Cow<'static, str>>, data: Box<RawValue>) -> Outgoing {
-        Outgoing::new(Body::Event { name: name.into(), data }, OnceLock::new())
+    pub fn event(name: impl Into<Cow<'static, str>>, data: Box<RawValue>) -> Result<Outgoing, EncodeError> {
+        let name = name.into();
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            event: &'a str,
+            data: &'a RawValue,
+        }
+        let text = serde_json::to_string(&Frame { event: &name, data: &data })
+            .map_err(|source| EncodeError { what: "an event frame", source })?;
+        Ok(Outgoing::new(Body::Event { name, data }, text))
     }
 
     /// Event `name` with `data` serialized now.
     pub fn serialize(name: impl Into<Cow<'static, str>>, data: &impl Serialize) -> Result<Outgoing, EncodeError> {
-        let name = name.into();
         let data = serde_json::value::to_raw_value(data).map_err(|source| EncodeError { what: "an event", source })?;
-        Ok(Outgoing::event(name, data))
+        Outgoing::event(name, data)
     }
 
     /// A room protocol push.
     pub fn push(push: &Push) -> Result<Outgoing, EncodeError> {
         let data = push.data_raw().map_err(|source| EncodeError { what: push.event(), source })?;
-        Ok(Outgoing::event(push.event(), data))
+        Outgoing::event(push.event(), data)
     }
 
     /// A device protocol push.
     pub fn device(push: &DevicePush) -> Result<Outgoing, EncodeError> {
         let data = push.data_raw().map_err(|source| EncodeError { what: push.event(), source })?;
-        Ok(Outgoing::event(push.event(), data))
+        Outgoing::event(push.event(), data)
     }
 
     /// A `/ws`-only text frame (a reply): no other edge receives these.
     pub fn ws_text(text: impl Into<String>) -> Outgoing {
-        let text = OnceLock::from(Utf8Bytes::from(text.into()));
-        Outgoing::new(Body::WsText, text)
+        Outgoing::new(Body::WsText, text.into())
     }
 
-    fn new(body: Body, text: OnceLock<Utf8Bytes>) -> Outgoing {
-        Outgoing(Arc::new(Inner { body, text, encoded: OnceLock::new() }))
+    fn new(body: Body, text: String) -> Outgoing {
+        Outgoing(Arc::new(Inner { body, text: Utf8Bytes::from(text), encoded: OnceLock::new() }))
     }
 
     /// The event's name and data, or `None` for a `/ws`-only frame.
@@ -97,16 +103,9 @@ impl Outgoing {
         }
     }
 
-    /// The `/ws` text: `{"event": …, "data": …}` for an event (built once).
+    /// The `/ws` text: `{"event": …, "data": …}` for an event.
     pub fn as_text(&self) -> &Utf8Bytes {
-        self.0.text.get_or_init(|| match &self.0.body {
-            Body::Event { name, data } => {
-                // A `&str` name is always encodable; the data is JSON text already.
-                let name = serde_json::to_string(name.as_ref()).unwrap_or_else(|_| String::from("\"\""));
-                Utf8Bytes::from(format!("{{\"event\":{name},\"data\":{}}}", data.get()))
-            }
-            Body::WsText => Utf8Bytes::from_static(""),
-        })
+        &self.0.text
     }
 
     /// The `/ws` frame encoded by `encode`, computed once for every session it is delivered to.

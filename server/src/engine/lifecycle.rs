@@ -300,3 +300,100 @@ fn device_reply(r: &DeviceReply) -> Result<ReplyData, ErrorBody> {
 
 /// How long the `/ws` edge waits for its writer to send the close frame.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use unisono_core::protocol::{AdminRequest, DeviceRequest, ErrorCode, Request};
+
+    use super::*;
+    use crate::{bus::Outbox, testing};
+
+    fn principal(role: Role) -> Principal {
+        Principal { sub: "kiosk-1".into(), tenant: "acme".into(), role }
+    }
+
+    fn attach(kind: Kind, role: Role, outbox: Outbox, socket_id: Option<&str>) -> Attach<'static> {
+        Attach {
+            kind,
+            principal: principal(role),
+            outbox,
+            peer: None,
+            resume: None,
+            socket_id: socket_id.map(Into::into),
+        }
+    }
+
+    fn error_of(a: Answer) -> Option<ErrorCode> {
+        match a {
+            Answer::Now(Err(e)) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_attachment_detaches_everything_once() {
+        let (engine, _dir) = testing::engine("lifecycle-drop").await;
+        let (outbox, mut inbox) = Outbox::new(16);
+        let att = engine.attach(attach(Kind::Browser, Role::User, outbox, Some("sid-1"))).await;
+        let session = att.session_id().expect("a browser has a session").to_owned();
+        // `connected` first, through the session's own topic.
+        let hello = inbox.rx.recv().await.expect("connected");
+        assert_eq!(hello.as_event().map(|(e, _)| e), Some("connected"));
+        // Registered by its session id and its socket id; its session has its outbox.
+        assert_eq!(engine.connections().counts(), vec![("acme".to_owned(), Kind::Browser, 2)]);
+        assert!(engine.sessions().outbox(&session).is_some());
+        drop(att);
+        testing::eventually("the registry forgets a dropped connection", Duration::from_secs(2), || {
+            engine.connections().counts().is_empty() && engine.sessions().outbox(&session).is_none()
+        })
+        .await;
+        // Its outbox was closed, and the session expires after the resume grace.
+        assert_eq!(inbox.kill.killed().await.0, 1000);
+        testing::eventually("the session expires after its grace", Duration::from_secs(2), || {
+            engine.sessions().is_empty()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn requests_reach_only_the_connections_allowed_them() {
+        let (engine, _dir) = testing::engine("lifecycle-kinds").await;
+        let user = engine.attach(attach(Kind::Browser, Role::User, Outbox::new(16).0, None)).await;
+        let admin_ws = engine.attach(attach(Kind::Browser, Role::Admin, Outbox::new(16).0, None)).await;
+        let device = engine.attach(attach(Kind::Device, Role::Player, Outbox::new(16).0, Some("sid-d"))).await;
+        // A user token on /ws has no device admin protocol; an admin token has.
+        assert_eq!(
+            error_of(user.handle(EdgeRequest::Admin(AdminRequest::List), 0.0).await),
+            Some(ErrorCode::Forbidden)
+        );
+        assert!(matches!(admin_ws.handle(EdgeRequest::Admin(AdminRequest::List), 0.0).await, Answer::Now(Ok(_))));
+        // A device has no room protocol, a browser no device protocol.
+        let room = EdgeRequest::Room(Request::GetPlaybackState);
+        assert_eq!(error_of(device.handle(room, 0.0).await), Some(ErrorCode::Forbidden));
+        let state = EdgeRequest::Device(DeviceRequest::State(serde_json::json!({})));
+        assert_eq!(error_of(user.handle(state, 0.0).await), Some(ErrorCode::Forbidden));
+        // A device registers as its token's subject, and is found by its socket id afterwards.
+        let reg = DeviceRequest::Register(Default::default());
+        assert!(matches!(device.handle(EdgeRequest::Device(reg), 0.0).await, Answer::Now(Ok(_))));
+        testing::eventually("the device is online", Duration::from_secs(2), || {
+            engine.connections().counts().len() == 2
+        })
+        .await;
+        assert_eq!(
+            engine.devices().list("acme").await.iter().map(|d| (d.device_id.as_str(), d.online)).collect::<Vec<_>>(),
+            [("kiosk-1", true)]
+        );
+        device.detach().await;
+        let mut offline = false;
+        for _ in 0..200 {
+            if engine.devices().get("acme", "kiosk-1").await.is_some_and(|d| !d.online) {
+                offline = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(offline, "a detached device goes offline");
+    }
+}

@@ -443,3 +443,113 @@ impl Engine {
         self.inner.store.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use unisono_core::protocol::{CreateRoom, ErrorCode, JoinRoom, Request};
+
+    use super::*;
+    use crate::{
+        auth::{Principal, Role},
+        bus::Outbox,
+        engine::connections::Kind,
+        testing,
+    };
+
+    fn browser(outbox: Outbox) -> Attach<'static> {
+        Attach {
+            kind: Kind::Browser,
+            principal: Principal { sub: "ann".into(), tenant: "acme".into(), role: Role::User },
+            outbox,
+            peer: None,
+            resume: None,
+            socket_id: None,
+        }
+    }
+
+    async fn ok(att: &Attachment, req: Request) -> serde_json::Value {
+        match att.handle(EdgeRequest::Room(req), now_ms()).await {
+            Answer::Now(Ok(data)) => serde_json::from_str(data.get()).expect("json"),
+            Answer::Now(Err(e)) => panic!("{e:?}"),
+            Answer::Later(_) => panic!("a room request is answered now"),
+        }
+    }
+
+    async fn err(att: &Attachment, req: Request) -> ErrorCode {
+        match att.handle(EdgeRequest::Room(req), now_ms()).await {
+            Answer::Now(Err(e)) => e.code,
+            _ => panic!("expected an error"),
+        }
+    }
+
+    /// The ownership record is the store's: a room whose row another node took over (a newer
+    /// epoch) is given up at its next write, without applying or broadcasting the change.
+    #[tokio::test]
+    async fn a_room_whose_lease_moved_on_is_given_up_at_its_next_write() {
+        let (engine, _dir) = testing::engine("engine-fence").await;
+        let (outbox, _inbox) = Outbox::new(64);
+        let host = engine.attach(browser(outbox)).await;
+        let code = ok(&host, Request::CreateRoom(CreateRoom::default())).await["code"].as_str().map(str::to_owned);
+        let code = code.expect("a code");
+        assert_eq!(engine.room_count(), 1);
+        // The row's code was taken by insert, with this node as owner under epoch 1.
+        let row = sqlx::query("SELECT owner, epoch FROM rooms WHERE code = $1")
+            .bind(&code)
+            .fetch_one(engine.store().pool())
+            .await
+            .map(|r| {
+                use sqlx::Row;
+                (r.get::<String, _>("owner"), r.get::<i64, _>("epoch"))
+            })
+            .expect("row");
+        assert_eq!(row, ("test-node".to_owned(), 1));
+        // Another node takes the room over.
+        sqlx::query("UPDATE rooms SET owner = 'other-node', epoch = epoch + 1 WHERE code = $1")
+            .bind(&code)
+            .execute(engine.store().pool())
+            .await
+            .expect("take over");
+        let song = unisono_core::Song {
+            id: "s".into(),
+            title: String::new(),
+            provider: Default::default(),
+            url: "https://example.invalid/a.mp3".into(),
+            duration_ms: 60_000.0,
+        };
+        let load = Request::LoadSong(unisono_core::protocol::LoadSong { song, autoplay: true });
+        assert_eq!(err(&host, load).await, ErrorCode::ClusterUnavailable);
+        testing::eventually("the room leaves the directory", std::time::Duration::from_secs(2), || {
+            engine.room_count() == 0
+        })
+        .await;
+        // Nothing of the refused change reached the row.
+        let stored = engine.store().load_open_rooms().await.expect("load");
+        assert!(stored.iter().any(|r| r.code == code && r.clock.song.is_none()));
+        // This node no longer has the room.
+        let join = Request::JoinRoom(JoinRoom { code: code.clone(), name: None });
+        assert_eq!(err(&host, join).await, ErrorCode::RoomNotFound);
+    }
+
+    /// A restart restores the rooms this node owns, and only those.
+    #[tokio::test]
+    async fn a_node_restores_the_rooms_it_owns() {
+        let (engine, dir) = testing::engine("engine-restore").await;
+        let host = engine.attach(browser(Outbox::new(64).0)).await;
+        let mine = ok(&host, Request::CreateRoom(CreateRoom::default())).await["code"].as_str().map(str::to_owned);
+        let theirs = ok(&host, Request::CreateRoom(CreateRoom::default())).await["code"].as_str().map(str::to_owned);
+        sqlx::query("UPDATE rooms SET owner = 'other-node' WHERE code = $1")
+            .bind(theirs.clone())
+            .execute(engine.store().pool())
+            .await
+            .expect("give one away");
+        drop(host);
+        engine.shutdown().await;
+        let url = format!("sqlite:{}", dir.0.join("db.sqlite").display());
+        let store = Store::open(&url, Duration::from_millis(1)).await.expect("reopen");
+        let claimed = store.claim_rooms(&"test-node".into()).await.expect("claim");
+        let codes: Vec<Option<String>> = claimed.iter().map(|(r, _)| Some(r.code.clone())).collect();
+        assert_eq!(codes, vec![mine]);
+        assert_eq!(claimed[0].1.epoch, 2, "claimed under a new epoch");
+        store.close().await;
+    }
+}

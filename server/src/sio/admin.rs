@@ -17,7 +17,7 @@ use unisono_core::protocol::AdminRequest;
 use super::{ConnectAuth, ConnectRefused, Route, SioConfig};
 use crate::{
     auth::Role,
-    engine::{Attach, EdgeRequest, Engine, connections::Kind},
+    engine::{EdgeRequest, Engine, connections::Kind},
 };
 
 pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
@@ -28,16 +28,7 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
 async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {
     let principal = super::authenticate(&engine, &s, &auth, &[Role::Admin], "socketio:/admin")?;
     let wiring = super::wire(&s, cfg.queue, cfg.max_event_bytes);
-    let att = engine
-        .attach(Attach {
-            kind: Kind::Admin,
-            principal,
-            outbox: wiring.outbox.clone(),
-            peer: super::peer_ip(&s),
-            resume: None,
-            socket_id: Some(s.id.to_string()),
-        })
-        .await;
+    let att = super::attach(&engine, &s, Kind::Admin, principal, &wiring, None).await;
     tokio::spawn(super::serve_jobs(wiring, att, cfg.events_per_sec, |_, event, data| {
         match AdminRequest::parse(event, &data) {
             Ok(req) => Route::Engine(EdgeRequest::Admin(req)),

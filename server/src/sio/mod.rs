@@ -345,6 +345,27 @@ pub(crate) fn wire(s: &SocketRef, queue: usize, max_event_bytes: usize) -> Wirin
     Wiring { outbox, jobs: job_rx, acks: ack_tx }
 }
 
+/// Attaches the socket's connection to the engine (one lifecycle for every edge: see
+/// `engine/lifecycle.rs`), reachable by its socket id as well.
+pub(crate) async fn attach(
+    engine: &Engine,
+    s: &SocketRef,
+    kind: crate::engine::connections::Kind,
+    principal: Principal,
+    wiring: &Wiring,
+    resume: Option<&str>,
+) -> Attachment {
+    let a = crate::engine::Attach {
+        kind,
+        principal,
+        outbox: wiring.outbox.clone(),
+        peer: peer_ip(s),
+        resume,
+        socket_id: Some(s.id.to_string()),
+    };
+    Box::pin(engine.attach(a)).await
+}
+
 /// Starts delivering the socket's outbox (see [`wire`]).
 pub(crate) fn start_pump(s: SocketRef, hook: Option<AckHook>) {
     let parts = s.extensions.get::<PumpParts>().and_then(|p| p.0.lock().ok().and_then(|mut g| g.take()));

@@ -15,7 +15,7 @@ use unisono_core::protocol::DeviceRequest;
 use super::{AckHook, ConnectAuth, ConnectRefused, Route, SioConfig};
 use crate::{
     auth::Role,
-    engine::{Attach, EdgeRequest, Engine, connections::Kind},
+    engine::{EdgeRequest, Engine, connections::Kind},
 };
 
 pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
@@ -30,16 +30,7 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
 async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {
     let principal = super::authenticate(&engine, &s, &auth, &[Role::Player], "socketio:/players")?;
     let wiring = super::wire(&s, cfg.queue, cfg.max_device_event_bytes);
-    let att = engine
-        .attach(Attach {
-            kind: Kind::Device,
-            principal,
-            outbox: wiring.outbox.clone(),
-            peer: super::peer_ip(&s),
-            resume: None,
-            socket_id: Some(s.id.to_string()),
-        })
-        .await;
+    let att = super::attach(&engine, &s, Kind::Device, principal, &wiring, None).await;
     // A device may answer `player:command` through the event's ack callback instead of a
     // `player:command:response` event.
     let ack = att.command_ack();

@@ -14,7 +14,7 @@ use unisono_core::protocol::{ErrorBody, ErrorCode, Request};
 use super::{ConnectAuth, ConnectRefused, Route, SioConfig};
 use crate::{
     auth::{Principal, ROOM_ROLES, Role},
-    engine::{Attach, EdgeRequest, Engine, connections::Kind, reply_data},
+    engine::{EdgeRequest, Engine, connections::Kind, reply_data},
 };
 
 pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
@@ -32,16 +32,8 @@ pub(super) fn register(io: &SocketIo, engine: Engine, cfg: Arc<SioConfig>) {
 async fn setup(s: SocketRef, auth: ConnectAuth, engine: Engine, cfg: Arc<SioConfig>) -> Result<(), ConnectRefused> {
     let principal = super::authenticate(&engine, &s, &auth, ROOM_ROLES, "socketio")?;
     let wiring = super::wire(&s, cfg.queue, cfg.max_event_bytes);
-    let att = Box::pin(engine.attach(Attach {
-        kind: Kind::Browser,
-        principal,
-        outbox: wiring.outbox.clone(),
-        peer: super::peer_ip(&s),
-        resume: auth.resume.as_deref(),
-        // Reachable by its session id and its socket id (`connection-status.socketId`).
-        socket_id: Some(s.id.to_string()),
-    }))
-    .await;
+    // Reachable by its session id and its socket id (`connection-status.socketId`).
+    let att = super::attach(&engine, &s, Kind::Browser, principal, &wiring, auth.resume.as_deref()).await;
     tokio::spawn(super::serve_jobs(wiring, att, cfg.events_per_sec, |att, event, data| {
         if event == "join-system" {
             return Route::Answer(join_system(&att.principal, &data));

@@ -154,6 +154,8 @@ pub struct Store {
     writer: mpsc::Sender<WriteJob>,
     /// Tells the writer to let go of its connection (shutdown: the pool waits for it).
     release: std::sync::Arc<tokio::sync::Notify>,
+    /// The writer task, awaited at shutdown.
+    writer_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     backend: &'static str,
 }
 
@@ -172,8 +174,8 @@ impl Store {
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let release = std::sync::Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(writer_loop(pool.clone(), backend, rx, release.clone(), commit_delay));
-        Ok(Store { pool, writer: tx, release, backend })
+        let task = tokio::spawn(writer_loop(pool.clone(), backend, rx, release.clone(), commit_delay));
+        Ok(Store { pool, writer: tx, release, writer_task: Arc::new(std::sync::Mutex::new(Some(task))), backend })
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -261,6 +263,13 @@ impl Store {
         }
         // The writer finishes the batch in hand, then returns its connection.
         self.release.notify_one();
+        let task = self.writer_task.lock().ok().and_then(|mut t| t.take());
+        // A writer stuck on an unreachable database does not hold up the exit for long.
+        if let Some(task) = task
+            && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
+        {
+            tracing::warn!("the store writer did not finish within 5 s of shutdown");
+        }
         self.pool.close().await;
     }
 }

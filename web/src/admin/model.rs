@@ -1,14 +1,40 @@
 //! The dashboard's sans-IO state: devices (state kept current by applying RFC 7396 patches
 //! with core's `merge_patch`, the same code as the server), command runs and their results, the
 //! alert feed and usage samples. Every input is a JSON payload of the admin protocol
-//! (docs/socketio.md §3) and the current server time; what the page must do next (resync a
-//! device, fetch its snapshot) comes back as [`Effect`]s. Tested natively.
+//! (docs/socketio.md §3), decoded with the server's own types (`unisono_core::protocol::device`),
+//! and the current server time; what the page must do next (resync a device, fetch its snapshot)
+//! comes back as [`Effect`]s. Tested natively.
 
 use std::collections::VecDeque;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use unisono::client::ClientError;
-use unisono_core::merge_patch;
+use unisono_core::{
+    merge_patch,
+    protocol::{CommandOutcome, DeviceList, DevicePush, DeviceView, STATUS_FAILED, TenantStats},
+};
+
+/// `v` read as `T`; a payload that is not one is left out (and said on the console).
+fn decode<T: DeserializeOwned>(what: &str, v: &Value) -> Option<T> {
+    match serde_json::from_value(v.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            web_sys_log(&format!("admin: a {what} that does not decode: {e}"));
+            None
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn web_sys_log(msg: &str) {
+    web_sys::console::warn_1(&wasm_bindgen::JsValue::from_str(msg));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn web_sys_log(msg: &str) {
+    eprintln!("{msg}");
+}
 
 /// Alerts kept, newest first.
 pub const MAX_ALERTS: usize = 50;
@@ -52,13 +78,13 @@ impl Device {
         }
     }
 
-    /// Fills the device from a `Device` payload `{deviceId, name, online, lastSeen, rev, state}`.
-    fn load(&mut self, v: &Value) {
-        self.name = str_of(v, "name").unwrap_or_default().to_owned();
-        self.online = v.get("online").and_then(Value::as_bool).unwrap_or(false);
-        self.last_seen = v.get("lastSeen").and_then(Value::as_f64).unwrap_or(self.last_seen);
-        self.rev = v.get("rev").and_then(Value::as_u64).unwrap_or(0);
-        self.state = v.get("state").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+    /// Fills the device from what the server shows of it.
+    fn load(&mut self, v: DeviceView) {
+        self.name = v.name;
+        self.online = v.online;
+        self.last_seen = v.last_seen;
+        self.rev = v.rev;
+        self.state = v.state;
     }
 
     /// The name, or the id when it has none.
@@ -149,8 +175,8 @@ pub struct Model {
     pub alerts: VecDeque<Alert>,
     pub runs: VecDeque<CommandRun>,
     pub samples: VecDeque<Sample>,
-    /// The latest `devices:stats` answer as it came (totals, for the figures).
-    pub totals: Option<Value>,
+    /// The latest `devices:stats` answer (totals, for the figures).
+    pub totals: Option<TenantStats>,
     last: Option<Totals>,
     next_run: u64,
     /// Devices with a `devices:resync` in flight (patches until then would only ask again).
@@ -187,11 +213,11 @@ impl Model {
     /// full state patches continue from); snapshots already fetched are kept. Asks for every
     /// device's snapshot.
     pub fn load(&mut self, reply: &Value) -> Vec<Effect> {
-        let list = reply.get("devices").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let list = decode::<DeviceList>("device list", reply).map(|l| l.devices).unwrap_or_default();
         let old = std::mem::take(&mut self.devices);
         for v in list {
-            let Some(id) = str_of(v, "deviceId") else { continue };
-            self.entry(id).load(v);
+            let id = v.device_id.clone();
+            self.entry(&id).load(v);
         }
         // Keep the thumbnails of devices still listed (the page releases the others later).
         for d in old {
@@ -204,9 +230,10 @@ impl Model {
 
     /// A `devices:resync` answer: one device's full state.
     pub fn resynced(&mut self, v: &Value) {
-        if let Some(id) = str_of(v, "deviceId") {
-            self.resyncing.retain(|r| r != id);
-            self.entry(id).load(v);
+        if let Some(v) = decode::<DeviceView>("device", v) {
+            let id = v.device_id.clone();
+            self.resyncing.retain(|r| *r != id);
+            self.entry(&id).load(v);
         }
     }
 
@@ -217,43 +244,47 @@ impl Model {
 
     /// A push of the admin protocol at server time `now`.
     pub fn on_push(&mut self, event: &str, data: &Value, now: f64) -> Vec<Effect> {
-        let Some(id) = str_of(data, "deviceId") else { return vec![] };
-        match event {
-            "device:online" | "device:offline" => {
+        let push = match DevicePush::decode(event, data.clone()) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                web_sys_log(&format!("admin: {event} that does not decode: {e}"));
+                return vec![];
+            }
+            None => return vec![],
+        };
+        match push {
+            DevicePush::Online(p) | DevicePush::Offline(p) => {
                 let online = event == "device:online";
-                let d = self.entry(id);
+                let d = self.entry(&p.device_id);
                 d.online = online;
-                if let Some(name) = str_of(data, "name") {
-                    d.name = name.to_owned();
-                }
-                d.last_seen = data.get("lastSeen").and_then(Value::as_f64).unwrap_or(now);
+                d.name = p.name;
+                d.last_seen = p.last_seen;
                 let text = format!("{} is {}", d.label(), if online { "online" } else { "offline" });
                 let kind = if online { AlertKind::Online } else { AlertKind::Offline };
-                self.alert(now, kind, id, text);
+                self.alert(now, kind, &p.device_id, text);
                 vec![]
             }
-            "state:updated" => {
-                let rev = data.get("rev").and_then(Value::as_u64).unwrap_or(0);
-                let base = data.get("baseRev").and_then(Value::as_u64);
-                let patch = data.get("patch").unwrap_or(&Value::Null);
-                let d = self.entry(id);
-                if rev <= d.rev {
+            DevicePush::StateUpdated(u) => {
+                let id = u.device_id;
+                let d = self.entry(&id);
+                if u.rev <= d.rev {
                     return vec![]; // already have it (e.g. a resync overtook the patch)
                 }
-                if base != Some(d.rev) {
-                    if self.resyncing.iter().any(|r| r == id) {
+                if u.base_rev != d.rev {
+                    if self.resyncing.contains(&id) {
                         return vec![];
                     }
-                    self.resyncing.push(id.to_owned());
-                    return vec![Effect::Resync(id.to_owned())];
+                    self.resyncing.push(id.clone());
+                    return vec![Effect::Resync(id)];
                 }
-                merge_patch::apply(&mut d.state, patch);
-                d.rev = rev;
+                merge_patch::apply(&mut d.state, &u.patch);
+                d.rev = u.rev;
                 d.last_seen = now;
                 // A device reports snapshots in its state's `snapshot` member (seed 003).
-                if patch.get("snapshot").is_some() { vec![Effect::FetchSnapshot(id.to_owned())] } else { vec![] }
+                if u.patch.get("snapshot").is_some() { vec![Effect::FetchSnapshot(id)] } else { vec![] }
             }
-            _ => vec![],
+            // The page gets command outcomes through its requests' replies (`finish`).
+            DevicePush::CommandResponse(_) | DevicePush::Registered(_) | DevicePush::Command(_) => vec![],
         }
     }
 
@@ -277,20 +308,28 @@ impl Model {
     pub fn finish(&mut self, run: u64, reply: Result<Value, ClientError>, now: f64) -> Vec<Effect> {
         let Some(r) = self.runs.iter_mut().find(|r| r.id == run) else { return vec![] };
         let mut effects = vec![];
+        let reply = reply.and_then(|v| {
+            serde_json::from_value::<CommandOutcome>(v).map_err(|e| {
+                ClientError::new("INVALID_PAYLOAD", &format!("a command outcome that does not decode: {e}"))
+            })
+        });
         match reply {
             Ok(out) => {
-                r.attempts = out.get("attempts").and_then(Value::as_u64);
-                let status = str_of(&out, "status").unwrap_or("success");
+                r.attempts = Some(u64::from(out.attempts));
+                let status = out.status.as_str();
                 if matches!(status, "success" | "ok" | "done") {
                     r.status = RunStatus::Ok;
-                    r.detail = out.get("result").map(short_json).unwrap_or_default();
-                    if out.pointer("/result/snapshot").is_some() {
+                    r.detail = out.result.as_ref().map(short_json).unwrap_or_default();
+                    if out.result.as_ref().and_then(|r| r.get("snapshot")).is_some() {
                         effects.push(Effect::FetchSnapshot(r.device_id.clone()));
                     }
                 } else {
-                    // The device's own error: `{code, message}`, a string, or just the status.
-                    let err = out.get("error");
-                    let code = err.and_then(|e| str_of(e, "code").or_else(|| e.as_str())).unwrap_or(status).to_owned();
+                    // The device's own error (`{code, message}`, a string, or just the status),
+                    // or the server's (`failed`, an error body).
+                    let err = out.error.as_ref();
+                    let fallback = if status == STATUS_FAILED { "FAILED" } else { status };
+                    let code =
+                        err.and_then(|e| str_of(e, "code").or_else(|| e.as_str())).unwrap_or(fallback).to_owned();
                     r.detail = err.and_then(|e| str_of(e, "message")).unwrap_or_default().to_owned();
                     r.status = RunStatus::Error(code);
                 }
@@ -318,22 +357,22 @@ impl Model {
     /// A `devices:stats` answer `{devices, online, states, commands, commandsFailed}` (running
     /// totals) at server time `now`: rates since the previous one.
     pub fn on_stats(&mut self, v: &Value, now: f64) {
-        let num = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-        let t = Totals { at: now, commands: num("commands"), states: num("states") };
+        let Some(stats) = decode::<TenantStats>("devices:stats answer", v) else { return };
+        let t = Totals { at: now, commands: stats.commands as f64, states: stats.states as f64 };
         if let Some(prev) = self.last.filter(|p| now > p.at) {
             let per_min = |a: f64, b: f64| ((b - a).max(0.0)) * 60_000.0 / (now - prev.at);
             self.samples.push_back(Sample {
                 at: now,
                 commands_per_min: per_min(prev.commands, t.commands),
                 states_per_min: per_min(prev.states, t.states),
-                online: num("online"),
+                online: stats.online as f64,
             });
             while self.samples.len() > MAX_SAMPLES {
                 self.samples.pop_front();
             }
         }
         self.last = Some(t);
-        self.totals = Some(v.clone());
+        self.totals = Some(stats);
     }
 
     fn alert(&mut self, at: f64, kind: AlertKind, device_id: &str, text: String) {
@@ -369,7 +408,7 @@ mod tests {
     fn loaded() -> Model {
         let mut m = Model::default();
         let fx = m.load(&json!({"devices": [{"deviceId": "k1", "name": "Lobby", "online": true, "lastSeen": 5.0,
-            "rev": 3, "state": {"vlc": {"state": "paused", "time": 1}, "activePlaylist": {"id": "p1"}}}]}));
+            "info": {}, "rev": 3, "state": {"vlc": {"state": "paused", "time": 1}, "activePlaylist": {"id": "p1"}}}]}));
         assert_eq!(fx, vec![Effect::FetchSnapshot("k1".into())]);
         m
     }
@@ -397,7 +436,8 @@ mod tests {
         assert_eq!(dev(&m, "k1").rev, 4, "nothing applied across the gap");
         let again = json!({"deviceId": "k1", "rev": 8, "baseRev": 7, "patch": {}});
         assert!(m.on_push("state:updated", &again, 12.5).is_empty(), "one resync at a time");
-        m.resynced(&json!({"deviceId": "k1", "name": "Lobby", "online": true, "rev": 8, "state": {"x": 1}}));
+        m.resynced(&json!({"deviceId": "k1", "name": "Lobby", "online": true, "lastSeen": 12.0, "info": {},
+            "rev": 8, "state": {"x": 1}}));
         assert_eq!((dev(&m, "k1").rev, &dev(&m, "k1").state), (8, &json!({"x": 1})));
         // A patch touching `snapshot` means a new image.
         let fx = m.on_push(
@@ -418,7 +458,8 @@ mod tests {
         assert!(dev(&m, "k2").online, "a new device appears");
         assert_eq!((m.alerts[0].kind, m.alerts[1].kind), (AlertKind::Online, AlertKind::Offline));
         for i in 0..100 {
-            m.on_push("device:online", &json!({"deviceId": "k2"}), 30.0 + f64::from(i));
+            let at = 30.0 + f64::from(i);
+            m.on_push("device:online", &json!({"deviceId": "k2", "name": "Bar", "lastSeen": at}), at);
         }
         assert_eq!(m.alerts.len(), MAX_ALERTS);
         assert_eq!(m.alerts[0].at, 129.0);
@@ -432,24 +473,44 @@ mod tests {
         let lost = m.start("k1", "vlc:stop", 3.0);
         let snap = m.start("k1", "vlc:snapshot", 4.0);
         assert_eq!(m.last_run("k1").map(|r| &r.status), Some(&RunStatus::Pending));
-        assert!(
-            m.finish(ok, Ok(json!({"status": "success", "attempts": 1, "result": {"playing": true}})), 5.0).is_empty()
-        );
-        m.finish(err, Ok(json!({"status": "error", "error": {"code": "VLC_DOWN", "message": "no vlc"}})), 6.0);
+        let outcome = |command: &str, rest: Value| {
+            let mut o = json!({"commandId": "c", "deviceId": "k1", "command": command, "attempts": 1});
+            if let (Some(o), Value::Object(rest)) = (o.as_object_mut(), rest) {
+                o.extend(rest);
+            }
+            o
+        };
+        let done = outcome("vlc:play", json!({"status": "success", "result": {"playing": true}}));
+        assert!(m.finish(ok, Ok(done), 5.0).is_empty());
+        let failed =
+            outcome("vlc:pause", json!({"status": "error", "error": {"code": "VLC_DOWN", "message": "no vlc"}}));
+        m.finish(err, Ok(failed), 6.0);
         m.finish(lost, Err(ClientError::new("COMMAND_TIMEOUT", "no answer")), 7.0);
-        let fx = m.finish(
-            snap,
-            Ok(json!({"status": "success", "result": {"snapshot": {"url": "/api/devices/k1/snapshot"}}})),
-            8.0,
+        let snapshot = outcome(
+            "vlc:snapshot",
+            json!({"status": "success", "result": {"snapshot": {"url": "/api/devices/k1/snapshot"}}}),
         );
+        let fx = m.finish(snap, Ok(snapshot), 8.0);
         assert_eq!(fx, vec![Effect::FetchSnapshot("k1".into())]);
         let status = |id| m.runs.iter().find(|r| r.id == id).map(|r| r.status.clone());
         assert_eq!(status(ok), Some(RunStatus::Ok));
         assert_eq!(status(err), Some(RunStatus::Error("VLC_DOWN".into())));
         assert_eq!(status(lost), Some(RunStatus::Timeout("COMMAND_TIMEOUT".into())));
+        // A payload that is not an outcome is an error of the run, not a success.
+        let odd = m.start("k1", "vlc:play", 9.0);
+        m.finish(odd, Ok(json!({"status": "success"})), 9.5);
+        let status = |id| m.runs.iter().find(|r| r.id == id).map(|r| r.status.clone());
+        assert_eq!(status(odd), Some(RunStatus::Error("INVALID_PAYLOAD".into())));
         let failed: Vec<_> =
             m.alerts.iter().filter(|a| a.kind == AlertKind::CommandFailed).map(|a| a.text.as_str()).collect();
-        assert_eq!(failed, ["vlc:stop on k1 failed: COMMAND_TIMEOUT", "vlc:pause on k1 failed: VLC_DOWN"]);
+        assert_eq!(
+            failed,
+            [
+                "vlc:play on k1 failed: INVALID_PAYLOAD",
+                "vlc:stop on k1 failed: COMMAND_TIMEOUT",
+                "vlc:pause on k1 failed: VLC_DOWN"
+            ]
+        );
     }
 
     #[test]

@@ -234,7 +234,7 @@ fn alerts(m: &Model, now: f64) -> Html {
 }
 
 fn stats(m: &Model, now: f64) -> Html {
-    let total = |k: &str| m.totals.as_ref().and_then(|t| t.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
+    let totals = m.totals.clone().unwrap_or_default();
     let last = m.samples.back().copied();
     let fig = |f: fn(&Sample) -> f64| last.as_ref().map(|s| format!("{:.1}", f(s))).unwrap_or_else(|| "—".into());
     // The charts cover what has been sampled so far, between one and ten minutes.
@@ -263,12 +263,12 @@ fn stats(m: &Model, now: f64) -> Html {
         <section class="card" id="stats">
             <h2>{ "Usage" }</h2>
             { facts("stats", vec![
-                ("devices", "stat-devices", total("devices").to_string()),
-                ("online", "stat-online", total("online").to_string()),
+                ("devices", "stat-devices", totals.devices.to_string()),
+                ("online", "stat-online", totals.online.to_string()),
                 ("commands / min", "stat-commands", fig(|s| s.commands_per_min)),
                 ("state updates / min", "stat-states", fig(|s| s.states_per_min)),
-                ("commands (failed)", "stat-failed", format!("{} ({})", total("commands"), total("commandsFailed"))),
-                ("state updates", "stat-updates", total("states").to_string()),
+                ("commands (failed)", "stat-failed", format!("{} ({})", totals.commands, totals.commands_failed)),
+                ("state updates", "stat-updates", totals.states.to_string()),
             ]) }
             <div class="charts">
                 { chart("chart-commands", "commands per minute", "/min", |s| s.commands_per_min) }
