@@ -310,7 +310,7 @@ impl Model {
         let mut effects = vec![];
         let reply = reply.and_then(|v| {
             serde_json::from_value::<CommandOutcome>(v).map_err(|e| {
-                ClientError::new("INVALID_PAYLOAD", &format!("a command outcome that does not decode: {e}"))
+                ClientError::new("INVALID_PAYLOAD", format!("a command outcome that does not decode: {e}"))
             })
         });
         match reply {
