@@ -44,6 +44,23 @@ pub struct Config {
     #[arg(long, env = "UNISONO_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Joins a cluster through this Redis (`redis://HOST:PORT`): rooms, presence and messages
+    /// are shared with every node using the same Redis, prefix and PostgreSQL database
+    /// (docs/cluster.md). Without it the node is on its own. A cluster needs PostgreSQL.
+    #[arg(long, env = "UNISONO_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of this deployment's Redis keys and channels (several deployments may share one
+    /// Redis).
+    #[arg(long, env = "UNISONO_REDIS_PREFIX", default_value = "unisono")]
+    pub redis_prefix: String,
+    /// Milliseconds a room's owner holds it without renewing: a dead (or paused) node's rooms
+    /// are taken over after at most this long.
+    #[arg(long, env = "UNISONO_ROOM_LEASE_MS", default_value_t = 3_000)]
+    pub room_lease_ms: u64,
+    /// Milliseconds a request forwarded to another node may take before `CLUSTER_UNAVAILABLE`.
+    #[arg(long, env = "UNISONO_CLUSTER_TIMEOUT_MS", default_value_t = 2_000)]
+    pub cluster_timeout_ms: u64,
+
     /// Group-commit window in milliseconds: a change waits this long for others to share its
     /// database commit (0 commits at once). Replies and broadcasts wait for the commit.
     #[arg(long, env = "UNISONO_COMMIT_DELAY_MS", default_value_t = 2.0)]

@@ -5,6 +5,8 @@
 //! ## Layout
 //! - [`api`]: the REST API under `/api` and its OpenAPI document.
 //! - [`auth`]: who a connection is: JWT principals (subject, tenant, role), anonymous use.
+//! - [`cluster`]: several nodes as one service over Redis: the node registry, requests between
+//!   nodes, the room directory's leases (the cluster bus is [`bus::redis`]).
 //! - [`config`]: `unisono serve` flags and environment variables, with defaults.
 //! - [`server`]: process wiring: store, engine, listener, graceful shutdown.
 //! - [`http`]: routes: `/healthz`, `/metrics`, the web app (and `/api` through [`api`]).
@@ -25,6 +27,7 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod engine;

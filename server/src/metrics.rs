@@ -24,6 +24,16 @@ pub struct Metrics {
     pub device_commands: IntCounterVec,
     pub device_states: IntCounter,
     pub devices_online: IntGauge,
+    pub cluster_nodes: IntGauge,
+    pub cluster_subscriptions: IntGauge,
+    pub cluster_messages_in: IntCounter,
+    pub cluster_messages_out: IntCounter,
+    pub cluster_forwarded: IntCounter,
+    pub cluster_dropped: IntCounter,
+    pub cluster_bad_messages: IntCounter,
+    pub cluster_disconnects: IntCounter,
+    pub cluster_takeovers: IntCounter,
+    pub cluster_redis_seconds: Histogram,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -86,6 +96,53 @@ impl Metrics {
             device_states: IntCounter::new("unisono_device_states_total", "Device states stored").expect("metric"),
             devices_online: IntGauge::new("unisono_devices_online", "Devices connected and registered")
                 .expect("metric"),
+            cluster_nodes: IntGauge::new("unisono_cluster_nodes", "Live nodes of the cluster (1 without one)")
+                .expect("metric"),
+            cluster_subscriptions: IntGauge::new(
+                "unisono_cluster_subscriptions",
+                "Redis channels this node subscribes (topics with a subscriber here)",
+            )
+            .expect("metric"),
+            cluster_messages_in: IntCounter::new(
+                "unisono_cluster_messages_in_total",
+                "Messages this node received from the cluster (bus and requests)",
+            )
+            .expect("metric"),
+            cluster_messages_out: IntCounter::new(
+                "unisono_cluster_messages_out_total",
+                "Messages this node sent to the cluster (bus and requests)",
+            )
+            .expect("metric"),
+            cluster_forwarded: IntCounter::new(
+                "unisono_cluster_forwarded_total",
+                "Room requests forwarded to the room's owner on another node",
+            )
+            .expect("metric"),
+            cluster_dropped: IntCounter::new(
+                "unisono_cluster_dropped_total",
+                "Cluster messages dropped (send queue full, or Redis unreachable)",
+            )
+            .expect("metric"),
+            cluster_bad_messages: IntCounter::new(
+                "unisono_cluster_bad_messages_total",
+                "Cluster messages that did not decode",
+            )
+            .expect("metric"),
+            cluster_disconnects: IntCounter::new(
+                "unisono_cluster_disconnects_total",
+                "Times the Redis connection was lost",
+            )
+            .expect("metric"),
+            cluster_takeovers: IntCounter::new(
+                "unisono_cluster_takeovers_total",
+                "Rooms this node took over from a node that no longer holds them",
+            )
+            .expect("metric"),
+            cluster_redis_seconds: histogram(
+                "unisono_cluster_redis_seconds",
+                "Redis round trips (commands and pipelines)",
+                vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0],
+            ),
         };
         let r = &m.registry;
         for c in [
@@ -104,6 +161,16 @@ impl Metrics {
             Box::new(m.device_commands.clone()),
             Box::new(m.device_states.clone()),
             Box::new(m.devices_online.clone()),
+            Box::new(m.cluster_nodes.clone()),
+            Box::new(m.cluster_subscriptions.clone()),
+            Box::new(m.cluster_messages_in.clone()),
+            Box::new(m.cluster_messages_out.clone()),
+            Box::new(m.cluster_forwarded.clone()),
+            Box::new(m.cluster_dropped.clone()),
+            Box::new(m.cluster_bad_messages.clone()),
+            Box::new(m.cluster_disconnects.clone()),
+            Box::new(m.cluster_takeovers.clone()),
+            Box::new(m.cluster_redis_seconds.clone()),
         ] {
             r.register(c).expect("unique metric names");
         }

@@ -24,13 +24,42 @@ use crate::{
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let url = config.database_url();
+    if config.redis_url.is_some() && !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        anyhow::bail!(
+            "--redis-url needs a shared database: a cluster over SQLite would give each node its own rooms \
+             (use --database-url postgres://…)"
+        );
+    }
     let store =
         Store::open(&url, config.commit_delay()).await.with_context(|| format!("opening the database {url}"))?;
     let node_id = config
         .node_id()
         .with_context(|| format!("reading or creating the node id in {}", config.data_dir.display()))?;
+    let node: Arc<str> = node_id.as_str().into();
+    let cluster = match &config.redis_url {
+        Some(redis_url) => Some(
+            crate::cluster::Cluster::connect(crate::cluster::ClusterConfig {
+                redis_url: redis_url.clone(),
+                prefix: config.redis_prefix.clone(),
+                node_id: node.clone(),
+                lease: std::time::Duration::from_millis(config.room_lease_ms.max(100)),
+                request_timeout: std::time::Duration::from_millis(config.cluster_timeout_ms.max(10)),
+                advertise: config.listen.to_string(),
+            })
+            .await
+            .with_context(|| format!("joining the cluster through {redis_url}"))?,
+        ),
+        None => None,
+    };
+    let redis_directory = cluster.as_ref().map(|c| crate::cluster::directory::RedisDirectory::new(c.clone()));
+    let (bus, directory): (Arc<dyn crate::bus::Bus>, Arc<dyn crate::engine::directory::Directory>) =
+        match (&cluster, &redis_directory) {
+            (Some(c), Some(d)) => (crate::bus::redis::RedisBus::start(c.clone()), d.clone()),
+            _ => (Arc::new(LocalBus::new()), Arc::new(LocalDirectory::default())),
+        };
     let engine_config = EngineConfig {
-        node_id: node_id.as_str().into(),
+        node_id: node.clone(),
+        clustered: cluster.is_some(),
         limits: config.room_limits(),
         max_rooms: config.max_rooms,
         max_rooms_per_tenant: config.max_rooms_per_tenant,
@@ -40,16 +69,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let secret = crate::auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.data_dir)
         .with_context(|| format!("reading or creating the JWT secret in {}", config.data_dir.display()))?;
     let auth = Arc::new(Auth::new(&secret, config.auth.anonymous, config.auth.auth_failures_per_min));
-    let engine = Engine::start(Parts {
-        config: engine_config,
-        store,
-        bus: Arc::new(LocalBus::new()),
-        directory: Arc::new(LocalDirectory::default()),
-        auth,
-        devices: config.devices_config()?,
-    })
-    .await
-    .context("restoring rooms and devices")?;
+    let engine =
+        Engine::start(Parts { config: engine_config, store, bus, directory, auth, devices: config.devices_config()? })
+            .await
+            .context("restoring rooms and devices")?;
+    if let (Some(c), Some(d)) = (&cluster, redis_directory) {
+        crate::cluster::run(engine.clone(), c.clone(), d);
+    }
     let ws = Arc::new(WsConfig {
         max_frame_bytes: config.max_frame_bytes,
         session_queue: config.session_queue,

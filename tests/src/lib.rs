@@ -623,3 +623,60 @@ impl Drop for PgDatabase {
         }
     }
 }
+
+/// Address of the local Redis the cluster tests use.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Several real `unisono` processes forming one cluster: one PostgreSQL database and one Redis
+/// key prefix of their own (so tests run in parallel), both removed when this drops.
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+    pub prefix: String,
+    /// Dropped after the nodes (fields drop in order).
+    _db: PgDatabase,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (each with its own data folder, so its own node id) with `extra` flags.
+    /// Fails when PostgreSQL or Redis is unreachable.
+    pub fn start(n: usize, extra: &[&str]) -> Result<Cluster> {
+        let db = PgDatabase::create("cluster")?;
+        redis_cli(&["PING"]).context("Redis at 127.0.0.1:6379 is needed for the cluster tests")?;
+        let prefix = format!("unisono-e2e-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let node_id = format!("node-{}", (b'a' + i as u8) as char);
+            let mut args: Vec<&str> = vec!["--redis-url", REDIS_URL, "--redis-prefix", &prefix, "--node-id", &node_id];
+            args.extend_from_slice(extra);
+            nodes.push(Server::start_with(&db.url, &args, temp_dir("node"))?);
+        }
+        Ok(Cluster { nodes, prefix, _db: db })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill9();
+        }
+        // Everything the test left in Redis under its prefix.
+        if let Ok(keys) = redis_cli(&["--scan", "--pattern", &format!("{}:*", self.prefix)]) {
+            for key in keys.lines().filter(|k| !k.is_empty()) {
+                let _ = redis_cli(&["DEL", key]);
+            }
+        }
+    }
+}
+
+/// Runs `redis-cli ARGS` against the local Redis; its output.
+pub fn redis_cli(args: &[&str]) -> Result<String> {
+    let out = Command::new("redis-cli")
+        .args(["-u", REDIS_URL])
+        .args(args)
+        .output()
+        .context("running redis-cli (the Redis client is needed for the cluster tests)")?;
+    if !out.status.success() {
+        bail!("redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -116,7 +116,7 @@ fn test() -> Result<()> {
     run("build the unisono binary", c)?;
     // The Socket.IO and browser tests drive real npm clients (socket.io-client, ws).
     ensure_node_modules()?;
-    // Tests that need a local service (PostgreSQL) are `#[ignore]`d, so that a plain `cargo test`
+    // Tests that need a local service (PostgreSQL, Redis) are `#[ignore]`d, so that a plain `cargo test`
     // never reports them as passed without running them. Here they run whenever the service is
     // up, and always under CI=true, where a missing service fails them.
     let mut c = cargo();
@@ -125,7 +125,7 @@ fn test() -> Result<()> {
     let missing: Vec<&str> = SERVICES.iter().filter(|(_, addr)| !service_up(addr)).map(|(name, _)| *name).collect();
     if ci || missing.is_empty() {
         c.args(["--", "--include-ignored"]);
-        run("cargo test --workspace (with the PostgreSQL tests)", c)?;
+        run("cargo test --workspace (with the PostgreSQL and Redis tests)", c)?;
     } else {
         run("cargo test --workspace", c)?;
         eprintln!(
@@ -145,7 +145,8 @@ fn test() -> Result<()> {
 }
 
 /// Local services some tests need: (name, address).
-const SERVICES: &[(&str, &str)] = &[("PostgreSQL at 127.0.0.1:5432", "127.0.0.1:5432")];
+const SERVICES: &[(&str, &str)] =
+    &[("PostgreSQL at 127.0.0.1:5432", "127.0.0.1:5432"), ("Redis at 127.0.0.1:6379", "127.0.0.1:6379")];
 
 /// True when something accepts TCP connections at `addr`.
 fn service_up(addr: &str) -> bool {

@@ -102,6 +102,40 @@ pub enum RoomReply {
     Description(Box<RoomDescription>),
 }
 
+impl RoomReply {
+    /// The variant's name, which [`RoomReply::decode`] reads it back by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RoomReply::Done => "done",
+            RoomReply::Joined(_) => "joined",
+            RoomReply::Playback(_) => "playback",
+            RoomReply::Queue(_) => "queue",
+            RoomReply::Host(_) => "host",
+            RoomReply::Ready(_) => "ready",
+            RoomReply::Settings(_) => "settings",
+            RoomReply::Members(_) => "members",
+            RoomReply::Description(_) => "description",
+        }
+    }
+
+    /// A reply from its [`kind`](RoomReply::kind) and its JSON text (as [`Serialize`] writes it).
+    pub fn decode(kind: &str, data: &str) -> Result<RoomReply, serde_json::Error> {
+        use serde::de::Error;
+        Ok(match kind {
+            "done" => RoomReply::Done,
+            "joined" => RoomReply::Joined(serde_json::from_str(data)?),
+            "playback" => RoomReply::Playback(serde_json::from_str(data)?),
+            "queue" => RoomReply::Queue(serde_json::from_str(data)?),
+            "host" => RoomReply::Host(serde_json::from_str(data)?),
+            "ready" => RoomReply::Ready(serde_json::from_str(data)?),
+            "settings" => RoomReply::Settings(serde_json::from_str(data)?),
+            "members" => RoomReply::Members(serde_json::from_str(data)?),
+            "description" => RoomReply::Description(Box::new(serde_json::from_str(data)?)),
+            other => return Err(serde_json::Error::custom(format!("unknown reply kind {other:?}"))),
+        })
+    }
+}
+
 impl Serialize for RoomReply {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {

@@ -2,6 +2,8 @@
 
 use crate::prelude::*;
 
+use serde::{Deserialize, Serialize};
+
 use super::SessionId;
 use crate::{
     Millis,
@@ -9,8 +11,9 @@ use crate::{
     song::Song,
 };
 
-/// An input to the room.
-#[derive(Debug, Clone, PartialEq)]
+/// An input to the room. Serializable, so that a node can send one to the room's owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum RoomCommand {
     Join {
         session: SessionId,

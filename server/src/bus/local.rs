@@ -14,6 +14,8 @@ use std::{
     thread,
 };
 
+use futures_util::future::BoxFuture;
+
 use super::{Bus, Outbox, Outgoing, Topic};
 
 #[derive(Default)]
@@ -24,6 +26,32 @@ pub struct LocalBus {
 impl LocalBus {
     pub fn new() -> LocalBus {
         LocalBus::default()
+    }
+
+    /// [`Bus::subscribe`], done at once.
+    pub fn subscribe_now(&self, topic: &Topic, session: &str, outbox: Outbox) {
+        if let Ok(mut t) = self.topics.write() {
+            t.entry(topic.to_owned()).or_default().insert(session.to_owned(), outbox);
+        }
+    }
+
+    /// [`Bus::unsubscribe`]; true if the session was subscribed.
+    pub fn unsubscribe_now(&self, topic: &Topic, session: &str) -> bool {
+        let Ok(mut t) = self.topics.write() else { return false };
+        let Some(subs) = t.get_mut(topic) else { return false };
+        let was = subs.remove(session).is_some();
+        if subs.is_empty() {
+            t.remove(topic);
+        }
+        was
+    }
+
+    /// The sessions subscribed to `topic`.
+    pub fn subscribers(&self, topic: &Topic) -> Vec<String> {
+        self.topics
+            .read()
+            .map(|t| t.get(topic).map(|s| s.keys().cloned().collect()).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// [`Bus::publish`], returning how many subscribers took the message.
@@ -38,21 +66,13 @@ impl LocalBus {
 }
 
 impl Bus for LocalBus {
-    fn subscribe(&self, topic: &Topic, session: &str, outbox: Outbox) {
-        if let Ok(mut t) = self.topics.write() {
-            t.entry(topic.to_owned()).or_default().insert(session.to_owned(), outbox);
-        }
+    fn subscribe(&self, topic: &Topic, session: &str, outbox: Outbox) -> BoxFuture<'static, ()> {
+        self.subscribe_now(topic, session, outbox);
+        Box::pin(std::future::ready(()))
     }
 
     fn unsubscribe(&self, topic: &Topic, session: &str) {
-        if let Ok(mut t) = self.topics.write()
-            && let Some(subs) = t.get_mut(topic)
-        {
-            subs.remove(session);
-            if subs.is_empty() {
-                t.remove(topic);
-            }
-        }
+        self.unsubscribe_now(topic, session);
     }
 
     fn publish(&self, topic: &Topic, msg: &Outgoing, except: Option<&str>) {
@@ -130,7 +150,7 @@ mod tests {
         let mut inboxes = Vec::new();
         for i in 0..n {
             let (out, inbox) = Outbox::new(8);
-            bus.subscribe("room:BIG", &format!("s{i}"), out);
+            bus.subscribe_now("room:BIG", &format!("s{i}"), out);
             inboxes.push(inbox);
         }
         for k in 0..5 {

@@ -11,6 +11,7 @@
 pub mod local;
 pub mod outbox;
 pub mod outgoing;
+pub mod redis;
 
 pub use local::LocalBus;
 pub use outbox::Outbox;
@@ -19,20 +20,22 @@ pub use outgoing::{EncodeError, Outgoing};
 /// A topic name, e.g. `room:ABC234`.
 pub type Topic = str;
 
-/// Topic of a room's broadcasts.
-pub fn room_topic(code: &str) -> String {
-    format!("room:{code}")
+/// Topic of a room's broadcasts. Topics name their tenant, so that a cluster bus carries no
+/// tenant's messages on another's channel.
+pub fn room_topic(tenant: &str, code: &str) -> String {
+    format!("room:{tenant}:{code}")
 }
 
 /// Topic of one session's own messages (its `room-joined`, presence for a host, publishes).
-pub fn session_topic(session: &str) -> String {
-    format!("session:{session}")
+pub fn session_topic(tenant: &str, session: &str) -> String {
+    format!("session:{tenant}:{session}")
 }
 
 /// Publish/subscribe of pre-serialized messages to sessions.
 pub trait Bus: Send + Sync + 'static {
-    /// Subscribes (or re-subscribes with a new outbox, after a resume) a session.
-    fn subscribe(&self, topic: &Topic, session: &str, outbox: Outbox);
+    /// Subscribes (or re-subscribes with a new outbox, after a resume) a session; resolves once
+    /// every message published on the topic afterwards will reach it.
+    fn subscribe(&self, topic: &Topic, session: &str, outbox: Outbox) -> futures_util::future::BoxFuture<'static, ()>;
     fn unsubscribe(&self, topic: &Topic, session: &str);
     /// Delivers `msg` to every subscriber except `except`, without waiting for anyone.
     fn publish(&self, topic: &Topic, msg: &Outgoing, except: Option<&str>);

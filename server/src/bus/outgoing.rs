@@ -86,6 +86,21 @@ impl Outgoing {
         Outgoing::event(push.event(), data)
     }
 
+    /// An event from its `/ws` text, `{"event": …, "data": …}` (what the cluster bus carries):
+    /// the text is kept as it is, so every node delivers the publisher's bytes.
+    pub fn from_text(text: String) -> Result<Outgoing, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Frame<'a> {
+            #[serde(borrow)]
+            event: Cow<'a, str>,
+            #[serde(borrow)]
+            data: &'a RawValue,
+        }
+        let f: Frame = serde_json::from_str(&text)?;
+        let body = Body::Event { name: Cow::Owned(f.event.into_owned()), data: f.data.to_owned() };
+        Ok(Outgoing::new(body, text))
+    }
+
     /// A `/ws`-only text frame (a reply): no other edge receives these.
     pub fn ws_text(text: impl Into<String>) -> Outgoing {
         Outgoing::new(Body::WsText, text.into())

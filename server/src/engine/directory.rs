@@ -14,8 +14,12 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
+use unisono_core::{
+    RoomCommand,
+    protocol::{ErrorBody, ErrorCode},
+};
 
-use super::rooms::RoomHandle;
+use super::rooms::{RoomHandle, RoomResult};
 
 /// Where a room lives.
 #[derive(Clone)]
@@ -33,8 +37,21 @@ pub struct DirectoryError(pub String);
 
 /// Where rooms live, and the rooms this node owns.
 pub trait Directory: Send + Sync + 'static {
-    /// Where room `code` lives; `None` when no node has it open.
+    /// Where room `code` lives; `None` when no node holds it.
     fn locate<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Option<Location>, DirectoryError>>;
+    /// Takes ownership of room `code`, which no node holds: true if this node may now restore
+    /// it from the store (where it then claims it under a new epoch). A single node never does:
+    /// every room it may own it created or restored at start.
+    fn acquire<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<bool, DirectoryError>>;
+    /// Sends a command to room `code` of `tenant` on node `node`, which owns it, and waits for
+    /// the answer.
+    fn forward<'a>(
+        &'a self,
+        node: &'a str,
+        tenant: &'a str,
+        code: &'a str,
+        cmd: RoomCommand,
+    ) -> BoxFuture<'a, RoomResult>;
     /// This node now owns the room of `handle`.
     fn insert(&self, handle: RoomHandle);
     /// This node no longer owns room `code` (closed, or its lease was lost).
@@ -75,5 +92,14 @@ impl Directory for LocalDirectory {
 
     fn owned(&self) -> Vec<RoomHandle> {
         self.lock().values().cloned().collect()
+    }
+
+    fn acquire<'a>(&'a self, _code: &'a str) -> BoxFuture<'a, Result<bool, DirectoryError>> {
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
+    fn forward<'a>(&'a self, node: &'a str, _: &'a str, _: &'a str, _: RoomCommand) -> BoxFuture<'a, RoomResult> {
+        let e = ErrorBody::new(ErrorCode::ClusterUnavailable, format!("node {node} is not in this node's cluster"));
+        Box::pin(std::future::ready(Err(e)))
     }
 }

@@ -99,14 +99,14 @@ impl Engine {
                 old.close(4001, "session resumed on another connection");
             }
             // The session's own topic first, so nothing sent to it is missed.
-            self.bus().subscribe(&session_topic(&s.id), &s.id, a.outbox.clone());
+            self.bus().subscribe(&session_topic(&tenant, &s.id), &s.id, a.outbox.clone()).await;
             let hello = Push::Connected(Connected {
                 session_id: s.id.clone(),
                 resume_token: s.resume_token,
                 server_time: now_ms(),
                 resumed: s.resumed,
             });
-            super::rooms::publish(self, &session_topic(&s.id), &hello, None);
+            super::rooms::publish(self, &session_topic(&tenant, &s.id), &hello, None);
             let token = self.connections().add(&s.id, &tenant, a.kind, a.outbox.clone(), None);
             att.registered.push((s.id.clone(), token));
             att.session = Some(SessionConn { session: s.id.clone(), conn: s.conn });
@@ -127,15 +127,16 @@ impl Engine {
     }
 
     /// The connection closed: its session waits `resume_grace` for a resume, then leaves its room.
-    async fn detach_session(&self, c: &SessionConn) {
+    async fn detach_session(&self, tenant: &str, c: &SessionConn) {
         let Some(room_code) = self.inner.sessions.detach(&c.session, c.conn) else { return };
-        self.bus().unsubscribe(&session_topic(&c.session), &c.session);
+        self.bus().unsubscribe(&session_topic(tenant, &c.session), &c.session);
         if let Some(code) = &room_code {
-            self.bus().unsubscribe(&crate::bus::room_topic(code), &c.session);
-            if let Ok(Some(room)) = self.room(None, code).await {
-                room.tell(RoomCommand::Disconnect { session: c.session.clone() }).await;
+            self.bus().unsubscribe(&crate::bus::room_topic(tenant, code), &c.session);
+            if let Ok(Some(room)) = self.room(tenant, code).await {
+                self.tell(&room, RoomCommand::Disconnect { session: c.session.clone() }).await;
             }
         }
+        let tenant = tenant.to_owned();
         let engine = self.clone();
         let c = c.clone();
         let stopping = self.inner.stopping.clone();
@@ -145,9 +146,9 @@ impl Engine {
                 _ = stopping.cancelled() => return,
             }
             if let Some(Some(code)) = engine.inner.sessions.expire(&c.session, c.conn)
-                && let Ok(Some(room)) = engine.room(None, &code).await
+                && let Ok(Some(room)) = engine.room(&tenant, &code).await
             {
-                room.tell(RoomCommand::Leave { session: c.session.clone() }).await;
+                engine.tell(&room, RoomCommand::Leave { session: c.session.clone() }).await;
             }
         });
     }
@@ -266,7 +267,7 @@ async fn detach(
         engine.devices().detach(tenant, conn).await;
     }
     if let Some(s) = &session {
-        Box::pin(engine.detach_session(s)).await;
+        Box::pin(engine.detach_session(tenant, s)).await;
     }
     METRICS.connections.dec();
 }

@@ -44,6 +44,7 @@ use unisono_core::{
 use crate::{
     auth::Auth,
     bus::{Bus, Outgoing, room_topic},
+    metrics::METRICS,
     store::{Store, StoreError},
     time::now_ms,
 };
@@ -51,8 +52,15 @@ use connections::Connections;
 use devices::{Devices, DevicesConfig};
 use directory::{Directory, Location};
 pub use lifecycle::{Attach, Attachment, EdgeRequest};
-use rooms::RoomHandle;
+use rooms::{RoomHandle, RoomResult};
 use sessions::Sessions;
+
+/// A room as the engine reaches it: its actor on this node, or its owner on another.
+#[derive(Clone)]
+pub(crate) enum RoomRef {
+    Here(RoomHandle),
+    There { node: Arc<str>, tenant: String, code: String },
+}
 
 /// A reply's data, serialized once for whichever edge sends it.
 pub type ReplyData = Box<RawValue>;
@@ -79,6 +87,8 @@ pub fn reply_data(v: &impl Serialize) -> Result<ReplyData, ErrorBody> {
 pub struct EngineConfig {
     /// This node's id: the owner named in the rooms it creates and restores.
     pub node_id: Arc<str>,
+    /// Part of a cluster (`--redis-url`): rooms may live on other nodes.
+    pub clustered: bool,
     pub limits: RoomLimits,
     pub max_rooms: usize,
     pub max_rooms_per_tenant: usize,
@@ -103,6 +113,8 @@ struct Inner {
     tasks: TaskTracker,
     /// Cancelled at shutdown: ends the engine's own loops and timers.
     stopping: CancellationToken,
+    /// Held while a room is taken over, so one room is never restored twice here.
+    taking_over: tokio::sync::Mutex<()>,
 }
 
 /// The engine handle; cheap to clone.
@@ -152,6 +164,7 @@ impl Engine {
                 joins: RateLimiter::keyed(Quota::per_minute(per_min)),
                 tasks,
                 stopping: CancellationToken::new(),
+                taking_over: tokio::sync::Mutex::new(()),
             }),
         };
         // Forget addresses whose allowance is full again, so the limiter's memory stays bounded.
@@ -173,6 +186,12 @@ impl Engine {
         let owned = engine.inner.store.claim_rooms(&engine.inner.config.node_id).await?;
         let restored = owned.len();
         for (rec, lease) in owned {
+            // In a cluster, a room whose lease another node holds is that node's now.
+            match engine.directory().acquire(&rec.code).await {
+                Ok(false) if engine.inner.config.clustered => continue,
+                Err(e) => tracing::warn!(room = rec.code, error = %e, "could not take a room's lease at start"),
+                _ => {}
+            }
             let room = Room::restore(rec, engine.inner.config.limits.clone(), now);
             engine.directory().insert(RoomHandle::spawn(room, lease, engine.clone()));
         }
@@ -214,18 +233,94 @@ impl Engine {
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
     }
+    /// Cancelled at shutdown.
+    pub(crate) fn stopping(&self) -> &CancellationToken {
+        &self.inner.stopping
+    }
+
+    /// A command another node forwarded to room `code` of `tenant`, which it found this node
+    /// owns.
+    pub(crate) async fn serve_forwarded(&self, tenant: &str, code: &str, cmd: RoomCommand) -> RoomResult {
+        match self.directory().locate(code).await {
+            Ok(Some(Location::Here(h))) if *h.tenant == *tenant => h.call(cmd).await,
+            Ok(Some(Location::Here(_))) => Err(not_found()),
+            // Moved (or lost) since the sender looked: it asks again.
+            _ => Err(err(ErrorCode::ClusterUnavailable, "the room is not on this node; retry")),
+        }
+    }
+
+    /// Runs a command on `room`: its actor here, or its owner through the directory.
+    pub(crate) async fn call(&self, room: &RoomRef, cmd: RoomCommand) -> RoomResult {
+        match room {
+            RoomRef::Here(h) => h.call(cmd).await,
+            RoomRef::There { node, tenant, code } => self.directory().forward(node, tenant, code, cmd).await,
+        }
+    }
+
+    /// [`Engine::call`] without waiting for the answer (disconnects, expiries).
+    pub(crate) async fn tell(&self, room: &RoomRef, cmd: RoomCommand) {
+        match room {
+            RoomRef::Here(h) => h.tell(cmd).await,
+            RoomRef::There { .. } => {
+                let (engine, room) = (self.clone(), room.clone());
+                self.inner.tasks.spawn(async move {
+                    if let Err(e) = engine.call(&room, cmd).await {
+                        tracing::debug!(error = %e.message, "a forwarded room command failed");
+                    }
+                });
+            }
+        }
+    }
 
     /// The room `code` of `tenant` (`None` also for another tenant's room: no existence leak).
-    async fn room(&self, tenant: Option<&str>, code: &str) -> Result<Option<RoomHandle>, ErrorBody> {
+    /// A room with no live owner is taken over (in a cluster) when the store has it open.
+    pub(crate) async fn room(&self, tenant: &str, code: &str) -> Result<Option<RoomRef>, ErrorBody> {
         match self.directory().locate(code).await {
-            Ok(Some(Location::Here(h))) => Ok(tenant.is_none_or(|t| *h.tenant == *t).then_some(h)),
-            Ok(Some(Location::Node(node))) => Err(err(
-                ErrorCode::ClusterUnavailable,
-                format!("room {code} lives on node {node}, which this node cannot reach"),
-            )),
-            Ok(None) => Ok(None),
+            Ok(Some(Location::Here(h))) => Ok((*h.tenant == *tenant).then_some(RoomRef::Here(h))),
+            Ok(Some(Location::Node(node))) => {
+                Ok(Some(RoomRef::There { node, tenant: tenant.to_owned(), code: code.to_owned() }))
+            }
+            Ok(None) => self.take_over(tenant, code).await,
             Err(e) => Err(err(ErrorCode::ClusterUnavailable, e.to_string())),
         }
+    }
+
+    /// Room `code` has no live owner: if the directory lets this node take it (a cluster node;
+    /// never a single one) and the store has it open, restore it here under a new epoch.
+    async fn take_over(&self, tenant: &str, code: &str) -> Result<Option<RoomRef>, ErrorBody> {
+        let unavailable = |e: directory::DirectoryError| err(ErrorCode::ClusterUnavailable, e.to_string());
+        let _one_at_a_time = self.inner.taking_over.lock().await;
+        // Taken over here meanwhile?
+        if let Ok(Some(Location::Here(h))) = self.directory().locate(code).await {
+            return Ok((*h.tenant == *tenant).then_some(RoomRef::Here(h)));
+        }
+        if !self.directory().acquire(code).await.map_err(unavailable)? {
+            return Ok(None);
+        }
+        match self.inner.store.claim_room(code, &self.inner.config.node_id).await {
+            Ok(Some((rec, lease))) => {
+                let room = Room::restore(rec, self.inner.config.limits.clone(), now_ms());
+                let handle = RoomHandle::spawn(room, lease, self.clone());
+                self.directory().insert(handle.clone());
+                METRICS.cluster_takeovers.inc();
+                tracing::info!(room = code, "took over a room without a live owner");
+                Ok((*handle.tenant == *tenant).then_some(RoomRef::Here(handle)))
+            }
+            Ok(None) => {
+                self.directory().remove(code);
+                Ok(None)
+            }
+            Err(e) => {
+                self.directory().remove(code);
+                tracing::error!(room = code, error = %e, "could not claim a room");
+                Err(err(ErrorCode::StorageUnavailable, "the room could not be loaded"))
+            }
+        }
+    }
+
+    /// The session's tenant (every request comes from an attached session).
+    fn tenant_of(&self, session: &str) -> Result<String, ErrorBody> {
+        self.inner.sessions.tenant(session).ok_or_else(|| err(ErrorCode::Internal, "no session"))
     }
 
     /// Handles one room request of `session`. `received_at` is the server time the frame arrived
@@ -247,30 +342,32 @@ impl Engine {
                 reply_data(&self.join_room(session, &code, j.name.unwrap_or_default()).await?)
             }
             Request::LeaveRoom => {
+                let tenant = self.tenant_of(session)?;
                 let code = self
                     .inner
                     .sessions
                     .room(session)
                     .ok_or_else(|| err(ErrorCode::NotInRoom, "you are not in a room"))?;
-                let result = match self.room(None, &code).await {
-                    Ok(Some(room)) => room.call(RoomCommand::Leave { session: session.to_owned() }).await,
+                let result = match self.room(&tenant, &code).await {
+                    Ok(Some(room)) => self.call(&room, RoomCommand::Leave { session: session.to_owned() }).await,
                     Ok(None) => Ok(RoomReply::Done),
                     Err(e) => Err(e),
                 };
-                self.bus().unsubscribe(&room_topic(&code), session);
+                self.bus().unsubscribe(&room_topic(&tenant, &code), session);
                 self.inner.sessions.clear_room_if(session, &code);
                 reply_data(&result?)
             }
             other => {
+                let tenant = self.tenant_of(session)?;
                 let code =
                     self.inner.sessions.room(session).ok_or_else(|| err(ErrorCode::NotInRoom, "join a room first"))?;
-                let room = self.room(None, &code).await?.ok_or_else(|| {
+                let room = self.room(&tenant, &code).await?.ok_or_else(|| {
                     self.inner.sessions.clear_room_if(session, &code);
                     err(ErrorCode::RoomClosed, "the room is closed")
                 })?;
                 let cmd = RoomCommand::from_request(session.to_owned(), other)
                     .ok_or_else(|| err(ErrorCode::Internal, "not a room request"))?;
-                reply_data(&room.call(cmd).await?)
+                reply_data(&self.call(&room, cmd).await?)
             }
         }
     }
@@ -280,7 +377,7 @@ impl Engine {
         if let Some(patch) = &c.settings {
             settings.apply_patch(patch).map_err(|e| err(e.code(), e.to_string()))?;
         }
-        let tenant = self.inner.sessions.tenant(session).ok_or_else(|| err(ErrorCode::Internal, "no session"))?;
+        let tenant = self.tenant_of(session)?;
         let owned = self.directory().owned();
         if owned.len() >= self.inner.config.max_rooms {
             return Err(err(
@@ -319,13 +416,18 @@ impl Engine {
         }
         let (room, lease) = created.ok_or_else(|| err(ErrorCode::Internal, "no free room code found"))?;
         let code = room.code().to_owned();
+        // A new code is nobody's: the lease is this node's (a cluster directory records it).
+        let unavailable = |e: directory::DirectoryError| err(ErrorCode::ClusterUnavailable, e.to_string());
+        if !self.directory().acquire(&code).await.map_err(unavailable)? && self.inner.config.clustered {
+            return Err(err(ErrorCode::ClusterUnavailable, "the new room's lease could not be taken"));
+        }
         self.directory().insert(RoomHandle::spawn(room, lease, self.clone()));
         // Joining makes the creator host, which writes the room: the reply means it is stored.
         match self.join_room(session, &code, c.member_name.unwrap_or_default()).await {
             Ok(joined) => Ok(joined),
             Err(e) => {
-                if let Ok(Some(room)) = self.room(None, &code).await {
-                    room.tell(RoomCommand::Close { reason: "creation failed".into() }).await;
+                if let Ok(Some(room)) = self.room(&tenant, &code).await {
+                    self.tell(&room, RoomCommand::Close { reason: "creation failed".into() }).await;
                 }
                 Err(e)
             }
@@ -333,21 +435,21 @@ impl Engine {
     }
 
     async fn join_room(&self, session: &str, code: &str, name: String) -> Result<JoinedReply, ErrorBody> {
-        let tenant = self.inner.sessions.tenant(session);
-        let room = self.room(Some(tenant.as_deref().unwrap_or_default()), code).await?.ok_or_else(not_found)?;
+        let tenant = self.tenant_of(session)?;
+        let room = self.room(&tenant, code).await?.ok_or_else(not_found)?;
         let previous = self.inner.sessions.room(session);
         if let Some(prev) = previous.as_deref().filter(|p| *p != code) {
-            if let Ok(Some(old)) = self.room(None, prev).await {
-                let _ = old.call(RoomCommand::Leave { session: session.to_owned() }).await;
+            if let Ok(Some(old)) = self.room(&tenant, prev).await {
+                let _ = self.call(&old, RoomCommand::Leave { session: session.to_owned() }).await;
             }
-            self.bus().unsubscribe(&room_topic(prev), session);
+            self.bus().unsubscribe(&room_topic(&tenant, prev), session);
             self.inner.sessions.clear_room_if(session, prev);
         }
         let outbox = self.inner.sessions.outbox(session).ok_or_else(|| err(ErrorCode::Internal, "no connection"))?;
         // Subscribe before joining so no broadcast after the snapshot is missed.
-        let topic = room_topic(code);
-        self.bus().subscribe(&topic, session, outbox);
-        match room.call(RoomCommand::Join { session: session.to_owned(), name }).await {
+        let topic = room_topic(&tenant, code);
+        self.bus().subscribe(&topic, session, outbox).await;
+        match self.call(&room, RoomCommand::Join { session: session.to_owned(), name }).await {
             Ok(RoomReply::Joined(joined)) => {
                 self.inner.sessions.set_room(session, Some(code.to_owned()));
                 Ok(joined)
@@ -368,20 +470,21 @@ impl Engine {
     /// The session's room after a resume: it gets a fresh snapshot, or `room-closed` when the
     /// room closed while it was away.
     async fn rejoin(&self, session: &str, code: String) {
-        match self.room(None, &code).await {
+        let Ok(tenant) = self.tenant_of(session) else { return };
+        match self.room(&tenant, &code).await {
             Ok(Some(room)) => {
                 if let Some(outbox) = self.inner.sessions.outbox(session) {
-                    self.bus().subscribe(&room_topic(&code), session, outbox);
+                    self.bus().subscribe(&room_topic(&tenant, &code), session, outbox).await;
                 }
-                if room.call(RoomCommand::Reconnect { session: session.to_owned() }).await.is_err() {
-                    self.bus().unsubscribe(&room_topic(&code), session);
+                if self.call(&room, RoomCommand::Reconnect { session: session.to_owned() }).await.is_err() {
+                    self.bus().unsubscribe(&room_topic(&tenant, &code), session);
                     self.inner.sessions.set_room(session, None);
                 }
             }
             Ok(None) => {
                 self.inner.sessions.set_room(session, None);
                 let closed = Push::RoomClosed(RoomClosed { code, reason: "closed".into() });
-                rooms::publish(self, &crate::bus::session_topic(session), &closed, None);
+                rooms::publish(self, &crate::bus::session_topic(&tenant, session), &closed, None);
             }
             // The room's node is unreachable: the session keeps its room and retries with its
             // next request.
@@ -403,8 +506,8 @@ impl Engine {
     /// One open room of `tenant`, described (`None` also for another tenant's room).
     pub async fn describe_room(&self, tenant: &str, code: &str) -> Result<Option<RoomDescription>, ErrorBody> {
         let Some(code) = code::normalize(code) else { return Ok(None) };
-        let Some(h) = self.room(Some(tenant), &code).await? else { return Ok(None) };
-        Ok(match h.call(RoomCommand::Describe).await {
+        let Some(room) = self.room(tenant, &code).await? else { return Ok(None) };
+        Ok(match self.call(&room, RoomCommand::Describe).await {
             Ok(RoomReply::Description(d)) => Some(*d),
             _ => None,
         })
@@ -414,10 +517,10 @@ impl Engine {
     /// such room.
     pub async fn publish_room(&self, tenant: &str, code: &str, msg: Outgoing) -> Result<bool, ErrorBody> {
         let Some(code) = code::normalize(code) else { return Ok(false) };
-        if self.room(Some(tenant), &code).await?.is_none() {
+        if self.room(tenant, &code).await?.is_none() {
             return Ok(false);
         }
-        self.bus().publish(&room_topic(&code), &msg, None);
+        self.bus().publish(&room_topic(tenant, &code), &msg, None);
         Ok(true)
     }
 

@@ -47,6 +47,9 @@ pub struct RoomHandle {
     pub code: Arc<str>,
     /// The owning tenant: a room is invisible to every other tenant.
     pub tenant: Arc<str>,
+    /// Cancelled when this node must stop applying the room's commands (its lease went to
+    /// another node).
+    abandoned: tokio_util::sync::CancellationToken,
 }
 
 fn closed() -> ErrorBody {
@@ -57,9 +60,16 @@ impl RoomHandle {
     /// Starts the actor for `room`, owned under `lease`.
     pub fn spawn(room: Room, lease: Lease, engine: Engine) -> RoomHandle {
         let (tx, rx) = mpsc::channel(MAILBOX);
-        let handle = RoomHandle { tx, code: room.code().into(), tenant: room.tenant().into() };
-        engine.tasks().spawn(run(room, lease, rx, engine.clone()));
+        let abandoned = tokio_util::sync::CancellationToken::new();
+        let handle =
+            RoomHandle { tx, code: room.code().into(), tenant: room.tenant().into(), abandoned: abandoned.clone() };
+        engine.tasks().spawn(run(room, lease, rx, abandoned, engine.clone()));
         handle
+    }
+
+    /// Gives the room up at once, as when a write is fenced: nothing more is applied here.
+    pub fn abandon(&self) {
+        self.abandoned.cancel();
     }
 
     /// Applies a command and waits for its reply.
@@ -87,8 +97,14 @@ pub(crate) fn publish(engine: &Engine, topic: &str, push: &Push, except: Option<
     }
 }
 
-async fn run(mut room: Room, lease: Lease, mut rx: mpsc::Receiver<Msg>, engine: Engine) {
-    let topic = room_topic(room.code());
+async fn run(
+    mut room: Room,
+    lease: Lease,
+    mut rx: mpsc::Receiver<Msg>,
+    abandoned: tokio_util::sync::CancellationToken,
+    engine: Engine,
+) {
+    let topic = room_topic(room.tenant(), room.code());
     let mut backoff_until: Option<Instant> = None;
     let mut fenced = false;
     loop {
@@ -97,6 +113,11 @@ async fn run(mut room: Room, lease: Lease, mut rx: mpsc::Receiver<Msg>, engine: 
             _ => d,
         });
         let msg = tokio::select! {
+            biased;
+            _ = abandoned.cancelled() => {
+                fenced = true;
+                break;
+            }
             m = rx.recv() => match m {
                 Some(m) => m,
                 None => break,
@@ -157,7 +178,7 @@ async fn run(mut room: Room, lease: Lease, mut rx: mpsc::Receiver<Msg>, engine: 
                     publish(&engine, &topic, &push, except.as_deref());
                     METRICS.fanout_seconds.observe(started.elapsed().as_secs_f64());
                 }
-                RoomEffect::Send { to, push } => publish(&engine, &session_topic(&to), &push, None),
+                RoomEffect::Send { to, push } => publish(&engine, &session_topic(room.tenant(), &to), &push, None),
                 RoomEffect::Reply(v) => {
                     if let Some(r) = reply.take() {
                         let _ = r.send(Ok(v));
@@ -173,7 +194,8 @@ async fn run(mut room: Room, lease: Lease, mut rx: mpsc::Receiver<Msg>, engine: 
             break;
         }
     }
-    // Closed, fenced, or every handle dropped: this node no longer has the room.
+    // Closed, fenced, abandoned, or every handle dropped: this node no longer has the room. A
+    // room given up keeps its members' subscriptions: its new owner's pushes still reach them.
     engine.directory().remove(room.code());
     if !fenced {
         for member in room.member_ids() {

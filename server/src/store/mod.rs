@@ -239,6 +239,27 @@ impl Store {
             .collect()
     }
 
+    /// Claims open room `code` for `owner` under a new epoch (a cluster node taking over a room
+    /// whose owner is gone; the directory's lease says it may). `None` if no such open room.
+    pub async fn claim_room(&self, code: &str, owner: &Arc<str>) -> Result<Option<(RoomRecord, Lease)>, StoreError> {
+        let claimed = sqlx::query("UPDATE rooms SET owner = $1, epoch = epoch + 1 WHERE code = $2 AND state = 'open'")
+            .bind(owner.to_string())
+            .bind(code.to_owned())
+            .execute(&self.pool)
+            .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!("{SELECT_ROOM} WHERE code = $1 AND owner = $2 AND state = 'open'"))
+            .bind(code.to_owned())
+            .bind(owner.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let epoch: i64 = r.try_get("epoch")?;
+        Ok(Some((record_from_row(&r)?, Lease { owner: owner.clone(), epoch: epoch.max(0) as u64 })))
+    }
+
     /// Every open room, whoever owns it (tests and tools).
     pub async fn load_open_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
         let rows = sqlx::query(&format!("{SELECT_ROOM} WHERE state = 'open'")).fetch_all(&self.pool).await?;

@@ -1,0 +1,218 @@
+//! The cluster's room directory: which node owns each room, as a lease in Redis.
+//!
+//! The owner of room X holds the key `PREFIX:owner:X` (its node id, with a TTL of one lease,
+//! renewed every third of it by [`RedisDirectory::renew`]). A node that finds no owner for an
+//! open room takes it ([`Directory::acquire`]: set only if nobody, or itself, holds it) and then
+//! claims it in the store under a new epoch, so the previous owner, if it is only paused, can no
+//! longer write it (the store refuses its lease: fencing). A node whose renewal finds the key
+//! gone to another node gives the room up at once.
+//!
+//! Requests for a room another node owns are sent there ([`Directory::forward`]) and answered
+//! back through the same ordered channel as the pushes they cause.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use unisono_core::{
+    RoomCommand,
+    protocol::{ErrorBody, ErrorCode, RoomReply},
+};
+
+use super::Cluster;
+use crate::{
+    engine::{
+        directory::{Directory, DirectoryError, LocalDirectory, Location},
+        rooms::{RoomHandle, RoomResult},
+    },
+    metrics::METRICS,
+};
+
+/// Sets the owner key to this node if nobody (or this node) holds it; 1 if it did.
+const ACQUIRE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Extends this node's lease on a room; 0 if another node (or nobody) holds it now.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0";
+
+/// Deletes this node's lease on a room (closed).
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// A room request sent to the room's owner.
+#[derive(Serialize, Deserialize)]
+pub struct Forward {
+    pub tenant: String,
+    pub code: String,
+    pub cmd: RoomCommand,
+}
+
+/// The owner's answer.
+#[derive(Serialize, Deserialize)]
+pub enum Answer {
+    Ok { kind: String, data: Box<RawValue> },
+    Err(ErrorBody),
+}
+
+impl Answer {
+    pub fn of(result: &RoomResult) -> Answer {
+        match result {
+            Ok(reply) => match serde_json::value::to_raw_value(reply) {
+                Ok(data) => Answer::Ok { kind: reply.kind().to_owned(), data },
+                Err(e) => Answer::Err(ErrorBody::new(ErrorCode::Internal, format!("encoding a reply: {e}"))),
+            },
+            Err(e) => Answer::Err(e.clone()),
+        }
+    }
+
+    fn into_result(self) -> RoomResult {
+        match self {
+            Answer::Ok { kind, data } => RoomReply::decode(&kind, data.get()).map_err(|e| {
+                ErrorBody::new(ErrorCode::Internal, format!("a forwarded reply that does not decode: {e}"))
+            }),
+            Answer::Err(e) => Err(e),
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ErrorBody {
+    ErrorBody::new(ErrorCode::ClusterUnavailable, format!("the cluster cannot be reached: {e}"))
+}
+
+/// The directory of a cluster node: this node's rooms, and the leases in Redis.
+pub struct RedisDirectory {
+    local: LocalDirectory,
+    cluster: Cluster,
+}
+
+impl RedisDirectory {
+    pub fn new(cluster: Cluster) -> Arc<RedisDirectory> {
+        Arc::new(RedisDirectory { local: LocalDirectory::default(), cluster })
+    }
+
+    fn owner_key(&self, code: &str) -> String {
+        self.cluster.key(&format!("owner:{code}"))
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.cluster.config().lease.as_millis() as u64
+    }
+
+    /// Renews the lease of every room this node owns; the rooms whose lease another node holds
+    /// now are given up. Run every third of a lease.
+    pub async fn renew(&self) {
+        let owned = self.local.owned();
+        if owned.is_empty() {
+            return;
+        }
+        let script = redis::Script::new(RENEW);
+        let mut pipe = redis::pipe();
+        for h in &owned {
+            pipe.invoke_script(
+                script.key(self.owner_key(&h.code)).arg(self.cluster.node_id().as_ref()).arg(self.lease_ms()),
+            );
+        }
+        let started = std::time::Instant::now();
+        let renewed: Result<Vec<i64>, _> = pipe.query_async(&mut self.cluster.conn()).await;
+        METRICS.cluster_redis_seconds.observe(started.elapsed().as_secs_f64());
+        match renewed {
+            Ok(results) => {
+                for (h, ok) in owned.iter().zip(results) {
+                    if ok == 0 {
+                        // Expired while this node could not renew it (paused, cut off), or taken.
+                        // Retake it if nobody has, else give it up.
+                        if !self.try_acquire(&h.code).await.unwrap_or(false) {
+                            tracing::warn!(room = %h.code, "lost the room's lease; giving it up");
+                            h.abandon();
+                        }
+                    }
+                }
+            }
+            // Redis unreachable: keep the rooms; a node that takes one over fences this one.
+            Err(e) => tracing::warn!(error = %e, "renewing room leases failed"),
+        }
+    }
+
+    async fn try_acquire(&self, code: &str) -> Result<bool, redis::RedisError> {
+        let won: i64 = redis::Script::new(ACQUIRE)
+            .key(self.owner_key(code))
+            .arg(self.cluster.node_id().as_ref())
+            .arg(self.lease_ms())
+            .invoke_async(&mut self.cluster.conn())
+            .await?;
+        Ok(won == 1)
+    }
+}
+
+impl Directory for RedisDirectory {
+    fn locate<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Option<Location>, DirectoryError>> {
+        Box::pin(async move {
+            if let Some(Location::Here(h)) = self.local.locate(code).await? {
+                return Ok(Some(Location::Here(h)));
+            }
+            let started = std::time::Instant::now();
+            let owner: Option<String> = redis::AsyncCommands::get(&mut self.cluster.conn(), self.owner_key(code))
+                .await
+                .map_err(|e| DirectoryError(e.to_string()))?;
+            METRICS.cluster_redis_seconds.observe(started.elapsed().as_secs_f64());
+            Ok(owner.filter(|o| *o != **self.cluster.node_id()).map(|o| Location::Node(o.into())))
+        })
+    }
+
+    fn acquire<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<bool, DirectoryError>> {
+        Box::pin(async move { self.try_acquire(code).await.map_err(|e| DirectoryError(e.to_string())) })
+    }
+
+    fn insert(&self, handle: RoomHandle) {
+        self.local.insert(handle);
+    }
+
+    fn remove(&self, code: &str) {
+        self.local.remove(code);
+        let (key, me, mut conn) = (self.owner_key(code), self.cluster.node_id().to_string(), self.cluster.conn());
+        tokio::spawn(async move {
+            let released: Result<i64, _> = redis::Script::new(RELEASE).key(key).arg(me).invoke_async(&mut conn).await;
+            if let Err(e) = released {
+                tracing::debug!(error = %e, "releasing a room lease failed (it expires by itself)");
+            }
+        });
+    }
+
+    fn owned(&self) -> Vec<RoomHandle> {
+        self.local.owned()
+    }
+
+    fn forward<'a>(
+        &'a self,
+        node: &'a str,
+        tenant: &'a str,
+        code: &'a str,
+        cmd: RoomCommand,
+    ) -> BoxFuture<'a, RoomResult> {
+        Box::pin(async move {
+            let req = Forward { tenant: tenant.to_owned(), code: code.to_owned(), cmd };
+            let body = serde_json::value::to_raw_value(&req).map_err(unavailable)?;
+            let answer = self.cluster.request(node, body).await.map_err(unavailable)?;
+            serde_json::from_str::<Answer>(answer.get()).map_err(unavailable)?.into_result()
+        })
+    }
+}
+
+/// How often leases are renewed, for a lease of `lease`.
+pub fn renew_every(lease: Duration) -> Duration {
+    lease / 3
+}

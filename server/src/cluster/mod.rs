@@ -1,0 +1,537 @@
+//! The cluster: several Unisono processes acting as one service, through Redis and a shared
+//! PostgreSQL (`--redis-url`, docs/cluster.md).
+//!
+//! Redis carries what the three seams of the engine need from other nodes, and nothing a single
+//! node keeps to itself:
+//! - the **bus** ([`crate::bus::redis`]): one Redis channel per topic (a room's broadcasts, one
+//!   session's messages), subscribed by a node only while it has a subscriber of that topic, so
+//!   a node gets a room's traffic only while it has members of that room;
+//! - the **directory** ([`directory`]): who owns each room, as a lease (a key with a TTL that
+//!   the owner renews); the store's fencing epoch is what makes a lost lease harmless;
+//! - **requests to another node**: each node reads its own channel; a room request reaching a
+//!   node that does not own the room is sent to the owner there and answered back the same way;
+//! - the **node registry**: each node's key, renewed every heartbeat, is what the cluster status
+//!   lists; a dead node's key expires by itself, so no query ever waits for it.
+//!
+//! One connection carries it all: a `redis` `ConnectionManager` speaking RESP3, which reconnects
+//! by itself and resubscribes every channel after a reconnect (why this crate:
+//! docs/ARCHITECTURE.md). Its pushes (messages of subscribed channels) are routed here, without a
+//! task hop, to the bus or to this node's request handler.
+
+pub mod directory;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{engine::Engine, metrics::METRICS};
+
+/// Cluster settings, from configuration.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel of this deployment (tests use one each).
+    pub prefix: String,
+    pub node_id: Arc<str>,
+    /// How long a room's owner holds it without renewing; a dead owner's rooms are taken over
+    /// after at most this long.
+    pub lease: Duration,
+    /// How long a request to another node may take before `CLUSTER_UNAVAILABLE`.
+    pub request_timeout: Duration,
+    /// This node's public address, shown in the cluster status.
+    pub advertise: String,
+}
+
+/// Why the cluster could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("no answer from node {0} within the request timeout")]
+    Timeout(String),
+    #[error("a cluster message could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Something that takes this node's requests (the engine): called for each request another
+/// node sends here; returns the answer, serialized.
+pub trait RequestHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        from: String,
+        request: Box<serde_json::value::RawValue>,
+    ) -> futures_util::future::BoxFuture<'static, Box<serde_json::value::RawValue>>;
+}
+
+/// Something that takes the messages of subscribed topics (the bus).
+pub trait TopicSink: Send + Sync + 'static {
+    /// A message published on `topic` by another node.
+    fn message(&self, topic: &str, payload: &[u8]);
+}
+
+/// A request to another node, or its answer, on that node's channel.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    /// The sender.
+    from: String,
+    /// The request's number at its sender.
+    id: u64,
+    /// Whether this is an answer (to request `id` of the receiver).
+    #[serde(default)]
+    answer: bool,
+    body: Box<serde_json::value::RawValue>,
+}
+
+/// A node as the cluster status shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub address: String,
+    /// Server time (epoch ms) the node started.
+    pub started_at: f64,
+    pub rooms: usize,
+    pub connections: usize,
+}
+
+struct Inner {
+    cfg: ClusterConfig,
+    conn: ConnectionManager,
+    /// Everything this node sends on channels, in order (see [`send_loop`]).
+    out: mpsc::Sender<Out>,
+    started_at: f64,
+    next_request: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Box<serde_json::value::RawValue>>>>,
+    handler: OnceLock<Arc<dyn RequestHandler>>,
+    sink: OnceLock<Arc<dyn TopicSink>>,
+}
+
+/// This node's link to the cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+/// Where pushes go before the `Cluster` exists (the connection is made first).
+#[derive(Default)]
+struct Router {
+    cluster: OnceLock<std::sync::Weak<Inner>>,
+}
+
+impl Cluster {
+    /// Connects to Redis (RESP3, reconnecting and resubscribing by itself), subscribes this
+    /// node's own channel and announces the node.
+    pub async fn connect(cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let info = cfg.redis_url.as_str().into_connection_info()?;
+        let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(redis))?;
+        let router = Arc::new(Router::default());
+        let pushes = router.clone();
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_push_sender(move |push: PushInfo| {
+                pushes.route(push);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .set_automatic_resubscription()
+            // Reconnect attempts stay frequent, so the node heals within seconds of Redis
+            // coming back; the heartbeat's commands keep asking.
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(4)
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let (out, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(send_loop(rx, conn.clone()));
+        let inner = Arc::new(Inner {
+            cfg,
+            conn,
+            out,
+            started_at: crate::time::now_ms(),
+            next_request: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+            handler: OnceLock::new(),
+            sink: OnceLock::new(),
+        });
+        let _ = router.cluster.set(Arc::downgrade(&inner));
+        let cluster = Cluster { inner };
+        let mut conn = cluster.conn();
+        conn.subscribe(cluster.node_channel(&cluster.inner.cfg.node_id)).await?;
+        Ok(cluster)
+    }
+
+    /// Queues a publish (sent in order with every other message of this node). A full queue
+    /// drops it: counted and logged.
+    pub fn publish(&self, channel: String, payload: Vec<u8>) {
+        METRICS.cluster_messages_out.inc();
+        self.send(Out::Publish { channel, payload });
+    }
+
+    /// Subscribes `channel`; resolves once subscribed (or after 2 s without Redis: the
+    /// subscription is then restored with the connection).
+    pub fn subscribe(&self, channel: String) -> futures_util::future::BoxFuture<'static, ()> {
+        let (done, subscribed) = oneshot::channel();
+        self.send(Out::Subscribe { channel, done });
+        Box::pin(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), subscribed).await;
+        })
+    }
+
+    pub fn unsubscribe(&self, channel: String) {
+        self.send(Out::Unsubscribe { channel });
+    }
+
+    fn send(&self, out: Out) {
+        if let Err(e) = self.inner.out.try_send(out) {
+            METRICS.cluster_dropped.inc();
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                tracing::warn!("cluster send queue full: a message was dropped");
+            }
+        }
+    }
+
+    /// The engine takes the requests other nodes send here.
+    pub fn set_handler(&self, handler: Arc<dyn RequestHandler>) {
+        let _ = self.inner.handler.set(handler);
+    }
+
+    /// The bus takes the messages of the topics it subscribes.
+    pub fn set_sink(&self, sink: Arc<dyn TopicSink>) {
+        let _ = self.inner.sink.set(sink);
+    }
+
+    pub fn node_id(&self) -> &Arc<str> {
+        &self.inner.cfg.node_id
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.cfg
+    }
+
+    /// A handle on the shared connection (commands are multiplexed on it).
+    pub fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// A key of this deployment.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.inner.cfg.prefix)
+    }
+
+    /// The channel of a bus topic.
+    pub fn topic_channel(&self, topic: &str) -> String {
+        format!("{}:t:{topic}", self.inner.cfg.prefix)
+    }
+
+    fn node_channel(&self, node: &str) -> String {
+        format!("{}:n:{node}", self.inner.cfg.prefix)
+    }
+
+    /// Sends `body` to node `node`'s handler and waits for the answer (at most the request
+    /// timeout).
+    pub async fn request(
+        &self,
+        node: &str,
+        body: Box<serde_json::value::RawValue>,
+    ) -> Result<Box<serde_json::value::RawValue>, ClusterError> {
+        let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lock_waiting().insert(id, tx);
+        let envelope = Envelope { from: self.inner.cfg.node_id.to_string(), id, answer: false, body };
+        let text = match serde_json::to_vec(&envelope) {
+            Ok(t) => t,
+            Err(e) => {
+                self.lock_waiting().remove(&id);
+                return Err(e.into());
+            }
+        };
+        self.publish(self.node_channel(node), text);
+        METRICS.cluster_forwarded.inc();
+        match tokio::time::timeout(self.inner.cfg.request_timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            _ => {
+                self.lock_waiting().remove(&id);
+                Err(ClusterError::Timeout(node.to_owned()))
+            }
+        }
+    }
+
+    fn lock_waiting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Box<serde_json::value::RawValue>>>> {
+        self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Renews this node's registry entry (`info`), expiring after three heartbeats.
+    pub async fn heartbeat(&self, info: &NodeInfo, ttl: Duration) -> Result<(), ClusterError> {
+        let mut conn = self.conn();
+        let text = serde_json::to_string(info)?;
+        let started = Instant::now();
+        let _: () = redis::pipe()
+            .set_options(
+                self.key(&format!("node:{}", info.node_id)),
+                text,
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64)),
+            )
+            .ignore()
+            .sadd(self.key("nodes"), &info.node_id)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        METRICS.cluster_redis_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The live nodes (from their registry entries; a dead node's has expired).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        let mut conn = self.conn();
+        let ids: Vec<String> = conn.smembers(self.key("nodes")).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.key(&format!("node:{id}"))).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        let mut live = Vec::new();
+        for (id, v) in ids.iter().zip(values) {
+            match v.and_then(|v| serde_json::from_str::<NodeInfo>(&v).ok()) {
+                Some(info) => live.push(info),
+                None => {
+                    let _: Result<(), _> = conn.srem(self.key("nodes"), id).await;
+                }
+            }
+        }
+        live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        Ok(live)
+    }
+
+    pub fn started_at(&self) -> f64 {
+        self.inner.started_at
+    }
+
+    /// A request from another node: handled off the connection's task, answered on the
+    /// sender's channel.
+    fn on_request(&self, env: Envelope) {
+        let Some(handler) = self.inner.handler.get().cloned() else { return };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let from = env.from.clone();
+            let answer = handler.handle(from.clone(), env.body).await;
+            let reply = Envelope { from: me.inner.cfg.node_id.to_string(), id: env.id, answer: true, body: answer };
+            // Through the ordered queue: the answer leaves after every push the request
+            // caused, so it reaches the requesting node after them too.
+            match serde_json::to_vec(&reply) {
+                Ok(text) => me.publish(me.node_channel(&from), text),
+                Err(e) => tracing::error!(error = %e, "a cluster answer did not encode"),
+            }
+        });
+    }
+
+    fn on_answer(&self, env: Envelope) {
+        if let Some(tx) = self.lock_waiting().remove(&env.id) {
+            let _ = tx.send(env.body);
+        }
+    }
+}
+
+impl Router {
+    /// One push from Redis: a message of a subscribed channel goes to the bus or to this node's
+    /// request handler; the rest (subscribe confirmations, disconnects) is counted only.
+    fn route(&self, push: PushInfo) {
+        let Some(inner) = self.cluster.get().and_then(std::sync::Weak::upgrade) else { return };
+        let cluster = Cluster { inner };
+        match push.kind {
+            PushKind::Message => {}
+            PushKind::Disconnection => {
+                METRICS.cluster_disconnects.inc();
+                tracing::warn!("redis connection lost; reconnecting");
+                return;
+            }
+            _ => return,
+        }
+        let mut data = push.data.into_iter();
+        let (Some(channel), Some(payload)) = (data.next(), data.next()) else { return };
+        let (Ok(channel), Ok(payload)) =
+            (redis::from_redis_value::<String>(channel), redis::from_redis_value::<Vec<u8>>(payload))
+        else {
+            return;
+        };
+        METRICS.cluster_messages_in.inc();
+        let prefix = &cluster.inner.cfg.prefix;
+        let Some(rest) = channel.strip_prefix(prefix.as_str()).and_then(|r| r.strip_prefix(':')) else { return };
+        if let Some(topic) = rest.strip_prefix("t:") {
+            if let Some(sink) = cluster.inner.sink.get() {
+                sink.message(topic, &payload);
+            }
+        } else if rest.strip_prefix("n:").is_some() {
+            match serde_json::from_slice::<Envelope>(&payload) {
+                Ok(env) if env.answer => cluster.on_answer(env),
+                Ok(env) => cluster.on_request(env),
+                Err(e) => {
+                    METRICS.cluster_bad_messages.inc();
+                    tracing::warn!(error = %e, "a cluster message that does not decode");
+                }
+            }
+        }
+    }
+}
+
+/// Runs this node's part of the cluster, as engine tasks until shutdown: it takes requests
+/// other nodes send it (commands for the rooms it owns), renews its rooms' leases, and renews
+/// its registry entry (with its room and connection counts) every second.
+pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDirectory>) {
+    cluster.set_handler(Arc::new(EngineRequests(engine.clone())));
+    let stopping = engine.stopping().clone();
+    let lease = cluster.config().lease;
+    {
+        let stopping = stopping.clone();
+        engine.tasks().spawn(async move {
+            let mut every = tokio::time::interval(directory::renew_every(lease));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => directory.renew().await,
+                    _ = stopping.cancelled() => break,
+                }
+            }
+        });
+    }
+    let heartbeat = HEARTBEAT;
+    let tasks = engine.tasks().clone();
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(heartbeat);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stopping.cancelled() => break,
+            }
+            let info = NodeInfo {
+                node_id: cluster.node_id().to_string(),
+                address: cluster.config().advertise.clone(),
+                started_at: cluster.started_at(),
+                rooms: engine.room_count(),
+                connections: METRICS.connections.get().max(0) as usize,
+            };
+            if let Err(e) = cluster.heartbeat(&info, heartbeat * 3).await {
+                tracing::warn!(error = %e, "cluster heartbeat failed");
+                continue;
+            }
+            match cluster.nodes().await {
+                Ok(nodes) => METRICS.cluster_nodes.set(nodes.len() as i64),
+                Err(e) => tracing::debug!(error = %e, "listing the cluster's nodes failed"),
+            }
+        }
+        // Leave the registry at once rather than when the entry expires.
+        let mut conn = cluster.conn();
+        let _: Result<(), _> = conn.del(cluster.key(&format!("node:{}", cluster.node_id()))).await;
+    });
+}
+
+/// How often a node renews its registry entry (which lives three times as long).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The engine, taking the room commands other nodes forward to the rooms it owns.
+struct EngineRequests(Engine);
+
+impl RequestHandler for EngineRequests {
+    fn handle(
+        &self,
+        _from: String,
+        request: Box<serde_json::value::RawValue>,
+    ) -> futures_util::future::BoxFuture<'static, Box<serde_json::value::RawValue>> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            let result = match serde_json::from_str::<directory::Forward>(request.get()) {
+                Ok(f) => engine.serve_forwarded(&f.tenant, &f.code, f.cmd).await,
+                Err(e) => Err(unisono_core::protocol::ErrorBody::new(
+                    unisono_core::protocol::ErrorCode::BadFrame,
+                    format!("a forwarded request that does not decode: {e}"),
+                )),
+            };
+            let answer = directory::Answer::of(&result);
+            serde_json::value::to_raw_value(&answer).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "a forwarded answer did not encode");
+                // An answer the requester reads as an error (it cannot be left without one).
+                serde_json::value::RawValue::from_string(
+                    "{\"Err\":{\"code\":\"INTERNAL\",\"message\":\"encoding\"}}".into(),
+                )
+                .unwrap_or_else(|_| request.clone())
+            })
+        })
+    }
+}
+
+/// Messages waiting for Redis before new ones are dropped.
+const QUEUE: usize = 65_536;
+/// Most publishes sent in one pipeline.
+const PIPELINE: usize = 256;
+
+enum Out {
+    Publish { channel: String, payload: Vec<u8> },
+    Subscribe { channel: String, done: oneshot::Sender<()> },
+    Unsubscribe { channel: String },
+}
+
+/// Sends this node's channel commands in order, consecutive publishes as one pipeline. Redis
+/// keeps one connection's order, and a subscriber gets the messages of all its channels in the
+/// order they were published: a room's pushes arrive in `rev` order, and the answer to a
+/// forwarded request after the pushes it caused.
+async fn send_loop(mut rx: mpsc::Receiver<Out>, mut conn: ConnectionManager) {
+    let mut next: Option<Out> = None;
+    loop {
+        let first = match next.take() {
+            Some(o) => o,
+            None => match rx.recv().await {
+                Some(o) => o,
+                None => break,
+            },
+        };
+        match first {
+            Out::Publish { channel, payload } => {
+                let mut pipe = redis::pipe();
+                pipe.publish(channel, payload).ignore();
+                let mut n = 1;
+                while n < PIPELINE {
+                    match rx.try_recv() {
+                        Ok(Out::Publish { channel, payload }) => {
+                            pipe.publish(channel, payload).ignore();
+                            n += 1;
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let started = Instant::now();
+                let sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+                METRICS.cluster_redis_seconds.observe(started.elapsed().as_secs_f64());
+                if let Err(e) = sent {
+                    METRICS.cluster_dropped.inc_by(n as u64);
+                    tracing::warn!(error = %e, messages = n, "cluster publish failed");
+                }
+            }
+            Out::Subscribe { channel, done } => {
+                if let Err(e) = conn.subscribe(&channel).await {
+                    tracing::warn!(error = %e, channel, "subscribe failed (restored on reconnect)");
+                }
+                let _ = done.send(());
+            }
+            Out::Unsubscribe { channel } => {
+                if let Err(e) = conn.unsubscribe(&channel).await {
+                    tracing::warn!(error = %e, channel, "unsubscribe failed");
+                }
+            }
+        }
+    }
+}

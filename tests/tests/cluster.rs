@@ -1,0 +1,119 @@
+//! Several real `unisono` processes as one service, over the local Redis and a shared
+//! PostgreSQL database (each test its own database and Redis prefix, removed afterwards).
+//! `#[ignore]`d unless both services are configured: `cargo xtask test` runs them
+//! (`--include-ignored`) and, under CI=true, they fail without the services.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+use unisono_e2e::{Client, Cluster, eventually, position_at, server_now, song};
+
+/// A room created on node A, its host there, and members joined through nodes B and C.
+async fn room_across(cluster: &Cluster) -> Result<(String, Client, Client, Client)> {
+    let mut host = Client::connect(&cluster.nodes[0]).await?;
+    let code =
+        host.ok("create-room", json!({ "memberName": "host" })).await?["code"].as_str().unwrap_or_default().to_owned();
+    let mut b = Client::connect(&cluster.nodes[1]).await?;
+    b.ok("join-room", json!({ "code": code, "name": "bea" })).await?;
+    let mut c = Client::connect(&cluster.nodes[2]).await?;
+    c.ok("join-room", json!({ "code": code, "name": "cai" })).await?;
+    Ok((code, host, b, c))
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn members_on_three_nodes_get_every_push_once_in_rev_order() -> Result<()> {
+    let cluster = Cluster::start(3, &[])?;
+    let (_code, mut host, mut b, mut c) = room_across(&cluster).await?;
+    host.ok("load-song", json!({ "song": song("s1", 600_000.0), "autoplay": true })).await?;
+    let mut revs = Vec::new();
+    for i in 1..=20 {
+        let r = host.ok("seek-playback", json!({ "positionMs": 1000.0 * i as f64 })).await?;
+        revs.push(r["playback"]["rev"].as_u64().unwrap_or(0));
+    }
+    let last = *revs.last().unwrap_or(&0);
+    for (name, m) in [("b", &mut b), ("c", &mut c)] {
+        // Every seek once, in rev order, with the host's own playback state.
+        let mut all: Vec<Value> = m.drain_pushes("playback-seeked");
+        while all.len() < revs.len() {
+            all.push(m.expect_push("playback-seeked").await?);
+        }
+        let got: Vec<u64> = all.iter().map(|p| p["rev"].as_u64().unwrap_or(0)).collect();
+        assert_eq!(got, revs, "member {name}: every seek once, in rev order");
+        assert!(m.drain_pushes("playback-seeked").is_empty(), "member {name}: no duplicate");
+        let state = m.ok("get-playback-state", json!({})).await?;
+        assert_eq!(state["playback"]["rev"].as_u64(), Some(last), "member {name} reads the owner's state");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn control_members_and_late_joiners_work_through_any_node() -> Result<()> {
+    let cluster = Cluster::start(3, &[])?;
+    let (code, mut host, mut b, mut c) = room_across(&cluster).await?;
+    host.ok("load-song", json!({ "song": song("s1", 600_000.0), "autoplay": true })).await?;
+    // Not the host, through another node: refused, and nothing changes.
+    assert_eq!(b.err_code("pause-playback", json!({})).await?, "NOT_HOST");
+    assert_eq!(c.err_code("seek-playback", json!({ "positionMs": 5.0 })).await?, "NOT_HOST");
+    // Members of every node, listed through any node.
+    for m in [&mut host, &mut b, &mut c] {
+        let page = m.ok("get-members", json!({})).await?;
+        let mut names: Vec<String> = page["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["bea", "cai", "host"]);
+        assert_eq!(page["total"], json!(3));
+    }
+    // A late joiner through node C starts where the host expects.
+    tokio::time::sleep(Duration::from_millis(700)).await; // playback runs for a while
+    let mut late = Client::connect(&cluster.nodes[2]).await?;
+    late.ok("join-room", json!({ "code": code })).await?;
+    let snap = late.expect_push("room-joined").await?;
+    let now_late = server_now(&mut late).await?;
+    let now_host = server_now(&mut host).await?;
+    let theirs = position_at(&snap["playback"], now_late);
+    let host_state = host.ok("get-playback-state", json!({})).await?;
+    let ours = position_at(&host_state["playback"], now_host);
+    let elapsed = now_host - now_late;
+    assert!((theirs + elapsed - ours).abs() < 50.0, "late joiner {theirs} vs host {ours} ({elapsed} ms apart)");
+    // The room's metrics say where it lives: one node owns it, the others forwarded to it.
+    let owner_rooms = cluster.nodes[0].metric("unisono_rooms").await?;
+    assert_eq!(owner_rooms, 1.0);
+    assert_eq!(cluster.nodes[1].metric("unisono_rooms").await?, 0.0);
+    assert!(cluster.nodes[1].metric("unisono_cluster_forwarded_total").await? >= 3.0);
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn a_node_subscribes_a_room_only_while_it_has_members_of_it() -> Result<()> {
+    let cluster = Cluster::start(3, &[])?;
+    let (_code, mut host, b, _c) = room_across(&cluster).await?;
+    let subs = |i: usize| {
+        let node = &cluster.nodes[i];
+        async move { node.metric("unisono_cluster_subscriptions").await }
+    };
+    // B: its member's session and the room; the third node has nothing of this room but its own.
+    let b_before = subs(1).await?;
+    b.close().await;
+    eventually("B unsubscribes the room when its member leaves", Duration::from_secs(3), async || {
+        Ok((subs(1).await? <= b_before - 1.0).then_some(()))
+    })
+    .await?;
+    // Traffic of the room no longer reaches B.
+    let before = cluster.nodes[1].metric("unisono_cluster_messages_in_total").await?;
+    host.ok("load-song", json!({ "song": song("s2", 600_000.0), "autoplay": true })).await?;
+    for i in 0..10 {
+        host.ok("seek-playback", json!({ "positionMs": 100.0 * i as f64 })).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // what B would receive has arrived
+    let after = cluster.nodes[1].metric("unisono_cluster_messages_in_total").await?;
+    assert!(after - before < 3.0, "B got {} messages of a room it has no member of", after - before);
+    Ok(())
+}
