@@ -258,6 +258,10 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
         (Method::GET, ["rooms", code]) => {
             engine.describe_room(tenant, code).await?.map(|d| json!(d)).ok_or_else(|| not_found("room")).and_then(ok)
         }
+        (Method::GET, ["cluster"]) => {
+            let nodes = engine.cluster_status().await?;
+            ok(json!({ "clustered": engine.cluster().is_some(), "self": engine.node_id().as_ref(), "nodes": nodes }))
+        }
         (Method::GET, ["staff", "stats"]) => {
             // Counts only: never a device id, state or payload.
             let connections: Vec<Value> = engine
@@ -438,6 +442,7 @@ pub fn openapi() -> Value {
                 vec![id("id", "session or socket id")], None, "{disconnected}") },
             "/api/rooms": { "get": op("The tenant's open rooms", vec![], None, "{rooms}") },
             "/api/rooms/{code}": { "get": op("One open room", vec![id("code", "room code")], None, "the room") },
+            "/api/cluster": { "get": op("The nodes of the cluster (this node alone without one): id, address, start time, rooms owned, connections", vec![], None, "{clustered, self, nodes}") },
             "/api/staff/stats": { "get": op("Staff only: rooms, connections and devices per tenant (counts, no payloads)", vec![], None, "counts") },
             "/api/publish": { "post": publish_op },
             "/api/openapi.json": { "get": { "summary": "This document", "security": [],

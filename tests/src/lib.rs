@@ -208,10 +208,22 @@ impl Server {
 
     /// GET a path, returning status and body (plain HTTP/1.1 on a TCP socket).
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        self.get_with(path, None).await
+    }
+
+    /// GET `path` with `Authorization: Bearer TOKEN`.
+    pub async fn get_as(&self, path: &str, token: &str) -> Result<(u16, String)> {
+        self.get_with(path, Some(token)).await
+    }
+
+    async fn get_with(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = TcpStream::connect(&self.addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes())
-            .await?;
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n", self.addr).as_bytes(),
+        )
+        .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         let text = String::from_utf8_lossy(&buf).to_string();
@@ -624,6 +636,22 @@ impl Drop for PgDatabase {
     }
 }
 
+/// A JWT signed with `secret` (the `unisono token` command of the binary under test).
+pub fn token(secret: &str, tenant: &str, role: &str, sub: &str) -> Result<String> {
+    let out = Command::new(binary())
+        .args(["token", "--jwt-secret", secret, "--tenant", tenant, "--role", role, "--sub", sub])
+        .output()
+        .context("running unisono token")?;
+    if !out.status.success() {
+        bail!("unisono token: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout).lines().last().map(str::to_owned).context("no token printed")
+}
+
+/// The JWT secret every node of a test cluster shares (tokens and resume tokens of one node are
+/// valid on all).
+pub const CLUSTER_SECRET: &str = "unisono-e2e-cluster-secret-0123456789";
+
 /// Address of the local Redis the cluster tests use.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -646,7 +674,16 @@ impl Cluster {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let node_id = format!("node-{}", (b'a' + i as u8) as char);
-            let mut args: Vec<&str> = vec!["--redis-url", REDIS_URL, "--redis-prefix", &prefix, "--node-id", &node_id];
+            let mut args: Vec<&str> = vec![
+                "--redis-url",
+                REDIS_URL,
+                "--redis-prefix",
+                &prefix,
+                "--node-id",
+                &node_id,
+                "--jwt-secret",
+                CLUSTER_SECRET,
+            ];
             args.extend_from_slice(extra);
             nodes.push(Server::start_with(&db.url, &args, temp_dir("node"))?);
         }

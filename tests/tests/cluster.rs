@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::{Value, json};
-use unisono_e2e::{Client, Cluster, eventually, position_at, server_now, song};
+use unisono_e2e::{CLUSTER_SECRET, Client, Cluster, eventually, position_at, server_now, song, token};
 
 /// A room created on node A, its host there, and members joined through nodes B and C.
 async fn room_across(cluster: &Cluster) -> Result<(String, Client, Client, Client)> {
@@ -115,5 +115,43 @@ async fn a_node_subscribes_a_room_only_while_it_has_members_of_it() -> Result<()
     tokio::time::sleep(Duration::from_millis(300)).await; // what B would receive has arrived
     let after = cluster.nodes[1].metric("unisono_cluster_messages_in_total").await?;
     assert!(after - before < 3.0, "B got {} messages of a room it has no member of", after - before);
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn the_cluster_status_lists_the_live_nodes_and_forgets_a_dead_one() -> Result<()> {
+    let mut cluster = Cluster::start(3, &[])?;
+    let admin = token(CLUSTER_SECRET, "acme", "admin", "ops")?;
+    let listed = async |node: &unisono_e2e::Server| -> Result<Vec<String>> {
+        let (status, body) = node.get_as("/api/cluster", &admin).await?;
+        anyhow::ensure!(status == 200, "GET /api/cluster answered {status}: {body}");
+        let v: Value = serde_json::from_str(&body)?;
+        Ok(v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["nodeId"].as_str().map(str::to_owned))
+            .collect())
+    };
+    // Every node lists all three (once each has sent its first heartbeat).
+    eventually("every node is listed", Duration::from_secs(3), async || {
+        Ok((listed(&cluster.nodes[2]).await? == ["node-a", "node-b", "node-c"]).then_some(()))
+    })
+    .await?;
+    let (status, _) = cluster.nodes[0].get("/api/cluster").await?;
+    assert_eq!(status, 401, "the status needs an admin token");
+    // A node killed with -9 says nothing; its entry expires by itself (three heartbeats).
+    cluster.nodes[1].kill9();
+    let started = std::time::Instant::now();
+    eventually("the dead node leaves the status", Duration::from_secs(5), async || {
+        Ok((listed(&cluster.nodes[0]).await? == ["node-a", "node-c"]).then_some(()))
+    })
+    .await?;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    eventually("the node count follows", Duration::from_secs(3), async || {
+        Ok((cluster.nodes[2].metric("unisono_cluster_nodes").await? == 2.0).then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -389,6 +389,7 @@ impl Router {
 /// its registry entry (with its room and connection counts) every second.
 pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDirectory>) {
     cluster.set_handler(Arc::new(EngineRequests(engine.clone())));
+    engine.set_cluster(cluster.clone());
     let stopping = engine.stopping().clone();
     let lease = cluster.config().lease;
     {

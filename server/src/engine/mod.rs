@@ -115,6 +115,9 @@ struct Inner {
     stopping: CancellationToken,
     /// Held while a room is taken over, so one room is never restored twice here.
     taking_over: tokio::sync::Mutex<()>,
+    started_at: Millis,
+    /// This node's link to its cluster, if it is in one (the cluster status).
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
 }
 
 /// The engine handle; cheap to clone.
@@ -165,6 +168,8 @@ impl Engine {
                 tasks,
                 stopping: CancellationToken::new(),
                 taking_over: tokio::sync::Mutex::new(()),
+                started_at: now_ms(),
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         // Forget addresses whose allowance is full again, so the limiter's memory stays bounded.
@@ -233,6 +238,29 @@ impl Engine {
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
     }
+    /// This node's cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.inner.cluster.get()
+    }
+    pub(crate) fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.inner.cluster.set(cluster);
+    }
+
+    /// The nodes of this node's cluster (this node alone without one), from their registry
+    /// entries: a dead node's has expired, so this never waits for one.
+    pub async fn cluster_status(&self) -> Result<Vec<crate::cluster::NodeInfo>, ErrorBody> {
+        match self.cluster() {
+            Some(c) => c.nodes().await.map_err(|e| err(ErrorCode::ClusterUnavailable, e.to_string())),
+            None => Ok(vec![crate::cluster::NodeInfo {
+                node_id: self.node_id().to_string(),
+                address: String::new(),
+                started_at: self.inner.started_at,
+                rooms: self.room_count(),
+                connections: METRICS.connections.get().max(0) as usize,
+            }]),
+        }
+    }
+
     /// Cancelled at shutdown.
     pub(crate) fn stopping(&self) -> &CancellationToken {
         &self.inner.stopping
