@@ -1310,3 +1310,59 @@ fn presence_in_large_rooms_goes_to_the_host_only() {
     assert!(effects.iter().any(|e| matches!(e, RoomEffect::Send { to, push: Push::MemberLeft(_) } if to == "m0")));
     assert!(!effects.iter().any(|e| matches!(e, RoomEffect::Broadcast { push: Push::MemberLeft(_), .. })));
 }
+
+#[test]
+fn a_restored_member_is_added_silently_and_a_restored_host_keeps_the_role() {
+    use unisono_core::protocol::MemberInfo;
+    // A room restored on a new owner: its stored host, no members.
+    let first = room_with(&["alice"], RoomSettings::default());
+    let rec = first.record();
+    let mut room = Room::restore(rec, RoomLimits::default(), 50_000.0);
+    let member = |id: &str, name: &str, connected: bool| MemberInfo {
+        session_id: id.into(),
+        name: name.into(),
+        joined_at: 1_000.0,
+        is_host: false,
+        ready: true,
+        connected,
+        drift_ms: None,
+    };
+    let host = room.host().map(str::to_owned).expect("a stored host");
+    let fx = room.apply(RoomCommand::Restore { member: member("bob", "Bob", true) }, 50_001.0).expect("restore");
+    assert_eq!(fx, vec![RoomEffect::Reply(unisono_core::protocol::RoomReply::Done)], "no push, nothing to store");
+    assert!(room.is_member("bob"));
+    // Restoring again changes nothing; the host back before its grace keeps the role.
+    room.apply(RoomCommand::Restore { member: member("bob", "Bob", true) }, 50_002.0).expect("again");
+    assert_eq!(room.member_count(), 1);
+    room.apply(RoomCommand::Restore { member: member(&host, "Host", true) }, 50_003.0).expect("host");
+    let fx = room.apply(RoomCommand::Tick, 50_000.0 + RoomLimits::default().host_grace_ms + 1.0).expect("tick");
+    assert!(host_changed(&fx).is_none(), "no hand-over: {fx:?}");
+    assert_eq!(room.host(), Some(host.as_str()));
+    // A restored member's request works (it is a member again).
+    assert!(room.apply(RoomCommand::GetPlayback { session: "bob".into() }, 50_010.0).is_ok());
+}
+
+#[test]
+fn commands_travel_between_nodes_as_json_and_back() {
+    let cmds = [
+        RoomCommand::Join { session: "s".into(), name: "n".into() },
+        RoomCommand::Seek { session: "s".into(), position_ms: 12.5 },
+        RoomCommand::Load { session: "s".into(), song: song("a", 1000.0), autoplay: true },
+        RoomCommand::GetMembers { session: "s".into(), offset: 2, limit: 3 },
+        RoomCommand::Tick,
+        RoomCommand::Close { reason: "r".into() },
+    ];
+    for c in cmds {
+        let text = serde_json::to_string(&c).expect("json");
+        assert_eq!(serde_json::from_str::<RoomCommand>(&text).expect("back"), c, "{text}");
+    }
+    let mut room = room_with(&["alice"], RoomSettings::default());
+    for r in [
+        room.apply(RoomCommand::GetPlayback { session: "alice".into() }, 2_000.0).expect("ok"),
+        room.apply(RoomCommand::Describe, 2_000.0).expect("ok"),
+    ] {
+        let RoomEffect::Reply(reply) = &r[0] else { panic!("{r:?}") };
+        let data = serde_json::to_string(reply).expect("json");
+        assert_eq!(&unisono_core::protocol::RoomReply::decode(reply.kind(), &data).expect("decode"), reply);
+    }
+}

@@ -368,7 +368,9 @@ proptest! {
         let n = n as usize;
         let replies = [
             RoomReply::Done,
-            RoomReply::Joined(JoinedReply { code, room: r.clone() }),
+            RoomReply::Joined(JoinedReply { code, room: r.clone(), member: ms.first().cloned().unwrap_or_else(|| MemberInfo {
+                session_id: "s".into(), name: "n".into(), joined_at: 1.0, is_host: false, ready: true, connected: true, drift_ms: None,
+            }) }),
             RoomReply::Playback(PlaybackReply { playback: p.clone(), server_time: t, position_ms: t / 2.0 }),
             RoomReply::Queue(QueueReply { item_id: item, queue: q }),
             RoomReply::Host(HostReply { host: host.clone() }),

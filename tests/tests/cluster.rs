@@ -155,3 +155,84 @@ async fn the_cluster_status_lists_the_live_nodes_and_forgets_a_dead_one() -> Res
     .await?;
     Ok(())
 }
+
+/// The rooms this node owns, by its metric.
+async fn owned(node: &unisono_e2e::Server) -> Result<f64> {
+    node.metric("unisono_rooms").await
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn when_the_owner_is_killed_another_node_takes_the_room_over_and_nothing_is_lost() -> Result<()> {
+    let mut cluster = Cluster::start(3, &["--host-grace-secs", "10"])?;
+    // Host on node B: B owns the room. Members on A and C.
+    let mut host = Client::connect(&cluster.nodes[1]).await?;
+    let code =
+        host.ok("create-room", json!({ "memberName": "host" })).await?["code"].as_str().unwrap_or_default().to_owned();
+    let (host_id, token) = (host.session_id.clone(), host.resume_token.clone());
+    let mut a = Client::connect(&cluster.nodes[0]).await?;
+    a.ok("join-room", json!({ "code": code, "name": "ada" })).await?;
+    let mut c = Client::connect(&cluster.nodes[2]).await?;
+    c.ok("join-room", json!({ "code": code, "name": "cai" })).await?;
+    host.ok("load-song", json!({ "song": song("s1", 600_000.0), "autoplay": true })).await?;
+    let acked = host.ok("seek-playback", json!({ "positionMs": 30_000.0 })).await?;
+    let acked_rev = acked["playback"]["rev"].as_u64().unwrap_or(0);
+    assert_eq!(owned(&cluster.nodes[1]).await?, 1.0);
+
+    // kill -9 of the owner, while members on A and C keep playing.
+    cluster.nodes[1].kill9();
+    let killed = std::time::Instant::now();
+    eventually("another node owns the room", Duration::from_secs(6), async || {
+        let n = owned(&cluster.nodes[0]).await? + owned(&cluster.nodes[2]).await?;
+        Ok((n == 1.0).then_some(()))
+    })
+    .await?;
+    let moved_in = killed.elapsed();
+    assert!(moved_in < Duration::from_secs(5), "taken over after {moved_in:?}");
+    // Restored from PostgreSQL: same song, the acknowledged seek, still playing by the clock.
+    for (name, m) in [("ada", &mut a), ("cai", &mut c)] {
+        let state = m.ok("get-playback-state", json!({})).await?;
+        let p = &state["playback"];
+        assert_eq!(p["song"]["id"], json!("s1"), "{name}");
+        assert_eq!(p["isPlaying"], json!(true), "{name}: never paused");
+        assert!(p["rev"].as_u64().unwrap_or(0) >= acked_rev, "{name}: the acknowledged seek is kept");
+        let now = server_now(m).await?;
+        let pos = position_at(p, now);
+        assert!(pos >= 30_000.0 && pos < 30_000.0 + killed.elapsed().as_millis() as f64 + 3_000.0, "{name}: at {pos}");
+    }
+    // The host comes back through C with its resume token: same session, still host.
+    let mut host = Client::resume(&cluster.nodes[2], &token).await?;
+    assert_eq!(host.session_id, host_id, "the session id survives its node");
+    host.ok("join-room", json!({ "code": code, "name": "host" })).await?;
+    let snap = host.expect_push("room-joined").await?;
+    assert_eq!(snap["host"], json!(host_id), "still the host within the grace period");
+    let r = host.ok("seek-playback", json!({ "positionMs": 5_000.0 })).await?;
+    let rev = r["playback"]["rev"].as_u64().unwrap_or(0);
+    assert!(rev > acked_rev, "rev continues upward: {rev} after {acked_rev}");
+    for (name, m) in [("ada", &mut a), ("cai", &mut c)] {
+        // Everything the member saw of the playback, before and after the take-over: the new
+        // owner's seek last, strictly increasing revs (no duplicate, no reordering), no pause.
+        let mut seeks = Vec::new();
+        while seeks.last() != Some(&rev) {
+            seeks.push(m.expect_push("playback-seeked").await?["rev"].as_u64().unwrap_or(0));
+        }
+        let mut revs: Vec<u64> =
+            m.drain_pushes("song-changed").iter().map(|p| p["rev"].as_u64().unwrap_or(0)).collect();
+        assert!(m.drain_pushes("playback-paused").is_empty(), "{name} was paused");
+        revs.extend(seeks);
+        assert!(revs.windows(2).all(|w| w[0] < w[1]), "{name}: revs not strictly increasing: {revs:?}");
+        assert_eq!(revs.first().copied(), Some(acked_rev - 1), "{name}: from the load on: {revs:?}");
+    }
+    // Members re-announced to the new owner: a member's own request works (no NOT_IN_ROOM).
+    assert_eq!(a.err_code("pause-playback", json!({})).await?, "NOT_HOST");
+    let page = c.ok("get-members", json!({})).await?;
+    let mut names: Vec<String> = page["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ada", "cai", "host"]);
+    Ok(())
+}

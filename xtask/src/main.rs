@@ -16,6 +16,8 @@
 //!   (`docs/benchmarks.md` lists the scenarios and the figures measured).
 //! - `cargo xtask bench sio-devices [ARGS…]`: builds the server and runs the Socket.IO device
 //!   benchmark in Node (`benches/sio/run.mjs`: Unisono and/or a plain Node socket.io relay).
+//! - `cargo xtask cluster [ARGS…]`: three nodes on 127.0.0.1:8081-8083 against the local Redis
+//!   and PostgreSQL (docs/cluster.md); extra arguments go to every node.
 
 use std::{
     path::{Path, PathBuf},
@@ -307,6 +309,87 @@ fn bench_sio_devices(args: &[String]) -> Result<()> {
     run("benches/sio/run.mjs", c)
 }
 
+/// `cargo xtask cluster`: three nodes on 127.0.0.1:8081-8083 against the local Redis and
+/// PostgreSQL (database `unisono_cluster`, created if missing), sharing one JWT secret kept in
+/// `data/cluster/jwt-secret`; prints their addresses and an admin token, and stops them all on
+/// Ctrl-C or when one exits.
+fn cluster(args: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "unisono-server", "--bin", "unisono"]);
+    run("build the release server", c)?;
+    for (name, addr) in SERVICES {
+        if !service_up(addr) {
+            bail!("{name} is needed for the local cluster");
+        }
+    }
+    let db = "unisono_cluster";
+    let exists = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-Atc",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"),
+        ])
+        .output()
+        .context("psql (the PostgreSQL client) is needed")?;
+    if !String::from_utf8_lossy(&exists.stdout).contains('1') {
+        let mut c = Command::new("psql");
+        c.args(["-h", "127.0.0.1", "-U", "postgres", "-c", &format!("CREATE DATABASE {db}")]);
+        run("create the cluster's database", c)?;
+    }
+    let dir = root().join("data/cluster");
+    std::fs::create_dir_all(&dir)?;
+    let secret_file = dir.join("jwt-secret");
+    if !secret_file.exists() {
+        let mut bytes = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&secret_file, secret)?;
+    }
+    let secret = std::fs::read_to_string(&secret_file)?.trim().to_owned();
+    let bin = root().join("target/release/unisono");
+    let mut children = Vec::new();
+    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
+        let listen = format!("127.0.0.1:{}", 8081 + i);
+        let child = Command::new(&bin)
+            .args(["serve", "--listen", &listen, "--node-id", name])
+            .arg("--data-dir")
+            .arg(dir.join(name))
+            .arg("--web-dir")
+            .arg(root().join("dist"))
+            .args(["--database-url", &format!("postgres://postgres@127.0.0.1:5432/{db}")])
+            .args(["--redis-url", "redis://127.0.0.1:6379", "--jwt-secret", &secret])
+            .args(args)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        eprintln!("{name}: http://{listen}");
+        children.push(child);
+    }
+    let token = Command::new(&bin)
+        .args(["token", "--jwt-secret", &secret, "--tenant", "default", "--role", "admin", "--sub", "local"])
+        .output()?;
+    eprintln!(
+        "admin token (tenant default): {}\nstatus: curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8081/api/cluster",
+        String::from_utf8_lossy(&token.stdout).trim()
+    );
+    // Until one node exits (or Ctrl-C, which reaches every child of the terminal).
+    loop {
+        for c in &mut children {
+            if let Some(status) = c.try_wait()? {
+                eprintln!("a node exited ({status}); stopping the others");
+                for other in &mut children {
+                    let _ = other.kill();
+                    let _ = other.wait();
+                }
+                return Ok(());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -316,8 +399,9 @@ fn main() -> ExitCode {
         Some("npm-pack") => npm::npm_pack(),
         Some("bench") if args.get(1).map(String::as_str) == Some("sio-devices") => bench_sio_devices(&args[2..]),
         Some("bench") => bench(&args[1..]),
+        Some("cluster") => cluster(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <serve [ARGS…] | web | npm-pack | test | bench [ARGS…]>");
+            eprintln!("usage: cargo xtask <serve [ARGS…] | web | npm-pack | test | bench [ARGS…] | cluster [ARGS…]>");
             return ExitCode::from(2);
         }
     };

@@ -23,6 +23,8 @@ pub struct TimeSyncReply {
 pub struct JoinedReply {
     pub code: String,
     pub room: RoomInfo,
+    /// The joiner's own entry in the room.
+    pub member: MemberInfo,
 }
 
 /// Playback control and `get-playback-state`: the vector, and the position it gives at

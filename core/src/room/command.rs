@@ -30,6 +30,11 @@ pub enum RoomCommand {
     Reconnect {
         session: SessionId,
     },
+    /// A member re-announced by the node its session is on, after the room moved to a new owner
+    /// (members are not durable): added as it was, silently (no push, nothing to store).
+    Restore {
+        member: crate::protocol::MemberInfo,
+    },
     Load {
         session: SessionId,
         song: Song,

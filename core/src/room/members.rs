@@ -61,6 +61,32 @@ impl Members {
 }
 
 impl Room {
+    /// [`RoomCommand::Restore`](super::RoomCommand::Restore): the member as its node knew it.
+    pub(super) fn restore_member(&mut self, m: MemberInfo, now: Millis) -> Result<(), RoomError> {
+        if let Some(known) = self.member_mut(&m.session_id) {
+            known.connected = known.connected || m.connected;
+        } else {
+            if self.members.len() >= self.limits.max_members {
+                return Err(RoomError::RoomFull(self.limits.max_members));
+            }
+            self.members.push(Member {
+                session: m.session_id.clone(),
+                name: clean_name(&m.name, self.limits.max_name_chars),
+                joined_at: m.joined_at,
+                ready: m.ready,
+                connected: m.connected,
+                drift_ms: m.drift_ms,
+            });
+            self.empty_since = None;
+        }
+        // A host back before its grace ended keeps the role.
+        if self.host.as_deref() == Some(m.session_id.as_str()) && m.connected {
+            self.host_grace_until = None;
+        }
+        let _ = now;
+        Ok(())
+    }
+
     /// Members `offset..offset + limit`, longest-present first.
     pub fn members_page(&self, offset: usize, limit: usize) -> Vec<MemberInfo> {
         self.members.iter().skip(offset).take(limit).map(|m| self.member_info(m)).collect()
@@ -175,7 +201,9 @@ impl Room {
             self.set_host(Some(session.clone()), out);
         }
         let snapshot = self.joined_snapshot(&session, now);
-        out.reply(RoomReply::Joined(JoinedReply { code: self.code.clone(), room: snapshot.room.clone() }));
+        let member = self.member(&session).map(|m| self.member_info(m));
+        let member = member.ok_or(RoomError::NotInRoom)?;
+        out.reply(RoomReply::Joined(JoinedReply { code: self.code.clone(), room: snapshot.room.clone(), member }));
         out.send(&session, Push::RoomJoined(Box::new(snapshot)));
         Ok(())
     }

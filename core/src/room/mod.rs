@@ -287,6 +287,10 @@ impl Room {
                     self.presence(&mut out, p, Some(&session));
                 }
             }
+            RoomCommand::Restore { member } => {
+                self.restore_member(member, now)?;
+                out.reply(RoomReply::Done);
+            }
             RoomCommand::Load { session, song, autoplay } => {
                 self.ensure_control(&session)?;
                 song.validate().map_err(RoomError::Invalid)?;

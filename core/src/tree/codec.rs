@@ -217,7 +217,7 @@ plain_struct!(TimeSyncReply { get t0: "t0", get t1: "t1", get t2: "t2" });
 
 // ---- replies ----------------------------------------------------------------------------------
 
-plain_struct!(JoinedReply { get code: "code", get room: "room" });
+plain_struct!(JoinedReply { get code: "code", get room: "room", get member: "member" });
 plain_struct!(PlaybackReply { get playback: "playback", get server_time: "serverTime", get position_ms: "positionMs" });
 plain_struct!(QueueReply { some item_id: "itemId", get queue: "queue" });
 plain_struct!(HostReply { get host: "host" });

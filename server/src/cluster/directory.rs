@@ -10,7 +10,7 @@
 //! Requests for a room another node owns are sent there ([`Directory::forward`]) and answered
 //! back through the same ordered channel as the pushes they cause.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use unisono_core::{
 use super::Cluster;
 use crate::{
     engine::{
+        Engine,
         directory::{Directory, DirectoryError, LocalDirectory, Location},
         rooms::{RoomHandle, RoomResult},
     },
@@ -97,11 +98,36 @@ fn unavailable(e: impl std::fmt::Display) -> ErrorBody {
 pub struct RedisDirectory {
     local: LocalDirectory,
     cluster: Cluster,
+    /// The owner this node last saw (and told about its members) per room it has members of.
+    announced: std::sync::Mutex<HashMap<String, Arc<str>>>,
 }
 
 impl RedisDirectory {
     pub fn new(cluster: Cluster) -> Arc<RedisDirectory> {
-        Arc::new(RedisDirectory { local: LocalDirectory::default(), cluster })
+        Arc::new(RedisDirectory { local: LocalDirectory::default(), cluster, announced: Default::default() })
+    }
+
+    /// For every room this node has members of and does not own: takes it over when its lease
+    /// is gone (its owner died or stopped), and tells a new owner which members are here. Run
+    /// after every renewal, so a dead owner's rooms move within a lease and a third.
+    pub async fn adopt(&self, engine: &Engine) {
+        let codes = engine.rooms_in_use();
+        if codes.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for code in &codes {
+            pipe.get(self.owner_key(code));
+        }
+        let owners: Result<Vec<Option<String>>, _> = pipe.query_async(&mut self.cluster.conn()).await;
+        let Ok(owners) = owners else { return };
+        let owners: HashMap<String, Option<Arc<str>>> =
+            codes.into_iter().zip(owners).map(|(c, o)| (c, o.map(Arc::from))).collect();
+        let announced = self.announced.lock().map(|a| a.clone()).unwrap_or_default();
+        let seen = engine.adopt(&owners, &announced).await;
+        if let Ok(mut a) = self.announced.lock() {
+            *a = seen;
+        }
     }
 
     fn owner_key(&self, code: &str) -> String {

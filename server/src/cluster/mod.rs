@@ -393,15 +393,17 @@ pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDire
     let stopping = engine.stopping().clone();
     let lease = cluster.config().lease;
     {
-        let stopping = stopping.clone();
-        engine.tasks().spawn(async move {
+        let (stopping, engine) = (stopping.clone(), engine.clone());
+        engine.clone().tasks().spawn(async move {
             let mut every = tokio::time::interval(directory::renew_every(lease));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
-                    _ = every.tick() => directory.renew().await,
+                    _ = every.tick() => {}
                     _ = stopping.cancelled() => break,
                 }
+                directory.renew().await;
+                directory.adopt(&engine).await;
             }
         });
     }

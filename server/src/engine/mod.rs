@@ -21,6 +21,7 @@ pub mod rooms;
 pub mod sessions;
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr},
     num::NonZeroU32,
     sync::Arc,
@@ -266,6 +267,59 @@ impl Engine {
         &self.inner.stopping
     }
 
+    /// Re-announces this node's members of rooms owned elsewhere to their owners, and takes
+    /// over the rooms whose owner is gone (their lease expired): the cluster's directory calls
+    /// it every lease renewal, with the owner it saw for each room. Returns the owner now seen
+    /// per room, for the next call.
+    pub(crate) async fn adopt(
+        &self,
+        owners: &HashMap<String, Option<Arc<str>>>,
+        announced: &HashMap<String, Arc<str>>,
+    ) -> HashMap<String, Arc<str>> {
+        let mut seen = HashMap::new();
+        for ((tenant, code), members) in self.inner.sessions.members_by_room() {
+            let owner = owners.get(&code).cloned().flatten();
+            let room = match owner.clone() {
+                Some(node) if *node == **self.node_id() => continue, // ours
+                Some(node) => RoomRef::There { node, tenant: tenant.clone(), code: code.clone() },
+                // Nobody holds it: take it over, here.
+                None => match self.room(&tenant, &code).await {
+                    Ok(Some(room @ RoomRef::Here(_))) => room,
+                    _ => continue,
+                },
+            };
+            let (node, took_over) = match &room {
+                RoomRef::Here(_) => (self.node_id().clone(), true),
+                RoomRef::There { node, .. } => (node.clone(), false),
+            };
+            // Members joined through the owner first seen are known to it; a room taken over
+            // here, or whose owner changed since, learns this node's members now.
+            let moved = match announced.get(&code) {
+                Some(before) => *before != node,
+                None => took_over,
+            };
+            if moved {
+                let mut all_ok = true;
+                for member in members {
+                    if let Err(e) = self.call(&room, RoomCommand::Restore { member }).await {
+                        tracing::debug!(room = code, error = %e.message, "re-announcing a member failed");
+                        all_ok = false;
+                    }
+                }
+                if !all_ok {
+                    continue;
+                }
+            }
+            seen.insert(code, node);
+        }
+        seen
+    }
+
+    /// The codes of the rooms this node's sessions are in.
+    pub(crate) fn rooms_in_use(&self) -> Vec<String> {
+        self.inner.sessions.members_by_room().into_keys().map(|(_, code)| code).collect()
+    }
+
     /// A command another node forwarded to room `code` of `tenant`, which it found this node
     /// owns.
     pub(crate) async fn serve_forwarded(&self, tenant: &str, code: &str, cmd: RoomCommand) -> RoomResult {
@@ -282,6 +336,22 @@ impl Engine {
         match room {
             RoomRef::Here(h) => h.call(cmd).await,
             RoomRef::There { node, tenant, code } => self.directory().forward(node, tenant, code, cmd).await,
+        }
+    }
+
+    /// [`Engine::call`] for a command of `session`: when the room's owner does not know the
+    /// session (the room moved to it and this node has not yet told it who is here), the
+    /// session is re-announced and the command tried once more.
+    pub(crate) async fn call_as(&self, session: &str, room: &RoomRef, cmd: RoomCommand) -> RoomResult {
+        let first = self.call(room, cmd.clone()).await;
+        match (&first, self.inner.sessions.member(session)) {
+            (Err(e), Some(member)) if e.code == ErrorCode::NotInRoom && self.inner.config.clustered => {
+                if self.call(room, RoomCommand::Restore { member }).await.is_ok() {
+                    return self.call(room, cmd).await;
+                }
+                first
+            }
+            _ => first,
         }
     }
 
@@ -332,6 +402,13 @@ impl Engine {
                 self.directory().insert(handle.clone());
                 METRICS.cluster_takeovers.inc();
                 tracing::info!(room = code, "took over a room without a live owner");
+                // This node's own members of the room, at once (other nodes tell theirs when
+                // they see the new owner, or when a request of theirs finds it does not know
+                // them).
+                let here = self.inner.sessions.members_by_room().remove(&(handle.tenant.to_string(), code.to_owned()));
+                for member in here.unwrap_or_default() {
+                    let _ = handle.call(RoomCommand::Restore { member }).await;
+                }
                 Ok((*handle.tenant == *tenant).then_some(RoomRef::Here(handle)))
             }
             Ok(None) => {
@@ -395,7 +472,7 @@ impl Engine {
                 })?;
                 let cmd = RoomCommand::from_request(session.to_owned(), other)
                     .ok_or_else(|| err(ErrorCode::Internal, "not a room request"))?;
-                reply_data(&self.call(&room, cmd).await?)
+                reply_data(&self.call_as(session, &room, cmd).await?)
             }
         }
     }
@@ -479,7 +556,7 @@ impl Engine {
         self.bus().subscribe(&topic, session, outbox).await;
         match self.call(&room, RoomCommand::Join { session: session.to_owned(), name }).await {
             Ok(RoomReply::Joined(joined)) => {
-                self.inner.sessions.set_room(session, Some(code.to_owned()));
+                self.inner.sessions.set_member(session, Some((code.to_owned(), joined.member.clone())));
                 Ok(joined)
             }
             Ok(other) => {

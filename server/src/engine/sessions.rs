@@ -16,6 +16,8 @@ use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
 use rand::Rng;
 
+use unisono_core::protocol::MemberInfo;
+
 use crate::{auth::Principal, bus::Outbox};
 
 /// One session.
@@ -32,6 +34,9 @@ pub struct Session {
     pub ip: Option<IpAddr>,
     /// Who the session is; its tenant scopes every room it can see.
     pub principal: Principal,
+    /// The session's entry in its room, as the room last answered it (re-announced to the
+    /// room's new owner when the room moves to another node).
+    pub member: Option<MemberInfo>,
 }
 
 /// A resume token older than this starts a new session (one day).
@@ -146,6 +151,7 @@ impl Sessions {
                 room: None,
                 ip,
                 principal,
+                member: None,
             },
         );
         crate::metrics::METRICS.sessions.set(inner.by_id.len() as i64);
@@ -183,8 +189,42 @@ impl Sessions {
         self.lock().by_id.get(id).and_then(|s| s.room.clone())
     }
 
+    /// The session's room, and its entry there (`None`: no room).
+    pub fn set_member(&self, id: &str, room: Option<(String, MemberInfo)>) {
+        if let Some(s) = self.lock().by_id.get_mut(id) {
+            let (room, member) = room.unzip();
+            s.room = room;
+            s.member = member;
+        }
+    }
+
+    /// The session's entry in its room, as the room last answered it.
+    pub fn member(&self, id: &str) -> Option<MemberInfo> {
+        let inner = self.lock();
+        let s = inner.by_id.get(id)?;
+        let mut m = s.member.clone()?;
+        m.connected = s.outbox.is_some();
+        Some(m)
+    }
+
+    /// The rooms this node's sessions are in: (tenant, code) → the sessions' entries there.
+    pub fn members_by_room(&self) -> HashMap<(String, String), Vec<MemberInfo>> {
+        let mut out: HashMap<(String, String), Vec<MemberInfo>> = HashMap::new();
+        for s in self.lock().by_id.values() {
+            if let (Some(room), Some(m)) = (&s.room, &s.member) {
+                let mut m = m.clone();
+                m.connected = s.outbox.is_some();
+                out.entry((s.principal.tenant.clone(), room.clone())).or_default().push(m);
+            }
+        }
+        out
+    }
+
     pub fn set_room(&self, id: &str, room: Option<String>) {
         if let Some(s) = self.lock().by_id.get_mut(id) {
+            if room.is_none() {
+                s.member = None;
+            }
             s.room = room;
         }
     }
@@ -195,6 +235,7 @@ impl Sessions {
             && s.room.as_deref() == Some(code)
         {
             s.room = None;
+            s.member = None;
         }
     }
 
