@@ -236,3 +236,79 @@ async fn when_the_owner_is_killed_another_node_takes_the_room_over_and_nothing_i
     assert_eq!(names, ["ada", "cai", "host"]);
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn a_paused_owner_loses_its_room_and_writes_nothing_when_it_wakes() -> Result<()> {
+    let cluster = Cluster::start(3, &[])?;
+    let mut host = Client::connect(&cluster.nodes[1]).await?;
+    let code =
+        host.ok("create-room", json!({ "memberName": "host" })).await?["code"].as_str().unwrap_or_default().to_owned();
+    let mut a = Client::connect(&cluster.nodes[0]).await?;
+    a.ok("join-room", json!({ "code": code, "name": "ada" })).await?;
+    let mut c = Client::connect(&cluster.nodes[2]).await?;
+    c.ok("join-room", json!({ "code": code, "name": "cai" })).await?;
+    host.ok("load-song", json!({ "song": song("s1", 600_000.0), "autoplay": true })).await?;
+    let before =
+        host.ok("seek-playback", json!({ "positionMs": 10_000.0 })).await?["playback"]["rev"].as_u64().unwrap_or(0);
+    // The owner stops (a paused VM, a GC pause, SIGSTOP): its sockets stay open, it renews nothing.
+    let pid = cluster.nodes[1].pid().to_string();
+    std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
+    let resume = scopeguard(pid.clone());
+    eventually("another node takes the room over", Duration::from_secs(6), async || {
+        let n = owned(&cluster.nodes[0]).await? + owned(&cluster.nodes[2]).await?;
+        Ok((n == 1.0).then_some(()))
+    })
+    .await?;
+    // The new owner is in charge: a member's request works there.
+    assert_eq!(a.err_code("pause-playback", json!({})).await?, "NOT_HOST");
+    // The paused node wakes up: it finds its lease taken and gives the room up; whatever it
+    // tries to write is refused by the store (fencing), so no member sees a stale push.
+    drop(resume);
+    eventually("the woken node gives the room up", Duration::from_secs(5), async || {
+        Ok((owned(&cluster.nodes[1]).await? == 0.0).then_some(()))
+    })
+    .await?;
+    // Its client goes on through it: requests now reach the new owner.
+    let r = host.ok("seek-playback", json!({ "positionMs": 20_000.0 })).await?;
+    let after = r["playback"]["rev"].as_u64().unwrap_or(0);
+    assert!(after > before, "rev continues upward on the new owner: {after} after {before}");
+    for (name, m) in [("ada", &mut a), ("cai", &mut c)] {
+        let mut seeks = Vec::new();
+        while seeks.last() != Some(&after) {
+            seeks.push(m.expect_push("playback-seeked").await?["rev"].as_u64().unwrap_or(0));
+        }
+        assert!(seeks.windows(2).all(|w| w[0] < w[1]), "{name}: a stale or duplicate push: {seeks:?}");
+        assert!(m.drain_pushes("playback-paused").is_empty(), "{name} was paused");
+    }
+    let stored = host.ok("get-playback-state", json!({})).await?;
+    assert_eq!(stored["playback"]["rev"].as_u64(), Some(after));
+    Ok(())
+}
+
+/// Sends SIGCONT to `pid` when dropped (also when the test fails, so no process stays stopped).
+fn scopeguard(pid: String) -> impl Drop {
+    struct Cont(String);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-CONT", &self.0]).status();
+        }
+    }
+    Cont(pid)
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn a_live_owner_keeps_its_room_lease_after_lease() -> Result<()> {
+    // Short leases: several renewals pass in a second and a half.
+    let cluster = Cluster::start(3, &["--room-lease-ms", "300"])?;
+    let (_code, mut host, mut b, _c) = room_across(&cluster).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // five leases pass, renewed each time
+    for node in &cluster.nodes {
+        assert_eq!(node.metric("unisono_cluster_takeovers_total").await?, 0.0, "a live owner's room moved");
+    }
+    assert_eq!(owned(&cluster.nodes[0]).await?, 1.0);
+    host.ok("load-song", json!({ "song": song("s1", 60_000.0) })).await?;
+    b.expect_push("song-changed").await?;
+    Ok(())
+}

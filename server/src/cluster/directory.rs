@@ -145,12 +145,16 @@ impl RedisDirectory {
         if owned.is_empty() {
             return;
         }
-        let script = redis::Script::new(RENEW);
+        // EVAL, not EVALSHA: a pipeline does not load a script Redis lost (after a restart it
+        // has none), and Redis caches the compiled script by its text anyway.
         let mut pipe = redis::pipe();
         for h in &owned {
-            pipe.invoke_script(
-                script.key(self.owner_key(&h.code)).arg(self.cluster.node_id().as_ref()).arg(self.lease_ms()),
-            );
+            pipe.cmd("EVAL")
+                .arg(RENEW)
+                .arg(1)
+                .arg(self.owner_key(&h.code))
+                .arg(self.cluster.node_id().as_ref())
+                .arg(self.lease_ms());
         }
         let started = std::time::Instant::now();
         let renewed: Result<Vec<i64>, _> = pipe.query_async(&mut self.cluster.conn()).await;

@@ -280,7 +280,12 @@ impl Engine {
         for ((tenant, code), members) in self.inner.sessions.members_by_room() {
             let owner = owners.get(&code).cloned().flatten();
             let room = match owner.clone() {
-                Some(node) if *node == **self.node_id() => continue, // ours
+                // Ours: remembered, so that if it moves away (this node was paused past its
+                // lease), the new owner learns this node's members.
+                Some(node) if *node == **self.node_id() => {
+                    seen.insert(code, node);
+                    continue;
+                }
                 Some(node) => RoomRef::There { node, tenant: tenant.clone(), code: code.clone() },
                 // Nobody holds it: take it over, here.
                 None => match self.room(&tenant, &code).await {
