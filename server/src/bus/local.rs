@@ -20,7 +20,54 @@ use super::{Bus, Outbox, Outgoing, Topic};
 
 #[derive(Default)]
 pub struct LocalBus {
-    topics: RwLock<HashMap<String, HashMap<String, Outbox>>>,
+    topics: RwLock<HashMap<Box<str>, Subscribers>>,
+}
+
+/// A topic's subscribers. Most topics have one (every session's own topic), which is kept
+/// without a map of its own: a map per session would cost every connection a few hundred bytes.
+enum Subscribers {
+    One(Box<str>, Outbox),
+    Many(HashMap<Box<str>, Outbox>),
+}
+
+impl Subscribers {
+    fn insert(&mut self, session: &str, outbox: Outbox) {
+        match self {
+            Subscribers::One(s, o) if **s == *session => *o = outbox,
+            Subscribers::One(s, o) => {
+                let mut many = HashMap::with_capacity(2);
+                many.insert(std::mem::take(s), o.clone());
+                many.insert(session.into(), outbox);
+                *self = Subscribers::Many(many);
+            }
+            Subscribers::Many(m) => {
+                m.insert(session.into(), outbox);
+            }
+        }
+    }
+
+    /// Removes `session`; true if it was there. Leaves `Many` empty rather than `One`.
+    fn remove(&mut self, session: &str) -> bool {
+        match self {
+            Subscribers::One(s, _) if **s == *session => {
+                *self = Subscribers::Many(HashMap::new());
+                true
+            }
+            Subscribers::One(..) => false,
+            Subscribers::Many(m) => m.remove(session).is_some(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Subscribers::Many(m) if m.is_empty())
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &Outbox)> + '_> {
+        match self {
+            Subscribers::One(s, o) => Box::new(std::iter::once((&**s, o))),
+            Subscribers::Many(m) => Box::new(m.iter().map(|(s, o)| (&**s, o))),
+        }
+    }
 }
 
 impl LocalBus {
@@ -31,7 +78,12 @@ impl LocalBus {
     /// [`Bus::subscribe`], done at once.
     pub fn subscribe_now(&self, topic: &Topic, session: &str, outbox: Outbox) {
         if let Ok(mut t) = self.topics.write() {
-            t.entry(topic.to_owned()).or_default().insert(session.to_owned(), outbox);
+            match t.get_mut(topic) {
+                Some(subs) => subs.insert(session, outbox),
+                None => {
+                    t.insert(topic.into(), Subscribers::One(session.into(), outbox));
+                }
+            }
         }
     }
 
@@ -39,7 +91,7 @@ impl LocalBus {
     pub fn unsubscribe_now(&self, topic: &Topic, session: &str) -> bool {
         let Ok(mut t) = self.topics.write() else { return false };
         let Some(subs) = t.get_mut(topic) else { return false };
-        let was = subs.remove(session).is_some();
+        let was = subs.remove(session);
         if subs.is_empty() {
             t.remove(topic);
         }
@@ -50,7 +102,7 @@ impl LocalBus {
     pub fn subscribers(&self, topic: &Topic) -> Vec<String> {
         self.topics
             .read()
-            .map(|t| t.get(topic).map(|s| s.keys().cloned().collect()).unwrap_or_default())
+            .map(|t| t.get(topic).map(|s| s.iter().map(|(s, _)| s.to_owned()).collect()).unwrap_or_default())
             .unwrap_or_default()
     }
 
@@ -58,8 +110,20 @@ impl LocalBus {
     pub fn publish_counted(&self, topic: &Topic, msg: &Outgoing, except: Option<&str>) -> usize {
         let to: Vec<Outbox> = {
             let Ok(t) = self.topics.read() else { return 0 };
-            let Some(subs) = t.get(topic) else { return 0 };
-            subs.iter().filter(|(s, _)| except != Some(s.as_str())).map(|(_, o)| o.clone()).collect()
+            match t.get(topic) {
+                None => return 0,
+                Some(Subscribers::One(s, o)) => {
+                    if except == Some(&**s) {
+                        return 0;
+                    }
+                    let o = o.clone();
+                    drop(t);
+                    return usize::from(o.push(msg.clone()));
+                }
+                Some(Subscribers::Many(m)) => {
+                    m.iter().filter(|(s, _)| except != Some(&***s)).map(|(_, o)| o.clone()).collect()
+                }
+            }
         };
         deliver(&to, msg)
     }
@@ -132,6 +196,29 @@ fn deliver_here(to: &[Outbox], frame: &Outgoing) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_subscriber_grows_to_many_and_back_to_none() {
+        let bus = LocalBus::new();
+        let (a, mut ra) = Outbox::new(8);
+        let (b, mut rb) = Outbox::new(8);
+        bus.subscribe_now("t", "a", a.clone());
+        assert_eq!(bus.publish_counted("t", &Outgoing::ws_text("1"), None), 1);
+        assert_eq!(bus.publish_counted("t", &Outgoing::ws_text("x"), Some("a")), 0, "the sender is skipped");
+        bus.subscribe_now("t", "b", b);
+        bus.subscribe_now("t", "a", a);
+        assert_eq!(bus.publish_counted("t", &Outgoing::ws_text("2"), None), 2);
+        assert!(bus.unsubscribe_now("t", "a"));
+        assert!(!bus.unsubscribe_now("t", "a"), "already gone");
+        assert_eq!(bus.publish_counted("t", &Outgoing::ws_text("3"), None), 1);
+        assert!(bus.unsubscribe_now("t", "b"));
+        assert!(bus.subscribers("t").is_empty());
+        let got = |r: &mut super::super::outbox::Inbox| {
+            std::iter::from_fn(|| r.rx.try_recv().ok()).map(|f| f.as_text().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(got(&mut ra), ["1", "2"]);
+        assert_eq!(got(&mut rb), ["2", "3"]);
+    }
 
     #[tokio::test]
     async fn a_big_topic_gets_every_frame_in_publish_order() {

@@ -36,7 +36,7 @@ pub struct Session {
     pub principal: Principal,
     /// The session's entry in its room, as the room last answered it (re-announced to the
     /// room's new owner when the room moves to another node).
-    pub member: Option<MemberInfo>,
+    pub member: Option<Box<MemberInfo>>,
 }
 
 /// A resume token older than this starts a new session (one day).
@@ -194,7 +194,7 @@ impl Sessions {
         if let Some(s) = self.lock().by_id.get_mut(id) {
             let (room, member) = room.unzip();
             s.room = room;
-            s.member = member;
+            s.member = member.map(Box::new);
         }
     }
 
@@ -202,7 +202,7 @@ impl Sessions {
     pub fn member(&self, id: &str) -> Option<MemberInfo> {
         let inner = self.lock();
         let s = inner.by_id.get(id)?;
-        let mut m = s.member.clone()?;
+        let mut m = MemberInfo::clone(s.member.as_deref()?);
         m.connected = s.outbox.is_some();
         Some(m)
     }
@@ -211,7 +211,7 @@ impl Sessions {
     pub fn members_by_room(&self) -> HashMap<(String, String), Vec<MemberInfo>> {
         let mut out: HashMap<(String, String), Vec<MemberInfo>> = HashMap::new();
         for s in self.lock().by_id.values() {
-            if let (Some(room), Some(m)) = (&s.room, &s.member) {
+            if let (Some(room), Some(m)) = (&s.room, s.member.as_deref()) {
                 let mut m = m.clone();
                 m.connected = s.outbox.is_some();
                 out.entry((s.principal.tenant.clone(), room.clone())).or_default().push(m);
