@@ -662,12 +662,19 @@ pub struct Cluster {
     pub prefix: String,
     /// Dropped after the nodes (fields drop in order).
     _db: PgDatabase,
+    /// One cluster at a time per test binary: each node's pool may open several PostgreSQL
+    /// connections, and the local server allows 100 in all.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static CLUSTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     /// Starts `n` nodes (each with its own data folder, so its own node id) with `extra` flags.
     /// Fails when PostgreSQL or Redis is unreachable.
     pub fn start(n: usize, extra: &[&str]) -> Result<Cluster> {
+        // A test that failed while holding it poisons the lock; the next one goes on.
+        let one_at_a_time = CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
         let db = PgDatabase::create("cluster")?;
         redis_cli(&["PING"]).context("Redis at 127.0.0.1:6379 is needed for the cluster tests")?;
         let prefix = format!("unisono-e2e-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
@@ -687,7 +694,7 @@ impl Cluster {
             args.extend_from_slice(extra);
             nodes.push(Server::start_with(&db.url, &args, temp_dir("node"))?);
         }
-        Ok(Cluster { nodes, prefix, _db: db })
+        Ok(Cluster { nodes, prefix, _db: db, _one_at_a_time: one_at_a_time })
     }
 }
 
