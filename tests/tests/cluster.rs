@@ -9,6 +9,18 @@ use anyhow::Result;
 use serde_json::{Value, json};
 use unisono_e2e::{CLUSTER_SECRET, Client, Cluster, eventually, position_at, server_now, song, token};
 
+/// The names in a `get-members` page, sorted.
+fn member_names(page: &Value) -> Vec<String> {
+    let mut names: Vec<String> = page["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
 /// A room created on node A, its host there, and members joined through nodes B and C.
 async fn room_across(cluster: &Cluster) -> Result<(String, Client, Client, Client)> {
     let mut host = Client::connect(&cluster.nodes[0]).await?;
@@ -60,14 +72,7 @@ async fn control_members_and_late_joiners_work_through_any_node() -> Result<()> 
     // Members of every node, listed through any node.
     for m in [&mut host, &mut b, &mut c] {
         let page = m.ok("get-members", json!({})).await?;
-        let mut names: Vec<String> = page["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x["name"].as_str().map(str::to_owned))
-            .collect();
-        names.sort();
-        assert_eq!(names, ["bea", "cai", "host"]);
+        assert_eq!(member_names(&page), ["bea", "cai", "host"]);
         assert_eq!(page["total"], json!(3));
     }
     // A late joiner through node C starts where the host expects.
@@ -226,14 +231,7 @@ async fn when_the_owner_is_killed_another_node_takes_the_room_over_and_nothing_i
     // Members re-announced to the new owner: a member's own request works (no NOT_IN_ROOM).
     assert_eq!(a.err_code("pause-playback", json!({})).await?, "NOT_HOST");
     let page = c.ok("get-members", json!({})).await?;
-    let mut names: Vec<String> = page["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x["name"].as_str().map(str::to_owned))
-        .collect();
-    names.sort();
-    assert_eq!(names, ["ada", "cai", "host"]);
+    assert_eq!(member_names(&page), ["ada", "cai", "host"]);
     Ok(())
 }
 
