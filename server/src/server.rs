@@ -59,7 +59,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         };
     let engine_config = EngineConfig {
         node_id: node.clone(),
-        clustered: cluster.is_some(),
         limits: config.room_limits(),
         max_rooms: config.max_rooms,
         max_rooms_per_tenant: config.max_rooms_per_tenant,

@@ -48,7 +48,6 @@ pub(crate) async fn engine(tag: &str) -> (crate::engine::Engine, TempDir) {
     let store = Store::open(&url, std::time::Duration::from_millis(1)).await.expect("open the store");
     let config = EngineConfig {
         node_id: "test-node".into(),
-        clustered: false,
         limits: Default::default(),
         max_rooms: 100,
         max_rooms_per_tenant: 10,

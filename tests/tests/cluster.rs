@@ -21,16 +21,34 @@ fn member_names(page: &Value) -> Vec<String> {
     names
 }
 
-/// A room created on node A, its host there, and members joined through nodes B and C.
-async fn room_across(cluster: &Cluster) -> Result<(String, Client, Client, Client)> {
-    let mut host = Client::connect(&cluster.nodes[0]).await?;
+/// A room created on node `host_node` (which owns it), its host there, and two members named
+/// `names` joined through the two other nodes, in node order.
+async fn room_on(cluster: &Cluster, host_node: usize, names: [&str; 2]) -> Result<(String, Client, Client, Client)> {
+    let mut host = Client::connect(&cluster.nodes[host_node]).await?;
     let code =
         host.ok("create-room", json!({ "memberName": "host" })).await?["code"].as_str().unwrap_or_default().to_owned();
-    let mut b = Client::connect(&cluster.nodes[1]).await?;
-    b.ok("join-room", json!({ "code": code, "name": "bea" })).await?;
-    let mut c = Client::connect(&cluster.nodes[2]).await?;
-    c.ok("join-room", json!({ "code": code, "name": "cai" })).await?;
+    let mut members = Vec::new();
+    for (node, name) in (0..3).filter(|n| *n != host_node).zip(names) {
+        let mut m = Client::connect(&cluster.nodes[node]).await?;
+        m.ok("join-room", json!({ "code": code, "name": name })).await?;
+        members.push(m);
+    }
+    let (Some(c), Some(b)) = (members.pop(), members.pop()) else { anyhow::bail!("two members") };
     Ok((code, host, b, c))
+}
+
+/// A room created on node A, its host there, and members joined through nodes B and C.
+async fn room_across(cluster: &Cluster) -> Result<(String, Client, Client, Client)> {
+    room_on(cluster, 0, ["bea", "cai"]).await
+}
+
+/// The revs of `member`'s `playback-seeked` pushes, up to and including the one of rev `rev`.
+async fn seeks_until(member: &mut Client, rev: u64) -> Result<Vec<u64>> {
+    let mut seeks = Vec::new();
+    while seeks.last() != Some(&rev) {
+        seeks.push(member.expect_push("playback-seeked").await?["rev"].as_u64().unwrap_or(0));
+    }
+    Ok(seeks)
 }
 
 #[tokio::test]
@@ -171,14 +189,8 @@ async fn owned(node: &unisono_e2e::Server) -> Result<f64> {
 async fn when_the_owner_is_killed_another_node_takes_the_room_over_and_nothing_is_lost() -> Result<()> {
     let mut cluster = Cluster::start(3, &["--host-grace-secs", "10"])?;
     // Host on node B: B owns the room. Members on A and C.
-    let mut host = Client::connect(&cluster.nodes[1]).await?;
-    let code =
-        host.ok("create-room", json!({ "memberName": "host" })).await?["code"].as_str().unwrap_or_default().to_owned();
+    let (code, mut host, mut a, mut c) = room_on(&cluster, 1, ["ada", "cai"]).await?;
     let (host_id, token) = (host.session_id.clone(), host.resume_token.clone());
-    let mut a = Client::connect(&cluster.nodes[0]).await?;
-    a.ok("join-room", json!({ "code": code, "name": "ada" })).await?;
-    let mut c = Client::connect(&cluster.nodes[2]).await?;
-    c.ok("join-room", json!({ "code": code, "name": "cai" })).await?;
     host.ok("load-song", json!({ "song": song("s1", 600_000.0), "autoplay": true })).await?;
     let acked = host.ok("seek-playback", json!({ "positionMs": 30_000.0 })).await?;
     let acked_rev = acked["playback"]["rev"].as_u64().unwrap_or(0);
@@ -217,10 +229,7 @@ async fn when_the_owner_is_killed_another_node_takes_the_room_over_and_nothing_i
     for (name, m) in [("ada", &mut a), ("cai", &mut c)] {
         // Everything the member saw of the playback, before and after the take-over: the new
         // owner's seek last, strictly increasing revs (no duplicate, no reordering), no pause.
-        let mut seeks = Vec::new();
-        while seeks.last() != Some(&rev) {
-            seeks.push(m.expect_push("playback-seeked").await?["rev"].as_u64().unwrap_or(0));
-        }
+        let seeks = seeks_until(m, rev).await?;
         let mut revs: Vec<u64> =
             m.drain_pushes("song-changed").iter().map(|p| p["rev"].as_u64().unwrap_or(0)).collect();
         assert!(m.drain_pushes("playback-paused").is_empty(), "{name} was paused");
@@ -239,13 +248,7 @@ async fn when_the_owner_is_killed_another_node_takes_the_room_over_and_nothing_i
 #[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
 async fn a_paused_owner_loses_its_room_and_writes_nothing_when_it_wakes() -> Result<()> {
     let cluster = Cluster::start(3, &[])?;
-    let mut host = Client::connect(&cluster.nodes[1]).await?;
-    let code =
-        host.ok("create-room", json!({ "memberName": "host" })).await?["code"].as_str().unwrap_or_default().to_owned();
-    let mut a = Client::connect(&cluster.nodes[0]).await?;
-    a.ok("join-room", json!({ "code": code, "name": "ada" })).await?;
-    let mut c = Client::connect(&cluster.nodes[2]).await?;
-    c.ok("join-room", json!({ "code": code, "name": "cai" })).await?;
+    let (_code, mut host, mut a, mut c) = room_on(&cluster, 1, ["ada", "cai"]).await?;
     host.ok("load-song", json!({ "song": song("s1", 600_000.0), "autoplay": true })).await?;
     let before =
         host.ok("seek-playback", json!({ "positionMs": 10_000.0 })).await?["playback"]["rev"].as_u64().unwrap_or(0);
@@ -272,10 +275,7 @@ async fn a_paused_owner_loses_its_room_and_writes_nothing_when_it_wakes() -> Res
     let after = r["playback"]["rev"].as_u64().unwrap_or(0);
     assert!(after > before, "rev continues upward on the new owner: {after} after {before}");
     for (name, m) in [("ada", &mut a), ("cai", &mut c)] {
-        let mut seeks = Vec::new();
-        while seeks.last() != Some(&after) {
-            seeks.push(m.expect_push("playback-seeked").await?["rev"].as_u64().unwrap_or(0));
-        }
+        let seeks = seeks_until(m, after).await?;
         assert!(seeks.windows(2).all(|w| w[0] < w[1]), "{name}: a stale or duplicate push: {seeks:?}");
         assert!(m.drain_pushes("playback-paused").is_empty(), "{name} was paused");
     }

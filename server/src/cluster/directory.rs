@@ -80,6 +80,15 @@ impl Answer {
         }
     }
 
+    /// The answer as sent. One that does not encode (a bug) is sent as `null`, which the
+    /// requester reads as `CLUSTER_UNAVAILABLE`: it is never left without an answer.
+    pub fn encode(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(self).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a forwarded answer did not encode");
+            RawValue::NULL.to_owned()
+        })
+    }
+
     fn into_result(self) -> RoomResult {
         match self {
             Answer::Ok { kind, data } => RoomReply::decode(&kind, data.get()).map_err(|e| {
@@ -111,10 +120,11 @@ impl RedisDirectory {
     /// is gone (its owner died or stopped), and tells a new owner which members are here. Run
     /// after every renewal, so a dead owner's rooms move within a lease and a third.
     pub async fn adopt(&self, engine: &Engine) {
-        let codes = engine.rooms_in_use();
-        if codes.is_empty() {
+        let rooms = engine.members_by_room();
+        if rooms.is_empty() {
             return;
         }
+        let codes: Vec<String> = rooms.keys().map(|(_, code)| code.clone()).collect();
         let mut pipe = redis::pipe();
         for code in &codes {
             pipe.get(self.owner_key(code));
@@ -124,7 +134,7 @@ impl RedisDirectory {
         let owners: HashMap<String, Option<Arc<str>>> =
             codes.into_iter().zip(owners).map(|(c, o)| (c, o.map(Arc::from))).collect();
         let announced = self.announced.lock().map(|a| a.clone()).unwrap_or_default();
-        let seen = engine.adopt(&owners, &announced).await;
+        let seen = engine.adopt(rooms, &owners, &announced).await;
         if let Ok(mut a) = self.announced.lock() {
             *a = seen;
         }
@@ -224,6 +234,14 @@ impl Directory for RedisDirectory {
 
     fn owned(&self) -> Vec<RoomHandle> {
         self.local.owned()
+    }
+
+    fn count(&self) -> usize {
+        self.local.count()
+    }
+
+    fn takes_over(&self) -> bool {
+        true
     }
 
     fn forward<'a>(

@@ -460,15 +460,7 @@ impl RequestHandler for EngineRequests {
                     format!("a forwarded request that does not decode: {e}"),
                 )),
             };
-            let answer = directory::Answer::of(&result);
-            serde_json::value::to_raw_value(&answer).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "a forwarded answer did not encode");
-                // An answer the requester reads as an error (it cannot be left without one).
-                serde_json::value::RawValue::from_string(
-                    "{\"Err\":{\"code\":\"INTERNAL\",\"message\":\"encoding\"}}".into(),
-                )
-                .unwrap_or_else(|_| request.clone())
-            })
+            directory::Answer::of(&result).encode()
         })
     }
 }

@@ -39,10 +39,12 @@ pub struct DirectoryError(pub String);
 pub trait Directory: Send + Sync + 'static {
     /// Where room `code` lives; `None` when no node holds it.
     fn locate<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Option<Location>, DirectoryError>>;
-    /// Takes ownership of room `code`, which no node holds: true if this node may now restore
-    /// it from the store (where it then claims it under a new epoch). A single node never does:
-    /// every room it may own it created or restored at start.
+    /// Takes the lease of room `code` for this node (a room it creates or restores, or one it
+    /// takes over): false if another node holds it.
     fn acquire<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<bool, DirectoryError>>;
+    /// Whether this node takes over open rooms that no node holds (a cluster's, whose owner is
+    /// gone). A single node never does: every room it may own it created or restored at start.
+    fn takes_over(&self) -> bool;
     /// Sends a command to room `code` of `tenant` on node `node`, which owns it, and waits for
     /// the answer.
     fn forward<'a>(
@@ -58,6 +60,8 @@ pub trait Directory: Send + Sync + 'static {
     fn remove(&self, code: &str);
     /// The rooms this node owns.
     fn owned(&self) -> Vec<RoomHandle>;
+    /// How many rooms this node owns.
+    fn count(&self) -> usize;
 }
 
 /// The directory of a single node.
@@ -94,8 +98,17 @@ impl Directory for LocalDirectory {
         self.lock().values().cloned().collect()
     }
 
+    fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// One node holds every lease it asks for.
     fn acquire<'a>(&'a self, _code: &'a str) -> BoxFuture<'a, Result<bool, DirectoryError>> {
-        Box::pin(std::future::ready(Ok(false)))
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    fn takes_over(&self) -> bool {
+        false
     }
 
     fn forward<'a>(&'a self, node: &'a str, _: &'a str, _: &'a str, _: RoomCommand) -> BoxFuture<'a, RoomResult> {

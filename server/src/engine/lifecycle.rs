@@ -9,7 +9,7 @@
 //! - an admin (Socket.IO `/admin`) is attached to its tenant's device hub;
 //! - a device (Socket.IO `/players`) gets a device connection, registered by `player:register`.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc};
 
 use futures_util::FutureExt;
 use unisono_core::{
@@ -244,47 +244,58 @@ impl Attachment {
     /// Detaches the connection: out of the registry, its session into its grace period, its
     /// device offline, its admin subscriptions gone.
     pub async fn detach(mut self) {
-        self.detached = true;
+        if let Some(d) = self.take_detach() {
+            d.run().await;
+        }
+    }
+
+    /// What detaching this connection takes, once: the first call closes the outbox and takes
+    /// its entries out of the attachment; later calls (the drop after `detach`) get `None`.
+    fn take_detach(&mut self) -> Option<Detach> {
+        if std::mem::replace(&mut self.detached, true) {
+            return None;
+        }
         self.outbox.close(1000, "bye");
-        let engine = self.engine.clone();
-        let (session, hub_conn, registered) =
-            (self.session.take(), self.hub_conn, std::mem::take(&mut self.registered));
-        detach(engine, &self.principal.tenant, session, hub_conn, registered).await;
+        Some(Detach {
+            engine: self.engine.clone(),
+            tenant: self.principal.tenant.clone(),
+            session: self.session.take(),
+            hub_conn: self.hub_conn,
+            registered: std::mem::take(&mut self.registered),
+        })
     }
 }
 
-async fn detach(
+/// A connection's detach, taken out of its attachment.
+struct Detach {
     engine: Engine,
-    tenant: &str,
+    tenant: String,
     session: Option<SessionConn>,
     hub_conn: Option<ConnId>,
     registered: Vec<(String, u64)>,
-) {
-    for (id, token) in &registered {
-        engine.connections().remove(id, *token);
+}
+
+impl Detach {
+    async fn run(self) {
+        let Detach { engine, tenant, session, hub_conn, registered } = self;
+        for (id, token) in &registered {
+            engine.connections().remove(id, *token);
+        }
+        if let Some(conn) = hub_conn {
+            engine.devices().detach(&tenant, conn).await;
+        }
+        if let Some(s) = &session {
+            Box::pin(engine.detach_session(&tenant, s)).await;
+        }
+        METRICS.connections.dec();
     }
-    if let Some(conn) = hub_conn {
-        engine.devices().detach(tenant, conn).await;
-    }
-    if let Some(s) = &session {
-        Box::pin(engine.detach_session(tenant, s)).await;
-    }
-    METRICS.connections.dec();
 }
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        if self.detached {
-            return;
-        }
         // Dropped without `detach` (the edge's task ended early): detach all the same.
-        self.outbox.close(1000, "bye");
-        let engine = self.engine.clone();
-        let tenant = self.principal.tenant.clone();
-        let (session, hub_conn, registered) =
-            (self.session.take(), self.hub_conn, std::mem::take(&mut self.registered));
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { detach(engine, &tenant, session, hub_conn, registered).await });
+        if let (Some(d), Ok(rt)) = (self.take_detach(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(d.run());
         }
     }
 }
@@ -298,9 +309,6 @@ fn device_reply(r: &DeviceReply) -> Result<ReplyData, ErrorBody> {
         DeviceReply::Done => reply_data(&()),
     }
 }
-
-/// How long the `/ws` edge waits for its writer to send the close frame.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

@@ -36,8 +36,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use unisono_core::{
     Millis, Room, RoomCommand, code,
     protocol::{
-        CreateRoom, ErrorBody, ErrorCode, JoinedReply, Push, Request, RoomClosed, RoomDescription, RoomReply,
-        RoomSettings, TimeSyncReply,
+        CreateRoom, ErrorBody, ErrorCode, JoinedReply, MemberInfo, Push, Request, RoomClosed, RoomDescription,
+        RoomReply, RoomSettings, TimeSyncReply,
     },
     room::RoomLimits,
 };
@@ -88,8 +88,6 @@ pub fn reply_data(v: &impl Serialize) -> Result<ReplyData, ErrorBody> {
 pub struct EngineConfig {
     /// This node's id: the owner named in the rooms it creates and restores.
     pub node_id: Arc<str>,
-    /// Part of a cluster (`--redis-url`): rooms may live on other nodes.
-    pub clustered: bool,
     pub limits: RoomLimits,
     pub max_rooms: usize,
     pub max_rooms_per_tenant: usize,
@@ -192,9 +190,9 @@ impl Engine {
         let owned = engine.inner.store.claim_rooms(&engine.inner.config.node_id).await?;
         let restored = owned.len();
         for (rec, lease) in owned {
-            // In a cluster, a room whose lease another node holds is that node's now.
+            // A room whose lease another node holds is that node's now (in a cluster).
             match engine.directory().acquire(&rec.code).await {
-                Ok(false) if engine.inner.config.clustered => continue,
+                Ok(false) => continue,
                 Err(e) => tracing::warn!(room = rec.code, error = %e, "could not take a room's lease at start"),
                 _ => {}
             }
@@ -234,7 +232,7 @@ impl Engine {
     }
     /// Rooms this node owns.
     pub fn room_count(&self) -> usize {
-        self.directory().owned().len()
+        self.directory().count()
     }
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
@@ -273,11 +271,12 @@ impl Engine {
     /// per room, for the next call.
     pub(crate) async fn adopt(
         &self,
+        rooms: HashMap<(String, String), Vec<MemberInfo>>,
         owners: &HashMap<String, Option<Arc<str>>>,
         announced: &HashMap<String, Arc<str>>,
     ) -> HashMap<String, Arc<str>> {
         let mut seen = HashMap::new();
-        for ((tenant, code), members) in self.inner.sessions.members_by_room() {
+        for ((tenant, code), members) in rooms {
             let owner = owners.get(&code).cloned().flatten();
             let room = match owner.clone() {
                 // Ours: remembered, so that if it moves away (this node was paused past its
@@ -320,9 +319,9 @@ impl Engine {
         seen
     }
 
-    /// The codes of the rooms this node's sessions are in.
-    pub(crate) fn rooms_in_use(&self) -> Vec<String> {
-        self.inner.sessions.members_by_room().into_keys().map(|(_, code)| code).collect()
+    /// The rooms this node's sessions are in: (tenant, code) → the sessions' entries there.
+    pub(crate) fn members_by_room(&self) -> HashMap<(String, String), Vec<MemberInfo>> {
+        self.inner.sessions.members_by_room()
     }
 
     /// A command another node forwarded to room `code` of `tenant`, which it found this node
@@ -349,14 +348,11 @@ impl Engine {
     /// session is re-announced and the command tried once more.
     pub(crate) async fn call_as(&self, session: &str, room: &RoomRef, cmd: RoomCommand) -> RoomResult {
         let first = self.call(room, cmd.clone()).await;
-        match (&first, self.inner.sessions.member(session)) {
-            (Err(e), Some(member)) if e.code == ErrorCode::NotInRoom && self.inner.config.clustered => {
-                if self.call(room, RoomCommand::Restore { member }).await.is_ok() {
-                    return self.call(room, cmd).await;
-                }
-                first
-            }
-            _ => first,
+        let unknown = matches!((&first, room), (Err(e), RoomRef::There { .. }) if e.code == ErrorCode::NotInRoom);
+        let Some(member) = self.inner.sessions.member(session).filter(|_| unknown) else { return first };
+        match self.call(room, RoomCommand::Restore { member }).await {
+            Ok(_) => self.call(room, cmd).await,
+            Err(_) => first,
         }
     }
 
@@ -392,6 +388,9 @@ impl Engine {
     /// never a single one) and the store has it open, restore it here under a new epoch.
     async fn take_over(&self, tenant: &str, code: &str) -> Result<Option<RoomRef>, ErrorBody> {
         let unavailable = |e: directory::DirectoryError| err(ErrorCode::ClusterUnavailable, e.to_string());
+        if !self.directory().takes_over() {
+            return Ok(None);
+        }
         let _one_at_a_time = self.inner.taking_over.lock().await;
         // Taken over here meanwhile?
         if let Ok(Some(Location::Here(h))) = self.directory().locate(code).await {
@@ -528,7 +527,7 @@ impl Engine {
         let code = room.code().to_owned();
         // A new code is nobody's: the lease is this node's (a cluster directory records it).
         let unavailable = |e: directory::DirectoryError| err(ErrorCode::ClusterUnavailable, e.to_string());
-        if !self.directory().acquire(&code).await.map_err(unavailable)? && self.inner.config.clustered {
+        if !self.directory().acquire(&code).await.map_err(unavailable)? {
             return Err(err(ErrorCode::ClusterUnavailable, "the new room's lease could not be taken"));
         }
         self.directory().insert(RoomHandle::spawn(room, lease, self.clone()));

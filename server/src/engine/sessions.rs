@@ -39,6 +39,15 @@ pub struct Session {
     pub member: Option<Box<MemberInfo>>,
 }
 
+impl Session {
+    /// Its room entry, connected as it is now.
+    fn member_now(&self) -> Option<MemberInfo> {
+        let mut m = MemberInfo::clone(self.member.as_deref()?);
+        m.connected = self.outbox.is_some();
+        Some(m)
+    }
+}
+
 /// A resume token older than this starts a new session (one day).
 pub const RESUME_TOKEN_MAX_AGE_MS: u64 = 24 * 3600 * 1000;
 
@@ -200,20 +209,14 @@ impl Sessions {
 
     /// The session's entry in its room, as the room last answered it.
     pub fn member(&self, id: &str) -> Option<MemberInfo> {
-        let inner = self.lock();
-        let s = inner.by_id.get(id)?;
-        let mut m = MemberInfo::clone(s.member.as_deref()?);
-        m.connected = s.outbox.is_some();
-        Some(m)
+        self.lock().by_id.get(id).and_then(Session::member_now)
     }
 
     /// The rooms this node's sessions are in: (tenant, code) → the sessions' entries there.
     pub fn members_by_room(&self) -> HashMap<(String, String), Vec<MemberInfo>> {
         let mut out: HashMap<(String, String), Vec<MemberInfo>> = HashMap::new();
         for s in self.lock().by_id.values() {
-            if let (Some(room), Some(m)) = (&s.room, s.member.as_deref()) {
-                let mut m = m.clone();
-                m.connected = s.outbox.is_some();
+            if let (Some(room), Some(m)) = (&s.room, s.member_now()) {
                 out.entry((s.principal.tenant.clone(), room.clone())).or_default().push(m);
             }
         }
