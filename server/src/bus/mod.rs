@@ -37,6 +37,22 @@ pub trait Bus: Send + Sync + 'static {
     /// every message published on the topic afterwards will reach it.
     fn subscribe(&self, topic: &Topic, session: &str, outbox: Outbox) -> futures_util::future::BoxFuture<'static, ()>;
     fn unsubscribe(&self, topic: &Topic, session: &str);
+    /// Makes a session's own topic ([`session_topic`]) reach it from other nodes. The engine
+    /// delivers to this node's sessions itself, from its session registry, and publishes on the
+    /// topic only for a session that is not here: a bus that delivers only locally keeps
+    /// nothing per session (the default), a cluster bus subscribes the topic.
+    fn subscribe_session(
+        &self,
+        topic: &Topic,
+        session: &str,
+        outbox: Outbox,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        let _ = (topic, session, outbox);
+        Box::pin(std::future::ready(()))
+    }
+    fn unsubscribe_session(&self, topic: &Topic, session: &str) {
+        let _ = (topic, session);
+    }
     /// Delivers `msg` to every subscriber except `except`, without waiting for anyone.
     fn publish(&self, topic: &Topic, msg: &Outgoing, except: Option<&str>);
     /// Drops every subscriber of a topic (room closed).

@@ -105,6 +105,14 @@ impl Bus for RedisBus {
         }
     }
 
+    fn subscribe_session(&self, topic: &Topic, session: &str, outbox: Outbox) -> BoxFuture<'static, ()> {
+        self.subscribe(topic, session, outbox)
+    }
+
+    fn unsubscribe_session(&self, topic: &Topic, session: &str) {
+        self.unsubscribe(topic, session);
+    }
+
     fn publish(&self, topic: &Topic, msg: &Outgoing, except: Option<&str>) {
         let delivered = self.local.publish_counted(topic, msg, except);
         // One session lives on one node: delivered here, it needs no other.

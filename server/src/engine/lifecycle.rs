@@ -67,10 +67,10 @@ pub struct Attachment {
     /// The connection's id at its tenant's device hub (devices and admins).
     hub_conn: Option<ConnId>,
     admin: bool,
-    /// Entries in the connection registry: (public id, token).
-    registered: Vec<(String, u64)>,
-    /// The edge's own id (Socket.IO socket id), for marking a registered device.
-    socket_id: Option<String>,
+    /// The token of its entry in the connection registry under its session id.
+    session_entry: Option<u64>,
+    /// The edge's own id (Socket.IO socket id) and the token of its entry under that id.
+    socket: Option<(String, u64)>,
     outbox: Outbox,
     detached: bool,
 }
@@ -79,48 +79,48 @@ impl Engine {
     /// Attaches a connection (see the module doc). Pushes `connected` first to a browser.
     pub async fn attach(&self, a: Attach<'_>) -> Attachment {
         METRICS.connections.inc();
-        let tenant = a.principal.tenant.clone();
         let admin = a.principal.role == Role::Admin && matches!(a.kind, Kind::Browser | Kind::Admin);
+        let principal = Arc::new(a.principal);
+        let tenant = &principal.tenant;
         let mut att = Attachment {
             engine: self.clone(),
             kind: a.kind,
-            principal: Arc::new(a.principal.clone()),
+            principal: principal.clone(),
             session: None,
             hub_conn: None,
             admin,
-            registered: Vec::new(),
-            socket_id: a.socket_id.clone(),
+            session_entry: None,
+            socket: None,
             outbox: a.outbox.clone(),
             detached: false,
         };
         if a.kind == Kind::Browser {
-            let s = self.inner.sessions.attach(a.resume, a.outbox.clone(), a.peer, a.principal);
+            let s = self.inner.sessions.attach(a.resume, a.outbox.clone(), a.peer, principal.clone());
             if let Some(old) = s.replaced {
                 old.close(4001, "session resumed on another connection");
             }
-            // The session's own topic first, so nothing sent to it is missed.
-            self.bus().subscribe(&session_topic(&tenant, &s.id), &s.id, a.outbox.clone()).await;
+            // Reachable from other nodes before anything is sent to it.
+            self.bus().subscribe_session(&session_topic(tenant, &s.id), &s.id, a.outbox.clone()).await;
             let hello = Push::Connected(Connected {
                 session_id: s.id.clone(),
                 resume_token: s.resume_token,
                 server_time: now_ms(),
                 resumed: s.resumed,
             });
-            super::rooms::publish(self, &session_topic(&tenant, &s.id), &hello, None);
-            let token = self.connections().add(&s.id, &tenant, a.kind, a.outbox.clone(), None);
-            att.registered.push((s.id.clone(), token));
+            super::rooms::send(self, tenant, &s.id, &hello);
+            att.session_entry = Some(self.connections().add(&s.id, tenant, a.kind, a.outbox.clone(), None));
             att.session = Some(SessionConn { session: s.id.clone(), conn: s.conn });
             if let Some(code) = s.room {
                 Box::pin(self.rejoin(&s.id, code)).await;
             }
         }
-        if let Some(sid) = &a.socket_id {
-            let token = self.connections().add(sid, &tenant, a.kind, a.outbox.clone(), None);
-            att.registered.push((sid.clone(), token));
+        if let Some(sid) = a.socket_id {
+            let token = self.connections().add(&sid, tenant, a.kind, a.outbox.clone(), None);
+            att.socket = Some((sid, token));
         }
         if admin || a.kind == Kind::Device {
             let conn = self.devices().next_conn();
-            self.devices().attach(&tenant, conn, a.outbox, admin).await;
+            self.devices().attach(tenant, conn, a.outbox, admin).await;
             att.hub_conn = Some(conn);
         }
         att
@@ -129,7 +129,7 @@ impl Engine {
     /// The connection closed: its session waits `resume_grace` for a resume, then leaves its room.
     async fn detach_session(&self, tenant: &str, c: &SessionConn) {
         let Some(room_code) = self.inner.sessions.detach(&c.session, c.conn) else { return };
-        self.bus().unsubscribe(&session_topic(tenant, &c.session), &c.session);
+        self.bus().unsubscribe_session(&session_topic(tenant, &c.session), &c.session);
         if let Some(code) = &room_code {
             self.bus().unsubscribe(&crate::bus::room_topic(tenant, code), &c.session);
             if let Ok(Some(room)) = self.room(tenant, code).await {
@@ -213,7 +213,7 @@ impl Attachment {
         match req {
             DeviceRequest::Register(r) => {
                 let result = devices.register(&tenant, &self.principal.sub, conn, r).await;
-                if let (Ok(DeviceReply::Registered(reg)), Some(sid)) = (&result, &self.socket_id) {
+                if let (Ok(DeviceReply::Registered(reg)), Some((sid, _))) = (&result, &self.socket) {
                     self.engine.connections().set_device(sid, &reg.device_id);
                 }
                 Answer::Now(result.and_then(|r| device_reply(&r)))
@@ -259,9 +259,16 @@ impl Attachment {
         Some(Detach {
             engine: self.engine.clone(),
             tenant: self.principal.tenant.clone(),
+            registered: self
+                .session
+                .as_ref()
+                .zip(self.session_entry.take())
+                .map(|(s, token)| (s.session.clone(), token))
+                .into_iter()
+                .chain(self.socket.take())
+                .collect(),
             session: self.session.take(),
             hub_conn: self.hub_conn,
-            registered: std::mem::take(&mut self.registered),
         })
     }
 }

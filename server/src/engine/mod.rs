@@ -593,7 +593,7 @@ impl Engine {
             Ok(None) => {
                 self.inner.sessions.set_room(session, None);
                 let closed = Push::RoomClosed(RoomClosed { code, reason: "closed".into() });
-                rooms::publish(self, &crate::bus::session_topic(&tenant, session), &closed, None);
+                rooms::send(self, &tenant, session, &closed);
             }
             // The room's node is unreachable: the session keeps its room and retries with its
             // next request.

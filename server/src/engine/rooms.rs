@@ -97,6 +97,23 @@ pub(crate) fn publish(engine: &Engine, topic: &str, push: &Push, except: Option<
     }
 }
 
+/// Sends a push to one session of `tenant`: straight to its connection when it is on this
+/// node, else on its session topic, for the node it is on.
+pub(crate) fn send(engine: &Engine, tenant: &str, session: &str, push: &Push) {
+    match Outgoing::push(push) {
+        Ok(msg) => match engine.sessions().outbox_in(tenant, session) {
+            Some(outbox) => {
+                outbox.push(msg);
+            }
+            None => engine.bus().publish(&session_topic(tenant, session), &msg, None),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "a push did not serialize");
+            METRICS.errors.with_label_values(&[ErrorCode::Internal.as_str()]).inc();
+        }
+    }
+}
+
 async fn run(
     mut room: Room,
     lease: Lease,
@@ -178,7 +195,7 @@ async fn run(
                     publish(&engine, &topic, &push, except.as_deref());
                     METRICS.fanout_seconds.observe(started.elapsed().as_secs_f64());
                 }
-                RoomEffect::Send { to, push } => publish(&engine, &session_topic(room.tenant(), &to), &push, None),
+                RoomEffect::Send { to, push } => send(&engine, room.tenant(), &to, &push),
                 RoomEffect::Reply(v) => {
                     if let Some(r) = reply.take() {
                         let _ = r.send(Ok(v));

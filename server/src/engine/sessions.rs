@@ -12,7 +12,11 @@
 //! is still its host. Tokens older than [`RESUME_TOKEN_MAX_AGE_MS`] are refused (a fresh
 //! session), and every attach issues a new one.
 
-use std::{collections::HashMap, net::IpAddr, sync::Mutex};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
 
 use rand::Rng;
 
@@ -20,10 +24,8 @@ use unisono_core::protocol::MemberInfo;
 
 use crate::{auth::Principal, bus::Outbox};
 
-/// One session.
+/// One session (its id is its key in [`Sessions`]; its resume token is signed, not stored).
 pub struct Session {
-    pub id: String,
-    pub resume_token: String,
     /// The live connection's queue; `None` while disconnected.
     pub outbox: Option<Outbox>,
     /// Increments on every (re)connection, so a stale disconnect cannot end a newer one.
@@ -32,8 +34,9 @@ pub struct Session {
     pub room: Option<String>,
     /// Address of the peer of the latest connection (for per-address limits).
     pub ip: Option<IpAddr>,
-    /// Who the session is; its tenant scopes every room it can see.
-    pub principal: Principal,
+    /// Who the session is; its tenant scopes every room it can see. Shared with the
+    /// connection's attachment (one copy per session).
+    pub principal: Arc<Principal>,
     /// The session's entry in its room, as the room last answered it (re-announced to the
     /// room's new owner when the room moves to another node).
     pub member: Option<Box<MemberInfo>>,
@@ -123,21 +126,26 @@ impl Sessions {
     /// Attaches a connection: resumes the session of `resume` if the token is genuine and
     /// belongs to the same principal (with its room if the session is still here, with its id
     /// only after a restart or its grace period), else creates one.
-    pub fn attach(&self, resume: Option<&str>, outbox: Outbox, ip: Option<IpAddr>, principal: Principal) -> Attached {
+    pub fn attach(
+        &self,
+        resume: Option<&str>,
+        outbox: Outbox,
+        ip: Option<IpAddr>,
+        principal: Arc<Principal>,
+    ) -> Attached {
         let now = crate::time::now_ms().max(0.0) as u64;
         let mut inner = self.lock();
         let claimed = resume.and_then(|t| verify(&self.key, t, &principal, now)).map(str::to_owned);
         if let Some(id) = &claimed
             && let Some(s) = inner.by_id.get_mut(id)
-            && s.principal == principal
+            && *s.principal == *principal
         {
             let replaced = s.outbox.replace(outbox);
             s.conn += 1;
             s.ip = ip;
-            s.resume_token = sign(&self.key, id, &principal, now);
             return Attached {
                 id: id.clone(),
-                resume_token: s.resume_token.clone(),
+                resume_token: sign(&self.key, id, &principal, now),
                 conn: s.conn,
                 resumed: true,
                 room: s.room.clone(),
@@ -150,19 +158,9 @@ impl Sessions {
             _ => random_id(12),
         };
         let resume_token = sign(&self.key, &id, &principal, now);
-        inner.by_id.insert(
-            id.clone(),
-            Session {
-                id: id.clone(),
-                resume_token: resume_token.clone(),
-                outbox: Some(outbox),
-                conn: 1,
-                room: None,
-                ip,
-                principal,
-                member: None,
-            },
-        );
+        inner
+            .by_id
+            .insert(id.clone(), Session { outbox: Some(outbox), conn: 1, room: None, ip, principal, member: None });
         crate::metrics::METRICS.sessions.set(inner.by_id.len() as i64);
         Attached { id, resume_token, conn: 1, resumed: false, room: None, replaced: None }
     }
@@ -192,6 +190,11 @@ impl Sessions {
 
     pub fn outbox(&self, id: &str) -> Option<Outbox> {
         self.lock().by_id.get(id).and_then(|s| s.outbox.clone())
+    }
+
+    /// The live connection of session `id` of `tenant` (`None` for another tenant's session).
+    pub fn outbox_in(&self, tenant: &str, id: &str) -> Option<Outbox> {
+        self.lock().by_id.get(id).filter(|s| s.principal.tenant == tenant).and_then(|s| s.outbox.clone())
     }
 
     pub fn room(&self, id: &str) -> Option<String> {
@@ -294,16 +297,16 @@ mod tests {
     fn a_genuine_token_keeps_its_id_after_a_restart() {
         let (out, _inbox) = Outbox::new(4);
         let before = Sessions::new([1; 32]);
-        let a = before.attach(None, out.clone(), None, alice());
+        let a = before.attach(None, out.clone(), None, alice().into());
         // A new server with the same secret: no session in memory.
         let after = Sessions::new([1; 32]);
-        let b = after.attach(Some(&a.resume_token), out.clone(), None, alice());
+        let b = after.attach(Some(&a.resume_token), out.clone(), None, alice().into());
         assert_eq!((b.id.as_str(), b.resumed), (a.id.as_str(), false));
         // Same server: a resume of a live session is a resume.
-        let c = after.attach(Some(&b.resume_token), out.clone(), None, alice());
+        let c = after.attach(Some(&b.resume_token), out.clone(), None, alice().into());
         assert_eq!((c.id.as_str(), c.resumed, c.conn), (a.id.as_str(), true, 2));
         // Another secret: a new session.
         let other = Sessions::new([2; 32]);
-        assert_ne!(other.attach(Some(&a.resume_token), out, None, alice()).id, a.id);
+        assert_ne!(other.attach(Some(&a.resume_token), out, None, alice().into()).id, a.id);
     }
 }
