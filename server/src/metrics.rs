@@ -33,6 +33,7 @@ pub struct Metrics {
     pub cluster_bad_messages: IntCounter,
     pub cluster_disconnects: IntCounter,
     pub cluster_takeovers: IntCounter,
+    pub cluster_members_swept: IntCounter,
     pub cluster_redis_seconds: Histogram,
 }
 
@@ -138,6 +139,11 @@ impl Metrics {
                 "Rooms this node took over from a node that no longer holds them",
             )
             .expect("metric"),
+            cluster_members_swept: IntCounter::new(
+                "unisono_cluster_members_swept_total",
+                "Disconnects and leaves of room members whose node died, at the room's owner",
+            )
+            .expect("metric"),
             cluster_redis_seconds: histogram(
                 "unisono_cluster_redis_seconds",
                 "Redis round trips (commands and pipelines)",
@@ -170,6 +176,7 @@ impl Metrics {
             Box::new(m.cluster_bad_messages.clone()),
             Box::new(m.cluster_disconnects.clone()),
             Box::new(m.cluster_takeovers.clone()),
+            Box::new(m.cluster_members_swept.clone()),
             Box::new(m.cluster_redis_seconds.clone()),
         ] {
             r.register(c).expect("unique metric names");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use unisono_e2e::{CLUSTER_SECRET, Client, Cluster, eventually, position_at, server_now, song, token};
 
@@ -308,5 +308,72 @@ async fn a_live_owner_keeps_its_room_lease_after_lease() -> Result<()> {
     assert_eq!(owned(&cluster.nodes[0]).await?, 1.0);
     host.ok("load-song", json!({ "song": song("s1", 60_000.0) })).await?;
     b.expect_push("song-changed").await?;
+    Ok(())
+}
+
+/// Waits (up to `wait`) for `member`'s `member-left` push of session `left`; when it came.
+async fn left_push(member: &mut Client, left: &str, wait: Duration) -> Result<std::time::Instant> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let rest = deadline.saturating_duration_since(std::time::Instant::now());
+        let (at, p) = member.expect_push_within("member-left", rest).await?;
+        if p["sessionId"] == json!(left) {
+            return Ok(at);
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn the_sessions_of_a_dead_node_leave_presence_everywhere() -> Result<()> {
+    let grace = Duration::from_secs(1);
+    let mut cluster = Cluster::start(3, &["--resume-grace-secs", "1"])?;
+    // Host on A (the owner), bea on B, cai on C.
+    let (_code, mut host, b, mut c) = room_across(&cluster).await?;
+    let bea = b.session_id.clone();
+    // B dies: its sockets close with it, but nobody tells the owner that bea is gone.
+    cluster.nodes[1].kill9();
+    let killed = std::time::Instant::now();
+    let within = Duration::from_secs(5) + grace + Duration::from_secs(2);
+    for (name, m) in [("host", &mut host), ("cai", &mut c)] {
+        let at = left_push(m, &bea, within).await.with_context(|| format!("{name} sees bea leave"))?;
+        let after = at.duration_since(killed);
+        assert!(after <= Duration::from_secs(5) + grace, "{name}: bea left {after:?} after her node died");
+    }
+    // And she is out of every listing, through any live node.
+    let page = c.ok("get-members", json!({})).await?;
+    assert_eq!(member_names(&page), ["cai", "host"]);
+    let page = host.ok("get-members", json!({})).await?;
+    assert_eq!(member_names(&page), ["cai", "host"]);
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn the_members_of_a_dead_owner_leave_presence_on_the_new_owner() -> Result<()> {
+    let grace = Duration::from_secs(1);
+    let mut cluster = Cluster::start(3, &["--resume-grace-secs", "1"])?;
+    // Host and ann on A (the owner), bea on B, cai on C.
+    let (code, _host, mut b, mut c) = room_across(&cluster).await?;
+    let mut ann = Client::connect(&cluster.nodes[0]).await?;
+    ann.ok("join-room", json!({ "code": code, "name": "ann" })).await?;
+    let ann_id = ann.session_id.clone();
+    assert_eq!(member_names(&c.ok("get-members", json!({})).await?), ["ann", "bea", "cai", "host"]);
+    // The owner dies with two of the room's members: the node taking the room over has only
+    // the record in Redis to know them by.
+    cluster.nodes[0].kill9();
+    let killed = std::time::Instant::now();
+    let within = Duration::from_secs(10) + grace;
+    for (name, m) in [("bea", &mut b), ("cai", &mut c)] {
+        let at = left_push(m, &ann_id, within).await.with_context(|| format!("{name} sees ann leave"))?;
+        let after = at.duration_since(killed);
+        // A lease (3 s) to notice the owner is gone, then 3 s to see its node dead, then the grace.
+        assert!(after <= Duration::from_secs(7) + grace, "{name}: ann left {after:?} after her node died");
+    }
+    eventually("the dead owner's members are gone from the room", Duration::from_secs(5), async || {
+        let names = member_names(&b.ok("get-members", json!({})).await?);
+        Ok((names == ["bea", "cai"]).then_some(()))
+    })
+    .await?;
     Ok(())
 }

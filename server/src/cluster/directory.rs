@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use unisono_core::{
     RoomCommand,
-    protocol::{ErrorBody, ErrorCode, RoomReply},
+    protocol::{ErrorBody, ErrorCode, MemberInfo, RoomReply},
 };
 
 use super::Cluster;
@@ -144,6 +144,11 @@ impl RedisDirectory {
         self.cluster.key(&format!("owner:{code}"))
     }
 
+    /// The room's members, session → `NODE\nMEMBER-JSON`.
+    fn members_key(&self, code: &str) -> String {
+        self.cluster.key(&format!("members:{code}"))
+    }
+
     fn lease_ms(&self) -> u64 {
         self.cluster.config().lease.as_millis() as u64
     }
@@ -244,6 +249,47 @@ impl Directory for RedisDirectory {
         true
     }
 
+    fn member_here(&self, code: &str, node: &str, member: &MemberInfo) {
+        let Ok(json) = serde_json::to_string(member) else { return };
+        let key = self.members_key(code);
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&key).arg(&member.session_id).arg(format!("{node}\n{json}"));
+        self.cluster.write(cmd);
+        // A room every node lost without closing it leaves no key behind for long.
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(&key).arg(MEMBERS_TTL_MS);
+        self.cluster.write(expire);
+    }
+
+    fn member_gone(&self, code: &str, session: &str) {
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(self.members_key(code)).arg(session);
+        self.cluster.write(cmd);
+    }
+
+    fn forget_members(&self, code: &str) {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.members_key(code));
+        self.cluster.write(cmd);
+    }
+
+    fn members<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Vec<(String, MemberInfo)>> {
+        Box::pin(async move {
+            let all: Result<HashMap<String, String>, _> =
+                redis::AsyncCommands::hgetall(&mut self.cluster.conn(), self.members_key(code)).await;
+            let all = all.unwrap_or_else(|e| {
+                tracing::warn!(room = code, error = %e, "reading a room's recorded members failed");
+                HashMap::new()
+            });
+            all.into_values()
+                .filter_map(|v| {
+                    let (node, json) = v.split_once('\n')?;
+                    Some((node.to_owned(), serde_json::from_str(json).ok()?))
+                })
+                .collect()
+        })
+    }
+
     fn forward<'a>(
         &'a self,
         node: &'a str,
@@ -259,6 +305,9 @@ impl Directory for RedisDirectory {
         })
     }
 }
+
+/// How long a room's recorded members outlive their last change (a day).
+const MEMBERS_TTL_MS: u64 = 24 * 3600 * 1000;
 
 /// How often leases are renewed, for a lease of `lease`.
 pub fn renew_every(lease: Duration) -> Duration {

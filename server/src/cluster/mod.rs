@@ -19,6 +19,7 @@
 //! task hop, to the bus or to this node's request handler.
 
 pub mod directory;
+pub mod liveness;
 
 use std::{
     collections::HashMap,
@@ -113,6 +114,7 @@ struct Inner {
     waiting: Mutex<HashMap<u64, oneshot::Sender<Box<serde_json::value::RawValue>>>>,
     handler: OnceLock<Arc<dyn RequestHandler>>,
     sink: OnceLock<Arc<dyn TopicSink>>,
+    liveness: liveness::Liveness,
 }
 
 /// This node's link to the cluster; cheap to clone.
@@ -161,6 +163,7 @@ impl Cluster {
             waiting: Mutex::new(HashMap::new()),
             handler: OnceLock::new(),
             sink: OnceLock::new(),
+            liveness: liveness::Liveness::default(),
         });
         let _ = router.cluster.set(Arc::downgrade(&inner));
         let cluster = Cluster { inner };
@@ -174,6 +177,11 @@ impl Cluster {
     pub fn publish(&self, channel: String, payload: Vec<u8>) {
         METRICS.cluster_messages_out.inc();
         self.send(Out::Publish { channel, payload });
+    }
+
+    /// Queues a write to shared state (in order with this node's publishes and other writes).
+    pub fn write(&self, cmd: redis::Cmd) {
+        self.send(Out::Write(cmd));
     }
 
     /// Subscribes `channel`; resolves once subscribed (or after 2 s without Redis: the
@@ -313,6 +321,11 @@ impl Cluster {
         Ok(live)
     }
 
+    /// Which nodes are dead, as the registry showed them.
+    pub fn liveness(&self) -> &liveness::Liveness {
+        &self.inner.liveness
+    }
+
     pub fn started_at(&self) -> f64 {
         self.inner.started_at
     }
@@ -407,6 +420,22 @@ pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDire
             }
         });
     }
+    {
+        // The members of the rooms this node owns whose node died leave (from memory: the
+        // registry listing is the heartbeat's).
+        let (stopping, engine, cluster) = (stopping.clone(), engine.clone(), cluster.clone());
+        engine.clone().tasks().spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stopping.cancelled() => break,
+                }
+                engine.sweep_members(|node| cluster.liveness().is_dead(node, Instant::now())).await;
+            }
+        });
+    }
     let heartbeat = HEARTBEAT;
     let tasks = engine.tasks().clone();
     tasks.spawn(async move {
@@ -426,11 +455,18 @@ pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDire
             };
             if let Err(e) = cluster.heartbeat(&info, heartbeat * 3).await {
                 tracing::warn!(error = %e, "cluster heartbeat failed");
+                cluster.liveness().failed();
                 continue;
             }
             match cluster.nodes().await {
-                Ok(nodes) => METRICS.cluster_nodes.set(nodes.len() as i64),
-                Err(e) => tracing::debug!(error = %e, "listing the cluster's nodes failed"),
+                Ok(nodes) => {
+                    METRICS.cluster_nodes.set(nodes.len() as i64);
+                    cluster.liveness().listed(nodes.iter().map(|n| n.node_id.as_str()), Instant::now());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "listing the cluster's nodes failed");
+                    cluster.liveness().failed();
+                }
             }
         }
         // Leave the registry at once rather than when the entry expires.
@@ -442,19 +478,22 @@ pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDire
 /// How often a node renews its registry entry (which lives three times as long).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// How often a node looks for members of its rooms whose node died.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
 /// The engine, taking the room commands other nodes forward to the rooms it owns.
 struct EngineRequests(Engine);
 
 impl RequestHandler for EngineRequests {
     fn handle(
         &self,
-        _from: String,
+        from: String,
         request: Box<serde_json::value::RawValue>,
     ) -> futures_util::future::BoxFuture<'static, Box<serde_json::value::RawValue>> {
         let engine = self.0.clone();
         Box::pin(async move {
             let result = match serde_json::from_str::<directory::Forward>(request.get()) {
-                Ok(f) => engine.serve_forwarded(&f.tenant, &f.code, f.cmd).await,
+                Ok(f) => engine.serve_forwarded(&f.tenant, &f.code, f.cmd, from.into()).await,
                 Err(e) => Err(unisono_core::protocol::ErrorBody::new(
                     unisono_core::protocol::ErrorCode::BadFrame,
                     format!("a forwarded request that does not decode: {e}"),
@@ -471,9 +510,19 @@ const QUEUE: usize = 65_536;
 const PIPELINE: usize = 256;
 
 enum Out {
-    Publish { channel: String, payload: Vec<u8> },
-    Subscribe { channel: String, done: oneshot::Sender<()> },
-    Unsubscribe { channel: String },
+    Publish {
+        channel: String,
+        payload: Vec<u8>,
+    },
+    /// A write to shared state, in order with the publishes (a member's join before its leave).
+    Write(redis::Cmd),
+    Subscribe {
+        channel: String,
+        done: oneshot::Sender<()>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
 }
 
 /// Sends this node's channel commands in order, consecutive publishes as one pipeline. Redis
@@ -491,14 +540,23 @@ async fn send_loop(mut rx: mpsc::Receiver<Out>, mut conn: ConnectionManager) {
             },
         };
         match first {
-            Out::Publish { channel, payload } => {
+            first @ (Out::Publish { .. } | Out::Write(_)) => {
                 let mut pipe = redis::pipe();
-                pipe.publish(channel, payload).ignore();
+                let add = |pipe: &mut redis::Pipeline, out: Out| match out {
+                    Out::Publish { channel, payload } => {
+                        pipe.publish(channel, payload).ignore();
+                    }
+                    Out::Write(cmd) => {
+                        pipe.add_command(cmd).ignore();
+                    }
+                    Out::Subscribe { .. } | Out::Unsubscribe { .. } => {}
+                };
+                add(&mut pipe, first);
                 let mut n = 1;
                 while n < PIPELINE {
                     match rx.try_recv() {
-                        Ok(Out::Publish { channel, payload }) => {
-                            pipe.publish(channel, payload).ignore();
+                        Ok(out @ (Out::Publish { .. } | Out::Write(_))) => {
+                            add(&mut pipe, out);
                             n += 1;
                         }
                         Ok(other) => {

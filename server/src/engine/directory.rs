@@ -16,7 +16,7 @@ use std::{
 use futures_util::future::BoxFuture;
 use unisono_core::{
     RoomCommand,
-    protocol::{ErrorBody, ErrorCode},
+    protocol::{ErrorBody, ErrorCode, MemberInfo},
 };
 
 use super::rooms::{RoomHandle, RoomResult};
@@ -62,6 +62,27 @@ pub trait Directory: Send + Sync + 'static {
     fn owned(&self) -> Vec<RoomHandle>;
     /// How many rooms this node owns.
     fn count(&self) -> usize;
+
+    /// Member `member` of room `code` (which this node owns) is connected through `node`.
+    /// A cluster directory records it in shared state, so that a node taking the room over
+    /// knows the members its dead owner had ([`Directory::members`]); a single node keeps
+    /// nothing (its members are all its own).
+    fn member_here(&self, code: &str, node: &str, member: &MemberInfo) {
+        let _ = (code, node, member);
+    }
+    /// Session `session` left room `code`.
+    fn member_gone(&self, code: &str, session: &str) {
+        let _ = (code, session);
+    }
+    /// Room `code` closed: its members are forgotten.
+    fn forget_members(&self, code: &str) {
+        let _ = code;
+    }
+    /// The members recorded for room `code`, with the node each is on.
+    fn members<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Vec<(String, MemberInfo)>> {
+        let _ = code;
+        Box::pin(std::future::ready(Vec::new()))
+    }
 }
 
 /// The directory of a single node.

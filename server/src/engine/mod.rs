@@ -17,6 +17,7 @@ pub mod connections;
 pub mod devices;
 pub mod directory;
 pub mod lifecycle;
+pub mod member_nodes;
 pub mod rooms;
 pub mod sessions;
 
@@ -319,6 +320,21 @@ impl Engine {
         seen
     }
 
+    /// Takes the members whose node is dead (`is_dead`) out of the rooms this node owns: at
+    /// once disconnected, after the resume grace gone (see [`member_nodes`]).
+    pub(crate) async fn sweep_members(&self, is_dead: impl Fn(&str) -> bool) {
+        let now = std::time::Instant::now();
+        for room in self.directory().owned() {
+            if room.member_nodes.is_empty() {
+                continue;
+            }
+            for cmd in room.member_nodes.sweep(&is_dead, now, self.inner.config.resume_grace) {
+                METRICS.cluster_members_swept.inc();
+                room.tell(cmd).await;
+            }
+        }
+    }
+
     /// The rooms this node's sessions are in: (tenant, code) → the sessions' entries there.
     pub(crate) fn members_by_room(&self) -> HashMap<(String, String), Vec<MemberInfo>> {
         self.inner.sessions.members_by_room()
@@ -326,9 +342,15 @@ impl Engine {
 
     /// A command another node forwarded to room `code` of `tenant`, which it found this node
     /// owns.
-    pub(crate) async fn serve_forwarded(&self, tenant: &str, code: &str, cmd: RoomCommand) -> RoomResult {
+    pub(crate) async fn serve_forwarded(
+        &self,
+        tenant: &str,
+        code: &str,
+        cmd: RoomCommand,
+        from: Arc<str>,
+    ) -> RoomResult {
         match self.directory().locate(code).await {
-            Ok(Some(Location::Here(h))) if *h.tenant == *tenant => h.call(cmd).await,
+            Ok(Some(Location::Here(h))) if *h.tenant == *tenant => h.call_from(cmd, Some(from)).await,
             Ok(Some(Location::Here(_))) => Err(not_found()),
             // Moved (or lost) since the sender looked: it asks again.
             _ => Err(err(ErrorCode::ClusterUnavailable, "the room is not on this node; retry")),
@@ -409,6 +431,15 @@ impl Engine {
                 // This node's own members of the room, at once (other nodes tell theirs when
                 // they see the new owner, or when a request of theirs finds it does not know
                 // them).
+                // The members recorded on other nodes first, disconnected: a live node
+                // re-announces its own (and they are connected again), a dead node's leave after
+                // the resume grace ([`member_nodes`]).
+                for (node, mut member) in self.directory().members(code).await {
+                    if *node != **self.node_id() {
+                        member.connected = false;
+                        let _ = handle.call_from(RoomCommand::Restore { member }, Some(node.into())).await;
+                    }
+                }
                 let here = self.inner.sessions.members_by_room().remove(&(handle.tenant.to_string(), code.to_owned()));
                 for member in here.unwrap_or_default() {
                     let _ = handle.call(RoomCommand::Restore { member }).await;

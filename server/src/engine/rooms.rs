@@ -21,7 +21,7 @@ use unisono_core::{
     protocol::{ErrorBody, ErrorCode, Push, RoomReply},
 };
 
-use super::Engine;
+use super::{Engine, member_nodes::MemberNodes};
 use crate::{
     bus::{Outgoing, room_topic, session_topic},
     metrics::METRICS,
@@ -37,6 +37,8 @@ pub type RoomResult = Result<RoomReply, ErrorBody>;
 
 struct Msg {
     cmd: RoomCommand,
+    /// The node the command came from, when another node forwarded it.
+    from: Option<Arc<str>>,
     reply: Option<oneshot::Sender<RoomResult>>,
 }
 
@@ -50,6 +52,8 @@ pub struct RoomHandle {
     /// Cancelled when this node must stop applying the room's commands (its lease went to
     /// another node).
     abandoned: tokio_util::sync::CancellationToken,
+    /// The nodes of the members that are on other nodes.
+    pub member_nodes: Arc<MemberNodes>,
 }
 
 fn closed() -> ErrorBody {
@@ -61,9 +65,15 @@ impl RoomHandle {
     pub fn spawn(room: Room, lease: Lease, engine: Engine) -> RoomHandle {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let abandoned = tokio_util::sync::CancellationToken::new();
-        let handle =
-            RoomHandle { tx, code: room.code().into(), tenant: room.tenant().into(), abandoned: abandoned.clone() };
-        engine.tasks().spawn(run(room, lease, rx, abandoned, engine.clone()));
+        let member_nodes = Arc::new(MemberNodes::default());
+        let handle = RoomHandle {
+            tx,
+            code: room.code().into(),
+            tenant: room.tenant().into(),
+            abandoned: abandoned.clone(),
+            member_nodes: member_nodes.clone(),
+        };
+        engine.tasks().spawn(run(room, lease, rx, Shared { abandoned, member_nodes }, engine.clone()));
         handle
     }
 
@@ -74,14 +84,19 @@ impl RoomHandle {
 
     /// Applies a command and waits for its reply.
     pub async fn call(&self, cmd: RoomCommand) -> RoomResult {
+        self.call_from(cmd, None).await
+    }
+
+    /// Applies a command that node `from` forwarded (`None`: from this node).
+    pub async fn call_from(&self, cmd: RoomCommand, from: Option<Arc<str>>) -> RoomResult {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg { cmd, reply: Some(tx) }).await.map_err(|_| closed())?;
+        self.tx.send(Msg { cmd, from, reply: Some(tx) }).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
     /// Sends a command without waiting (disconnects, expiries).
     pub async fn tell(&self, cmd: RoomCommand) {
-        let _ = self.tx.send(Msg { cmd, reply: None }).await;
+        let _ = self.tx.send(Msg { cmd, from: None, reply: None }).await;
     }
 }
 
@@ -114,13 +129,34 @@ pub(crate) fn send(engine: &Engine, tenant: &str, session: &str, push: &Push) {
     }
 }
 
-async fn run(
-    mut room: Room,
-    lease: Lease,
-    mut rx: mpsc::Receiver<Msg>,
+/// What the actor shares with its handles.
+struct Shared {
     abandoned: tokio_util::sync::CancellationToken,
-    engine: Engine,
-) {
+    member_nodes: Arc<MemberNodes>,
+}
+
+/// How a command changes who is in the room.
+enum Membership {
+    /// The session is in the room (joined, reconnected, re-announced).
+    Present(String),
+    Gone(String),
+}
+
+impl Membership {
+    fn of(cmd: &RoomCommand) -> Option<Membership> {
+        match cmd {
+            RoomCommand::Join { session, .. } | RoomCommand::Reconnect { session } => {
+                Some(Membership::Present(session.clone()))
+            }
+            RoomCommand::Restore { member } => Some(Membership::Present(member.session_id.clone())),
+            RoomCommand::Leave { session } => Some(Membership::Gone(session.clone())),
+            _ => None,
+        }
+    }
+}
+
+async fn run(mut room: Room, lease: Lease, mut rx: mpsc::Receiver<Msg>, shared: Shared, engine: Engine) {
+    let Shared { abandoned, member_nodes } = shared;
     let topic = room_topic(room.tenant(), room.code());
     let mut backoff_until: Option<Instant> = None;
     let mut fenced = false;
@@ -139,12 +175,17 @@ async fn run(
                 Some(m) => m,
                 None => break,
             },
-            _ = sleep_until(deadline), if deadline.is_some() => Msg { cmd: RoomCommand::Tick, reply: None },
+            _ = sleep_until(deadline), if deadline.is_some() => Msg { cmd: RoomCommand::Tick, from: None, reply: None },
         };
         let started = Instant::now();
         let now = now_ms();
         let is_tick = matches!(msg.cmd, RoomCommand::Tick);
         let before = (!msg.cmd.is_read_only()).then(|| room.record());
+        let membership = Membership::of(&msg.cmd);
+        let restored = match &msg.cmd {
+            RoomCommand::Restore { member } => Some(member.clone()),
+            _ => None,
+        };
         let effects = match room.apply(msg.cmd, now) {
             Ok(effects) => effects,
             Err(e) => {
@@ -186,6 +227,26 @@ async fn run(
             }
         }
         backoff_until = None;
+        // Where the member is, here and in the cluster's shared state (for a node that takes
+        // the room over).
+        match &membership {
+            Some(Membership::Present(session)) => {
+                member_nodes.present(session, msg.from.as_ref());
+                let joined = effects.iter().find_map(|e| match e {
+                    RoomEffect::Reply(RoomReply::Joined(j)) => Some(&j.member),
+                    _ => None,
+                });
+                if let Some(member) = joined.or(restored.as_ref()) {
+                    let node = msg.from.as_deref().unwrap_or(engine.node_id());
+                    engine.directory().member_here(room.code(), node, member);
+                }
+            }
+            Some(Membership::Gone(session)) => {
+                member_nodes.gone(session);
+                engine.directory().member_gone(room.code(), session);
+            }
+            None => {}
+        }
         let mut reply = msg.reply;
         let mut closing = false;
         for effect in effects {
@@ -219,6 +280,9 @@ async fn run(
             engine.sessions().clear_room_if(member, room.code());
         }
         engine.bus().remove_topic(&topic);
+        if room.is_closed() {
+            engine.directory().forget_members(room.code());
+        }
     }
 }
 
