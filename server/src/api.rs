@@ -28,7 +28,7 @@ use unisono_core::protocol::CommandRequest;
 use crate::{
     auth::Role,
     edge::{PeerAddr, bearer},
-    engine::{Engine, connections::Kind},
+    engine::{Engine, connections::ConnectionOp},
 };
 
 /// Server API keys: key → tenant.
@@ -248,7 +248,8 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
             ok(json!(outcome))
         }
         (Method::POST, ["connections", id, "disconnect"]) => {
-            if engine.connections().disconnect(tenant, id) {
+            let op = ConnectionOp::Disconnect { id: (*id).to_owned() };
+            if engine.connections_everywhere(tenant, op).await? > 0 {
                 ok(json!({ "disconnected": id }))
             } else {
                 Err(not_found("connection"))
@@ -350,16 +351,23 @@ async fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Re
     let id = || {
         p.id.as_deref().ok_or_else(|| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", "this target needs an id"))
     };
+    let text = || frame.as_text().to_string();
     let delivered = match p.target.as_str() {
-        "tenant" => engine.connections().to_tenant(tenant, &[Kind::Browser, Kind::Admin], &frame),
+        "tenant" => engine.connections_everywhere(tenant, ConnectionOp::ToTenant { text: text() }).await?,
         "room" => {
             if !engine.publish_room(tenant, id()?, frame).await? {
                 return Err(not_found("room"));
             }
             return ok(json!({ "delivered": "room" }));
         }
-        "device" => engine.connections().to_device(tenant, id()?, &frame),
-        "session" => engine.connections().to_connection(tenant, id()?, frame),
+        "device" => {
+            let op = ConnectionOp::ToDevice { id: id()?.to_owned(), text: text() };
+            engine.connections_everywhere(tenant, op).await?
+        }
+        "session" => {
+            let op = ConnectionOp::ToConnection { id: id()?.to_owned(), text: text() };
+            engine.connections_everywhere(tenant, op).await?
+        }
         _ => {
             return Err(api_err(
                 StatusCode::BAD_REQUEST,

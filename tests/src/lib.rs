@@ -217,11 +217,30 @@ impl Server {
     }
 
     async fn get_with(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+        self.http("GET", path, token, None).await
+    }
+
+    /// POST `body` (JSON) to `path` with `Authorization: Bearer TOKEN`.
+    pub async fn post_as(&self, path: &str, token: &str, body: &Value) -> Result<(u16, String)> {
+        self.http("POST", path, Some(token), Some(body)).await
+    }
+
+    async fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = TcpStream::connect(&self.addr).await?;
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let content = if body.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len())
+        };
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n", self.addr).as_bytes(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}{content}Connection: close\r\n\r\n{body}",
+                self.addr
+            )
+            .as_bytes(),
         )
         .await?;
         let mut buf = Vec::new();

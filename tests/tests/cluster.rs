@@ -377,3 +377,52 @@ async fn the_members_of_a_dead_owner_leave_presence_on_the_new_owner() -> Result
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn seed_004_disconnect_and_publish_reach_connections_on_any_node() -> Result<()> {
+    let acme_key = "acme-key-0123456789abcdef";
+    let cluster =
+        Cluster::start(3, &["--api-key", &format!("acme={acme_key}"), "--api-key", "globex=globex-key-0123456789abcdef"])?;
+    let as_user = |tenant: &str, sub: &str| token(CLUSTER_SECRET, tenant, "user", sub);
+    let on = |node: usize, t: &str| format!("{}?token={t}", cluster.nodes[node].ws_url());
+    // acme's users on B and C, globex's on C.
+    let mut bob = Client::connect_url(&on(1, &as_user("acme", "bob")?)).await?;
+    let mut cai = Client::connect_url(&on(2, &as_user("acme", "cai")?)).await?;
+    let mut gil = Client::connect_url(&on(2, &as_user("globex", "gil")?)).await?;
+    let admin = token(CLUSTER_SECRET, "acme", "admin", "ops")?;
+
+    // A publish to the tenant through A reaches acme's connections on B and C, not globex's.
+    let body = json!({ "target": "tenant", "event": "news", "data": { "n": 1 } });
+    let (status, text) = cluster.nodes[0].post_as("/api/publish", acme_key, &body).await?;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text)?["delivered"], json!(2), "{text}");
+    for (name, c) in [("bob", &mut bob), ("cai", &mut cai)] {
+        assert_eq!(c.expect_push("news").await?, json!({ "n": 1 }), "{name}");
+    }
+    // One session, by its id, on another node.
+    let body = json!({ "target": "session", "id": cai.session_id, "event": "only-you", "data": {} });
+    let (status, text) = cluster.nodes[0].post_as("/api/publish", acme_key, &body).await?;
+    assert_eq!((status, serde_json::from_str::<Value>(&text)?["delivered"].clone()), (200, json!(1)), "{text}");
+    cai.expect_push("only-you").await?;
+    // Another tenant's session is not found through acme's key.
+    let body = json!({ "target": "session", "id": gil.session_id, "event": "x", "data": {} });
+    let (_, text) = cluster.nodes[0].post_as("/api/publish", acme_key, &body).await?;
+    assert_eq!(serde_json::from_str::<Value>(&text)?["delivered"], json!(0), "{text}");
+
+    // A forced disconnect through A closes bob's connection on B within a second.
+    let path = format!("/api/connections/{}/disconnect", bob.session_id);
+    let asked = std::time::Instant::now();
+    let (status, text) = cluster.nodes[0].post_as(&path, &admin, &json!({})).await?;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(bob.expect_close(Duration::from_secs(1)).await?, Some(4009));
+    assert!(asked.elapsed() < Duration::from_secs(1), "closed after {:?}", asked.elapsed());
+    // Unknown anywhere, or another tenant's: 404, and gil is still connected.
+    let (status, _) = cluster.nodes[0].post_as("/api/connections/nobody/disconnect", &admin, &json!({})).await?;
+    assert_eq!(status, 404);
+    let path = format!("/api/connections/{}/disconnect", gil.session_id);
+    assert_eq!(cluster.nodes[0].post_as(&path, &admin, &json!({})).await?.0, 404);
+    gil.ok("time-sync", json!({ "t0": 1.0 })).await?;
+    drop(gil);
+    Ok(())
+}

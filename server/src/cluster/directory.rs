@@ -298,7 +298,7 @@ impl Directory for RedisDirectory {
         cmd: RoomCommand,
     ) -> BoxFuture<'a, RoomResult> {
         Box::pin(async move {
-            let req = Forward { tenant: tenant.to_owned(), code: code.to_owned(), cmd };
+            let req = super::NodeRequest::Room(Forward { tenant: tenant.to_owned(), code: code.to_owned(), cmd });
             let body = serde_json::value::to_raw_value(&req).map_err(unavailable)?;
             let answer = self.cluster.request(node, body).await.map_err(unavailable)?;
             serde_json::from_str::<Answer>(answer.get()).map_err(unavailable)?.into_result()

@@ -79,6 +79,23 @@ pub trait TopicSink: Send + Sync + 'static {
     fn message(&self, topic: &str, payload: &[u8]);
 }
 
+/// What one node asks another.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeRequest {
+    /// A command for a room the receiver owns.
+    Room(directory::Forward),
+    /// An operation on the receiver's connections of one tenant; answered with how many it
+    /// reached (`{"reached": N}`).
+    Connections { tenant: String, op: crate::engine::connections::ConnectionOp },
+}
+
+/// The answer to [`NodeRequest::Connections`].
+#[derive(Serialize, Deserialize)]
+pub struct Reached {
+    pub reached: usize,
+}
+
 /// A request to another node, or its answer, on that node's channel.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -271,6 +288,19 @@ impl Cluster {
                 Err(ClusterError::Timeout(node.to_owned()))
             }
         }
+    }
+
+    /// Sends `request` to every other live node at once; each one's answer (or why there is
+    /// none, within the request timeout). Fails only when the registry cannot be read.
+    pub async fn ask_others(
+        &self,
+        request: &NodeRequest,
+    ) -> Result<Vec<Result<Box<serde_json::value::RawValue>, ClusterError>>, ClusterError> {
+        let body = serde_json::value::to_raw_value(request)?;
+        let nodes = self.nodes().await?;
+        let me = self.node_id();
+        let asks = nodes.iter().filter(|n| *n.node_id != **me).map(|n| self.request(&n.node_id, body.clone()));
+        Ok(futures_util::future::join_all(asks).await)
     }
 
     fn lock_waiting(
@@ -492,8 +522,13 @@ impl RequestHandler for EngineRequests {
     ) -> futures_util::future::BoxFuture<'static, Box<serde_json::value::RawValue>> {
         let engine = self.0.clone();
         Box::pin(async move {
-            let result = match serde_json::from_str::<directory::Forward>(request.get()) {
-                Ok(f) => engine.serve_forwarded(&f.tenant, &f.code, f.cmd, from.into()).await,
+            let result = match serde_json::from_str::<NodeRequest>(request.get()) {
+                Ok(NodeRequest::Room(f)) => engine.serve_forwarded(&f.tenant, &f.code, f.cmd, from.into()).await,
+                Ok(NodeRequest::Connections { tenant, op }) => {
+                    let reached = Reached { reached: engine.connections().apply(&tenant, &op) };
+                    return serde_json::value::to_raw_value(&reached)
+                        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+                }
                 Err(e) => Err(unisono_core::protocol::ErrorBody::new(
                     unisono_core::protocol::ErrorCode::BadFrame,
                     format!("a forwarded request that does not decode: {e}"),

@@ -41,6 +41,28 @@ pub struct Connections {
     next: AtomicU64,
 }
 
+/// What an operator or publisher does to connections of one tenant, by public id: here, or on
+/// another node of the cluster (serializable, so that it can be sent there).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ConnectionOp {
+    /// Close connection `id` ([`CLOSE_OPERATOR`]).
+    Disconnect { id: String },
+    /// Send a frame (its `/ws` text, `{event, data}`) to every browser and admin connection.
+    ToTenant { text: String },
+    /// … to the connections of device `id`.
+    ToDevice { id: String, text: String },
+    /// … to connection `id`.
+    ToConnection { id: String, text: String },
+}
+
+impl ConnectionOp {
+    /// Whether it is about one connection (which lives on one node only).
+    pub fn is_one(&self) -> bool {
+        matches!(self, ConnectionOp::Disconnect { .. } | ConnectionOp::ToConnection { .. })
+    }
+}
+
 /// Close code sent to a connection an operator disconnected.
 pub const CLOSE_OPERATOR: u16 = 4009;
 
@@ -80,6 +102,25 @@ impl Connections {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Does `op` to `tenant`'s connections here; how many it reached.
+    pub fn apply(&self, tenant: &str, op: &ConnectionOp) -> usize {
+        let frame = |text: &str| match Outgoing::from_text(text.to_owned()) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(error = %e, "a frame to deliver that does not decode");
+                None
+            }
+        };
+        match op {
+            ConnectionOp::Disconnect { id } => usize::from(self.disconnect(tenant, id)),
+            ConnectionOp::ToTenant { text } => {
+                frame(text).map_or(0, |f| self.to_tenant(tenant, &[Kind::Browser, Kind::Admin], &f))
+            }
+            ConnectionOp::ToDevice { id, text } => frame(text).map_or(0, |f| self.to_device(tenant, id, &f)),
+            ConnectionOp::ToConnection { id, text } => frame(text).map_or(0, |f| self.to_connection(tenant, id, f)),
         }
     }
 

@@ -246,6 +246,42 @@ impl Engine {
         let _ = self.inner.cluster.set(cluster);
     }
 
+    /// Does `op` to `tenant`'s connections wherever they are: here, then (for all of a tenant's,
+    /// or when the one connection is not here) on every other live node at once, each within
+    /// the cluster's request timeout. How many connections it reached; `CLUSTER_UNAVAILABLE`
+    /// when it reached none and a node that might have them did not answer.
+    pub async fn connections_everywhere(
+        &self,
+        tenant: &str,
+        op: connections::ConnectionOp,
+    ) -> Result<usize, ErrorBody> {
+        let here = self.connections().apply(tenant, &op);
+        let Some(cluster) = self.cluster() else { return Ok(here) };
+        if here > 0 && op.is_one() {
+            return Ok(here);
+        }
+        let request = crate::cluster::NodeRequest::Connections { tenant: tenant.to_owned(), op };
+        let unavailable = |e: &dyn std::fmt::Display| err(ErrorCode::ClusterUnavailable, format!("the cluster: {e}"));
+        let answers = match cluster.ask_others(&request).await {
+            Ok(a) => a,
+            Err(e) if here == 0 => return Err(unavailable(&e)),
+            Err(_) => return Ok(here),
+        };
+        let mut reached = here;
+        let mut failed = None;
+        for a in answers {
+            match a.map(|raw| serde_json::from_str::<crate::cluster::Reached>(raw.get())) {
+                Ok(Ok(r)) => reached += r.reached,
+                Ok(Err(e)) => failed = Some(e.to_string()),
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        match failed {
+            Some(e) if reached == 0 => Err(unavailable(&e)),
+            _ => Ok(reached),
+        }
+    }
+
     /// The nodes of this node's cluster (this node alone without one), from their registry
     /// entries: a dead node's has expired, so this never waits for one.
     pub async fn cluster_status(&self) -> Result<Vec<crate::cluster::NodeInfo>, ErrorBody> {
