@@ -692,6 +692,11 @@ impl Cluster {
     /// Starts `n` nodes (each with its own data folder, so its own node id) with `extra` flags.
     /// Fails when PostgreSQL or Redis is unreachable.
     pub fn start(n: usize, extra: &[&str]) -> Result<Cluster> {
+        Cluster::start_on(REDIS_URL, n, extra)
+    }
+
+    /// [`Cluster::start`] against the Redis at `redis_url`.
+    pub fn start_on(redis_url: &str, n: usize, extra: &[&str]) -> Result<Cluster> {
         // A test that failed while holding it poisons the lock; the next one goes on.
         let one_at_a_time = CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
         let db = PgDatabase::create("cluster")?;
@@ -702,7 +707,7 @@ impl Cluster {
             let node_id = format!("node-{}", (b'a' + i as u8) as char);
             let mut args: Vec<&str> = vec![
                 "--redis-url",
-                REDIS_URL,
+                redis_url,
                 "--redis-prefix",
                 &prefix,
                 "--node-id",
@@ -728,6 +733,61 @@ impl Drop for Cluster {
                 let _ = redis_cli(&["DEL", key]);
             }
         }
+    }
+}
+
+/// A Redis server of a test's own (on a free port, keeping nothing on disk), to stop and start
+/// again: the local one is shared by every test.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Result<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut r = RedisServer { port, child: None };
+        r.restart()?;
+        Ok(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same port, empty); returns once it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("redis-server (Debian's redis-server package) is needed")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "PING"]).output()?;
+            if String::from_utf8_lossy(&out.stdout).trim() == "PONG" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("redis-server on port {} did not start", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`: gone at once, with everything it held.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 

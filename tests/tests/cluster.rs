@@ -382,8 +382,10 @@ async fn the_members_of_a_dead_owner_leave_presence_on_the_new_owner() -> Result
 #[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
 async fn seed_004_disconnect_and_publish_reach_connections_on_any_node() -> Result<()> {
     let acme_key = "acme-key-0123456789abcdef";
-    let cluster =
-        Cluster::start(3, &["--api-key", &format!("acme={acme_key}"), "--api-key", "globex=globex-key-0123456789abcdef"])?;
+    let cluster = Cluster::start(
+        3,
+        &["--api-key", &format!("acme={acme_key}"), "--api-key", "globex=globex-key-0123456789abcdef"],
+    )?;
     let as_user = |tenant: &str, sub: &str| token(CLUSTER_SECRET, tenant, "user", sub);
     let on = |node: usize, t: &str| format!("{}?token={t}", cluster.nodes[node].ws_url());
     // acme's users on B and C, globex's on C.
@@ -424,5 +426,72 @@ async fn seed_004_disconnect_and_publish_reach_connections_on_any_node() -> Resu
     assert_eq!(cluster.nodes[0].post_as(&path, &admin, &json!({})).await?.0, 404);
     gil.ok("time-sync", json!({ "t0": 1.0 })).await?;
     drop(gil);
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn a_redis_outage_stops_only_cross_node_work_and_the_cluster_heals_by_itself() -> Result<()> {
+    let mut redis = unisono_e2e::RedisServer::start()?;
+    let cluster = Cluster::start_on(&redis.url(), 2, &[])?;
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    // Room X across the nodes (owner A, a member on B); room Y entirely on A.
+    let mut host_x = Client::connect(a).await?;
+    let x =
+        host_x.ok("create-room", json!({ "memberName": "hx" })).await?["code"].as_str().unwrap_or_default().to_owned();
+    host_x.ok("load-song", json!({ "song": song("s1", 600_000.0), "autoplay": true })).await?;
+    let mut bea = Client::connect(b).await?;
+    bea.ok("join-room", json!({ "code": x, "name": "bea" })).await?;
+    let mut host_y = Client::connect(a).await?;
+    let y =
+        host_y.ok("create-room", json!({ "memberName": "hy" })).await?["code"].as_str().unwrap_or_default().to_owned();
+    let mut ann = Client::connect(a).await?;
+    ann.ok("join-room", json!({ "code": y, "name": "ann" })).await?;
+    host_y.ok("load-song", json!({ "song": song("s1", 600_000.0), "autoplay": true })).await?;
+
+    redis.kill9();
+    let outage = std::time::Instant::now();
+    // Local work goes on: a seek on A reaches A's member, acknowledged and stored.
+    let r = host_y.ok("seek-playback", json!({ "positionMs": 42_000.0 })).await?;
+    let acked = r["playback"]["rev"].as_u64().unwrap_or(0);
+    assert_eq!(ann.expect_push("playback-seeked").await?["rev"].as_u64(), Some(acked));
+    // Work that needs the other node gets a clear error, quickly.
+    let asked = std::time::Instant::now();
+    assert_eq!(bea.err_code("get-members", json!({})).await?, "CLUSTER_UNAVAILABLE");
+    assert!(asked.elapsed() < Duration::from_secs(3), "answered after {:?}", asked.elapsed());
+    // Ten seconds without Redis: both nodes still serve.
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
+    for node in [a, b] {
+        assert_eq!(node.get("/healthz").await?.0, 200);
+    }
+
+    // Redis is back, empty. Within 5 s the cluster works again without any restart: forwarded
+    // requests, cross-node pushes (subscriptions restored), the registry.
+    redis.restart()?;
+    let back = std::time::Instant::now();
+    eventually("forwarded requests work again", Duration::from_secs(5), async || {
+        Ok(bea.request("get-members", json!({})).await?.ok().map(|page| member_names(&page)))
+    })
+    .await
+    .map(|names| assert_eq!(names, ["bea", "hx"]))?;
+    eventually("pushes cross nodes again", Duration::from_secs(5), async || {
+        let r = host_x.ok("seek-playback", json!({ "positionMs": 1_000.0 })).await?;
+        let rev = r["playback"]["rev"].as_u64().unwrap_or(0);
+        let got = bea.expect_push_within("playback-seeked", Duration::from_millis(300)).await.ok();
+        bea.drain_pushes("playback-seeked");
+        Ok(got.filter(|(_, p)| p["rev"].as_u64() >= Some(rev)).map(|_| ()))
+    })
+    .await?;
+    eventually("both nodes are listed again", Duration::from_secs(5), async || {
+        let (_, text) = a.get_as("/api/cluster", &token(CLUSTER_SECRET, "acme", "admin", "ops")?).await?;
+        let nodes = serde_json::from_str::<Value>(&text)?["nodes"].as_array().map_or(0, Vec::len);
+        Ok((nodes == 2).then_some(()))
+    })
+    .await?;
+    assert!(back.elapsed() < Duration::from_secs(5), "healed after {:?}", back.elapsed());
+    // Nothing acknowledged was lost, and room Y stayed where it was.
+    let state = host_y.ok("get-playback-state", json!({})).await?;
+    assert!(state["playback"]["rev"].as_u64().unwrap_or(0) >= acked);
+    assert_eq!(owned(a).await?, 2.0, "A still owns both rooms");
     Ok(())
 }

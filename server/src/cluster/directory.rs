@@ -109,16 +109,25 @@ pub struct RedisDirectory {
     cluster: Cluster,
     /// The owner this node last saw (and told about its members) per room it has members of.
     announced: std::sync::Mutex<HashMap<String, Arc<str>>>,
+    /// The owner each room had when this node last looked it up (rooms it has members of).
+    last_owners: std::sync::Mutex<HashMap<String, Arc<str>>>,
 }
 
 impl RedisDirectory {
     pub fn new(cluster: Cluster) -> Arc<RedisDirectory> {
-        Arc::new(RedisDirectory { local: LocalDirectory::default(), cluster, announced: Default::default() })
+        Arc::new(RedisDirectory {
+            local: LocalDirectory::default(),
+            cluster,
+            announced: Default::default(),
+            last_owners: Default::default(),
+        })
     }
 
     /// For every room this node has members of and does not own: takes it over when its lease
-    /// is gone (its owner died or stopped), and tells a new owner which members are here. Run
-    /// after every renewal, so a dead owner's rooms move within a lease and a third.
+    /// is gone and its owner is dead (died, stopped, or paused past its registry entry), and
+    /// tells a new owner which members are here. Run after every renewal, so a dead owner's
+    /// rooms move within a lease and a third. A lease gone while its owner is alive (Redis lost
+    /// every key in a restart) is left to the owner, which takes it again at its next renewal.
     pub async fn adopt(&self, engine: &Engine) {
         let rooms = engine.members_by_room();
         if rooms.is_empty() {
@@ -133,11 +142,26 @@ impl RedisDirectory {
         let Ok(owners) = owners else { return };
         let owners: HashMap<String, Option<Arc<str>>> =
             codes.into_iter().zip(owners).map(|(c, o)| (c, o.map(Arc::from))).collect();
+        if let Ok(mut last) = self.last_owners.lock() {
+            last.retain(|code, _| owners.contains_key(code));
+            for (code, owner) in &owners {
+                if let Some(o) = owner {
+                    last.insert(code.clone(), o.clone());
+                }
+            }
+        }
         let announced = self.announced.lock().map(|a| a.clone()).unwrap_or_default();
-        let seen = engine.adopt(rooms, &owners, &announced).await;
+        let now = std::time::Instant::now();
+        let is_dead = |node: &str| self.cluster.liveness().is_dead(node, now);
+        let seen = engine.adopt(rooms, &owners, &announced, is_dead, |code| self.last_owner(code)).await;
         if let Ok(mut a) = self.announced.lock() {
             *a = seen;
         }
+    }
+
+    /// The owner this node last saw for room `code` (rooms it has members of).
+    fn last_owner(&self, code: &str) -> Option<Arc<str>> {
+        self.last_owners.lock().ok()?.get(code).cloned()
     }
 
     fn owner_key(&self, code: &str) -> String {
@@ -214,7 +238,23 @@ impl Directory for RedisDirectory {
                 .await
                 .map_err(|e| DirectoryError(e.to_string()))?;
             METRICS.cluster_redis_seconds.observe(started.elapsed().as_secs_f64());
-            Ok(owner.filter(|o| *o != **self.cluster.node_id()).map(|o| Location::Node(o.into())))
+            let me = self.cluster.node_id();
+            match owner {
+                Some(o) if *o == **me => Ok(None),
+                Some(o) => {
+                    let o: Arc<str> = o.into();
+                    if let Ok(mut last) = self.last_owners.lock() {
+                        last.insert(code.to_owned(), o.clone());
+                    }
+                    Ok(Some(Location::Node(o)))
+                }
+                // No lease, but the owner this node last saw lives (Redis lost its keys): the
+                // room is still there, and its owner takes the lease again at its next renewal.
+                None => Ok(self
+                    .last_owner(code)
+                    .filter(|o| **o != **me && !self.cluster.liveness().is_dead(o, std::time::Instant::now()))
+                    .map(Location::Node)),
+            }
         })
     }
 

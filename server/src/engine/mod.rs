@@ -311,6 +311,8 @@ impl Engine {
         rooms: HashMap<(String, String), Vec<MemberInfo>>,
         owners: &HashMap<String, Option<Arc<str>>>,
         announced: &HashMap<String, Arc<str>>,
+        is_dead: impl Fn(&str) -> bool,
+        last_owner: impl Fn(&str) -> Option<Arc<str>>,
     ) -> HashMap<String, Arc<str>> {
         let mut seen = HashMap::new();
         for ((tenant, code), members) in rooms {
@@ -323,6 +325,14 @@ impl Engine {
                     continue;
                 }
                 Some(node) => RoomRef::There { node, tenant: tenant.clone(), code: code.clone() },
+                // Nobody holds it, but its owner lives: it takes its lease again itself.
+                None if announced.get(&code).is_some_and(|o| **o != **self.node_id() && !is_dead(o)) => {
+                    if let Some(o) = announced.get(&code) {
+                        seen.insert(code, o.clone());
+                    }
+                    continue;
+                }
+                None if last_owner(&code).is_some_and(|o| *o != **self.node_id() && !is_dead(&o)) => continue,
                 // Nobody holds it: take it over, here.
                 None => match self.room(&tenant, &code).await {
                     Ok(Some(room @ RoomRef::Here(_))) => room,
