@@ -243,7 +243,9 @@ impl Directory for RedisDirectory {
                 Some(o) if *o == **me => Ok(None),
                 Some(o) => {
                     let o: Arc<str> = o.into();
-                    if let Ok(mut last) = self.last_owners.lock() {
+                    if let Ok(mut last) = self.last_owners.lock()
+                        && last.get(code) != Some(&o)
+                    {
                         last.insert(code.to_owned(), o.clone());
                     }
                     Ok(Some(Location::Node(o)))

@@ -434,75 +434,75 @@ pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDire
     cluster.set_handler(Arc::new(EngineRequests(engine.clone())));
     engine.set_cluster(cluster.clone());
     let stopping = engine.stopping().clone();
-    let lease = cluster.config().lease;
+    let tasks = engine.tasks().clone();
     {
-        let (stopping, engine) = (stopping.clone(), engine.clone());
-        engine.clone().tasks().spawn(async move {
-            let mut every = tokio::time::interval(directory::renew_every(lease));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    _ = stopping.cancelled() => break,
-                }
+        let (engine, lease) = (engine.clone(), cluster.config().lease);
+        tasks.spawn(every(stopping.clone(), directory::renew_every(lease), move || {
+            let (directory, engine) = (directory.clone(), engine.clone());
+            async move {
                 directory.renew().await;
                 directory.adopt(&engine).await;
             }
-        });
+        }));
     }
     {
         // The members of the rooms this node owns whose node died leave (from memory: the
         // registry listing is the heartbeat's).
-        let (stopping, engine, cluster) = (stopping.clone(), engine.clone(), cluster.clone());
-        engine.clone().tasks().spawn(async move {
-            let mut every = tokio::time::interval(SWEEP_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    _ = stopping.cancelled() => break,
-                }
-                engine.sweep_members(|node| cluster.liveness().is_dead(node, Instant::now())).await;
-            }
-        });
+        let (engine, cluster) = (engine.clone(), cluster.clone());
+        tasks.spawn(every(stopping.clone(), SWEEP_EVERY, move || {
+            let (engine, cluster) = (engine.clone(), cluster.clone());
+            async move { engine.sweep_members(|node| cluster.liveness().is_dead(node, Instant::now())).await }
+        }));
     }
-    let heartbeat = HEARTBEAT;
-    let tasks = engine.tasks().clone();
     tasks.spawn(async move {
-        let mut every = tokio::time::interval(heartbeat);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stopping.cancelled() => break,
-            }
-            let info = NodeInfo {
-                node_id: cluster.node_id().to_string(),
-                address: cluster.config().advertise.clone(),
-                started_at: cluster.started_at(),
-                rooms: engine.room_count(),
-                connections: METRICS.connections.get().max(0) as usize,
-            };
-            if let Err(e) = cluster.heartbeat(&info, heartbeat * 3).await {
-                tracing::warn!(error = %e, "cluster heartbeat failed");
-                cluster.liveness().failed();
-                continue;
-            }
-            match cluster.nodes().await {
-                Ok(nodes) => {
-                    METRICS.cluster_nodes.set(nodes.len() as i64);
-                    cluster.liveness().listed(nodes.iter().map(|n| n.node_id.as_str()), Instant::now());
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "listing the cluster's nodes failed");
-                    cluster.liveness().failed();
-                }
-            }
-        }
+        every(stopping, HEARTBEAT, || heartbeat(engine.clone(), cluster.clone())).await;
         // Leave the registry at once rather than when the entry expires.
         let mut conn = cluster.conn();
         let _: Result<(), _> = conn.del(cluster.key(&format!("node:{}", cluster.node_id()))).await;
     });
+}
+
+/// Runs `tick` every `period` until `stopping` (a late tick is skipped, not bunched).
+async fn every<F: Future<Output = ()>>(
+    stopping: tokio_util::sync::CancellationToken,
+    period: Duration,
+    mut tick: impl FnMut() -> F,
+) {
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stopping.cancelled() => break,
+        }
+        tick().await;
+    }
+}
+
+/// Renews this node's registry entry, then lists the live nodes (what [`liveness`] learns).
+async fn heartbeat(engine: Engine, cluster: Cluster) {
+    let info = NodeInfo {
+        node_id: cluster.node_id().to_string(),
+        address: cluster.config().advertise.clone(),
+        started_at: cluster.started_at(),
+        rooms: engine.room_count(),
+        connections: METRICS.connections.get().max(0) as usize,
+    };
+    if let Err(e) = cluster.heartbeat(&info, HEARTBEAT * 3).await {
+        tracing::warn!(error = %e, "cluster heartbeat failed");
+        cluster.liveness().failed();
+        return;
+    }
+    match cluster.nodes().await {
+        Ok(nodes) => {
+            METRICS.cluster_nodes.set(nodes.len() as i64);
+            cluster.liveness().listed(nodes.iter().map(|n| n.node_id.as_str()), Instant::now());
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "listing the cluster's nodes failed");
+            cluster.liveness().failed();
+        }
+    }
 }
 
 /// How often a node renews its registry entry (which lives three times as long).

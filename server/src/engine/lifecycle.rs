@@ -259,15 +259,9 @@ impl Attachment {
         Some(Detach {
             engine: self.engine.clone(),
             tenant: self.principal.tenant.clone(),
-            registered: self
-                .session
-                .as_ref()
-                .zip(self.session_entry.take())
-                .map(|(s, token)| (s.session.clone(), token))
-                .into_iter()
-                .chain(self.socket.take())
-                .collect(),
             session: self.session.take(),
+            session_entry: self.session_entry.take(),
+            socket: self.socket.take(),
             hub_conn: self.hub_conn,
         })
     }
@@ -278,14 +272,18 @@ struct Detach {
     engine: Engine,
     tenant: String,
     session: Option<SessionConn>,
+    session_entry: Option<u64>,
+    socket: Option<(String, u64)>,
     hub_conn: Option<ConnId>,
-    registered: Vec<(String, u64)>,
 }
 
 impl Detach {
     async fn run(self) {
-        let Detach { engine, tenant, session, hub_conn, registered } = self;
-        for (id, token) in &registered {
+        let Detach { engine, tenant, session, session_entry, socket, hub_conn } = self;
+        if let (Some(s), Some(token)) = (&session, session_entry) {
+            engine.connections().remove(&s.session, token);
+        }
+        if let Some((id, token)) = &socket {
             engine.connections().remove(id, *token);
         }
         if let Some(conn) = hub_conn {

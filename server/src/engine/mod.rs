@@ -325,14 +325,14 @@ impl Engine {
                     continue;
                 }
                 Some(node) => RoomRef::There { node, tenant: tenant.clone(), code: code.clone() },
-                // Nobody holds it, but its owner lives: it takes its lease again itself.
-                None if announced.get(&code).is_some_and(|o| **o != **self.node_id() && !is_dead(o)) => {
+                // Nobody holds it, but its owner lives (Redis lost the lease): it takes the lease
+                // again itself.
+                None if last_owner(&code).is_some_and(|o| *o != **self.node_id() && !is_dead(&o)) => {
                     if let Some(o) = announced.get(&code) {
                         seen.insert(code, o.clone());
                     }
                     continue;
                 }
-                None if last_owner(&code).is_some_and(|o| *o != **self.node_id() && !is_dead(&o)) => continue,
                 // Nobody holds it: take it over, here.
                 None => match self.room(&tenant, &code).await {
                     Ok(Some(room @ RoomRef::Here(_))) => room,
@@ -474,9 +474,6 @@ impl Engine {
                 self.directory().insert(handle.clone());
                 METRICS.cluster_takeovers.inc();
                 tracing::info!(room = code, "took over a room without a live owner");
-                // This node's own members of the room, at once (other nodes tell theirs when
-                // they see the new owner, or when a request of theirs finds it does not know
-                // them).
                 // The members recorded on other nodes first, disconnected: a live node
                 // re-announces its own (and they are connected again), a dead node's leave after
                 // the resume grace ([`member_nodes`]).
@@ -486,6 +483,8 @@ impl Engine {
                         let _ = handle.call_from(RoomCommand::Restore { member }, Some(node.into())).await;
                     }
                 }
+                // Then this node's own members, at once (other nodes tell theirs when they see
+                // the new owner, or when a request of theirs finds it does not know them).
                 let here = self.inner.sessions.members_by_room().remove(&(handle.tenant.to_string(), code.to_owned()));
                 for member in here.unwrap_or_default() {
                     let _ = handle.call(RoomCommand::Restore { member }).await;

@@ -100,32 +100,33 @@ impl RoomHandle {
     }
 }
 
-/// Publishes a push on `topic` (serialized once); a push that does not serialize is a bug,
-/// logged and counted, never sent as an empty frame.
-pub(crate) fn publish(engine: &Engine, topic: &str, push: &Push, except: Option<&str>) {
-    match Outgoing::push(push) {
-        Ok(msg) => engine.bus().publish(topic, &msg, except),
-        Err(e) => {
+/// A push serialized once; one that does not serialize is a bug, logged and counted, never
+/// sent as an empty frame.
+fn serialized(push: &Push) -> Option<Outgoing> {
+    Outgoing::push(push)
+        .inspect_err(|e| {
             tracing::error!(error = %e, "a push did not serialize");
             METRICS.errors.with_label_values(&[ErrorCode::Internal.as_str()]).inc();
-        }
+        })
+        .ok()
+}
+
+/// Publishes a push on `topic`.
+pub(crate) fn publish(engine: &Engine, topic: &str, push: &Push, except: Option<&str>) {
+    if let Some(msg) = serialized(push) {
+        engine.bus().publish(topic, &msg, except);
     }
 }
 
 /// Sends a push to one session of `tenant`: straight to its connection when it is on this
 /// node, else on its session topic, for the node it is on.
 pub(crate) fn send(engine: &Engine, tenant: &str, session: &str, push: &Push) {
-    match Outgoing::push(push) {
-        Ok(msg) => match engine.sessions().outbox_in(tenant, session) {
-            Some(outbox) => {
-                outbox.push(msg);
-            }
-            None => engine.bus().publish(&session_topic(tenant, session), &msg, None),
-        },
-        Err(e) => {
-            tracing::error!(error = %e, "a push did not serialize");
-            METRICS.errors.with_label_values(&[ErrorCode::Internal.as_str()]).inc();
+    let Some(msg) = serialized(push) else { return };
+    match engine.sessions().outbox_in(tenant, session) {
+        Some(outbox) => {
+            outbox.push(msg);
         }
+        None => engine.bus().publish(&session_topic(tenant, session), &msg, None),
     }
 }
 
