@@ -341,10 +341,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
-/// `INSERT … VALUES (…), (…) … ON CONFLICT (code) DO UPDATE … WHERE owner and epoch match …
-/// RETURNING code` for `rows` rooms: one statement writes a whole batch's rooms (each room once),
-/// so a commit costs one round trip to the database whatever the batch size. A room whose row
-/// has another owner or epoch is left as it is and not returned: that write is fenced.
+/// `INSERT … VALUES (…), (…) … ON CONFLICT (code) DO UPDATE … WHERE owner and epoch match` for
+/// `rows` rooms: one statement writes a whole batch's rooms (each room once), so a commit costs
+/// one round trip to the database whatever the batch size. A room whose row has another owner
+/// or epoch is left as it is (that write is fenced) and not counted in the rows affected: when
+/// every row counts, every room was written, with no rows to read back ([`written_rooms`]).
 ///
 /// Parameters are `$1, $2, …` for PostgreSQL and anonymous `?` for SQLite: sqlx binds a named
 /// SQLite parameter by asking SQLite its name, a linear search, which made binding a 64-room
@@ -364,7 +365,7 @@ fn upsert_rooms_sql(rows: usize, numbered: bool) -> String {
          is_playing = excluded.is_playing, rate = excluded.rate, rev = excluded.rev, \
          state = excluded.state, queue = excluded.queue, next_item = excluded.next_item, \
          settings = excluded.settings, created_at = excluded.created_at, updated_at = excluded.updated_at \
-         WHERE rooms.owner = excluded.owner AND rooms.epoch = excluded.epoch RETURNING code",
+         WHERE rooms.owner = excluded.owner AND rooms.epoch = excluded.epoch",
     );
     sql
 }
@@ -419,16 +420,14 @@ async fn write_batch(
     // A single statement is atomic by itself: the common batch (room changes only, up to
     // `ROOMS_PER_STATEMENT` rooms) needs no BEGIN/COMMIT round trips.
     if only_rooms && rooms.len() <= ROOMS_PER_STATEMENT {
-        for r in upsert_rooms(backend, &rooms).fetch_all(&mut *conn).await? {
-            written.insert(r.try_get::<String, _>("code")?);
-        }
+        let affected = upsert_rooms(backend, &rooms).execute(&mut *conn).await?.rows_affected();
+        written_rooms(&mut *conn, backend, &rooms, affected, &mut written).await?;
         return Ok(written);
     }
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
-        for r in upsert_rooms(backend, chunk).fetch_all(&mut *tx).await? {
-            written.insert(r.try_get::<String, _>("code")?);
-        }
+        let affected = upsert_rooms(backend, chunk).execute(&mut *tx).await?.rows_affected();
+        written_rooms(&mut tx, backend, chunk, affected, &mut written).await?;
     }
     for (i, job) in jobs.iter().enumerate() {
         match &job.write {
@@ -449,6 +448,36 @@ async fn write_batch(
     }
     tx.commit().await?;
     Ok(written)
+}
+
+/// Adds to `written` the codes of `rooms` that an upsert affecting `affected` rows wrote: all of
+/// them when every row counts (the common case, nothing read); else those whose row has their
+/// writer's owner and epoch now (the rest were fenced).
+async fn written_rooms(
+    conn: &mut sqlx::AnyConnection,
+    backend: &str,
+    rooms: &[&RoomRow],
+    affected: u64,
+    written: &mut HashSet<String>,
+) -> Result<(), sqlx::Error> {
+    if affected as usize == rooms.len() {
+        written.extend(rooms.iter().map(|r| r.record.code.clone()));
+        return Ok(());
+    }
+    let sql = if backend == "postgres" {
+        "SELECT owner, epoch FROM rooms WHERE code = $1"
+    } else {
+        "SELECT owner, epoch FROM rooms WHERE code = ?"
+    };
+    for r in rooms {
+        let row = sqlx::query(sql).bind(r.record.code.clone()).fetch_optional(&mut *conn).await?;
+        let Some(row) = row else { continue };
+        let (owner, epoch): (Option<String>, i64) = (row.try_get("owner")?, row.try_get("epoch")?);
+        if owner.as_deref() == Some(&*r.lease.owner) && epoch == r.lease.epoch as i64 {
+            written.insert(r.record.code.clone());
+        }
+    }
+    Ok(())
 }
 
 /// A statement with its arguments bound, ready to run on the pool or in a transaction.
