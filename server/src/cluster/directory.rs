@@ -287,6 +287,10 @@ impl Directory for RedisDirectory {
         self.local.count()
     }
 
+    fn count_of(&self, tenant: &str) -> usize {
+        self.local.count_of(tenant)
+    }
+
     fn takes_over(&self) -> bool {
         true
     }

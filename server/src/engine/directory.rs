@@ -62,6 +62,8 @@ pub trait Directory: Send + Sync + 'static {
     fn owned(&self) -> Vec<RoomHandle>;
     /// How many rooms this node owns.
     fn count(&self) -> usize;
+    /// How many rooms of `tenant` this node owns.
+    fn count_of(&self, tenant: &str) -> usize;
 
     /// Member `member` of room `code` (which this node owns) is connected through `node`.
     /// A cluster directory records it in shared state, so that a node taking the room over
@@ -121,6 +123,10 @@ impl Directory for LocalDirectory {
 
     fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    fn count_of(&self, tenant: &str) -> usize {
+        self.lock().values().filter(|h| *h.tenant == *tenant).count()
     }
 
     /// One node holds every lease it asks for.

@@ -42,9 +42,13 @@ struct Msg {
     reply: Option<oneshot::Sender<RoomResult>>,
 }
 
-/// Address of a running room actor; cheap to clone.
+/// Address of a running room actor; cheap to clone (one reference count: the directory hands
+/// out a clone for every request).
 #[derive(Clone)]
-pub struct RoomHandle {
+pub struct RoomHandle(Arc<HandleInner>);
+
+/// What a [`RoomHandle`] holds.
+pub struct HandleInner {
     tx: mpsc::Sender<Msg>,
     pub code: Arc<str>,
     /// The owning tenant: a room is invisible to every other tenant.
@@ -54,6 +58,13 @@ pub struct RoomHandle {
     abandoned: tokio_util::sync::CancellationToken,
     /// The nodes of the members that are on other nodes.
     pub member_nodes: Arc<MemberNodes>,
+}
+
+impl std::ops::Deref for RoomHandle {
+    type Target = HandleInner;
+    fn deref(&self) -> &HandleInner {
+        &self.0
+    }
 }
 
 fn closed() -> ErrorBody {
@@ -66,13 +77,13 @@ impl RoomHandle {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let abandoned = tokio_util::sync::CancellationToken::new();
         let member_nodes = Arc::new(MemberNodes::default());
-        let handle = RoomHandle {
+        let handle = RoomHandle(Arc::new(HandleInner {
             tx,
             code: room.code().into(),
             tenant: room.tenant().into(),
             abandoned: abandoned.clone(),
             member_nodes: member_nodes.clone(),
-        };
+        }));
         engine.tasks().spawn(run(room, lease, rx, Shared { abandoned, member_nodes }, engine.clone()));
         handle
     }
