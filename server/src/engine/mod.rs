@@ -417,7 +417,10 @@ impl Engine {
     pub(crate) async fn call_as(&self, session: &str, room: &RoomRef, cmd: RoomCommand) -> RoomResult {
         let first = self.call(room, cmd.clone()).await;
         let unknown = matches!((&first, room), (Err(e), RoomRef::There { .. }) if e.code == ErrorCode::NotInRoom);
-        let Some(member) = self.inner.sessions.member(session).filter(|_| unknown) else { return first };
+        if !unknown {
+            return first;
+        }
+        let Some(member) = self.inner.sessions.member(session) else { return first };
         match self.call(room, RoomCommand::Restore { member }).await {
             Ok(_) => self.call(room, cmd).await,
             Err(_) => first,
@@ -543,9 +546,12 @@ impl Engine {
                 reply_data(&result?)
             }
             other => {
-                let tenant = self.tenant_of(session)?;
-                let code =
-                    self.inner.sessions.room(session).ok_or_else(|| err(ErrorCode::NotInRoom, "join a room first"))?;
+                let (tenant, code) = self.inner.sessions.tenant_and_room(session).ok_or_else(|| {
+                    match self.inner.sessions.tenant(session) {
+                        Some(_) => err(ErrorCode::NotInRoom, "join a room first"),
+                        None => err(ErrorCode::Internal, "no session"),
+                    }
+                })?;
                 let room = self.room(&tenant, &code).await?.ok_or_else(|| {
                     self.inner.sessions.clear_room_if(session, &code);
                     err(ErrorCode::RoomClosed, "the room is closed")
@@ -563,15 +569,14 @@ impl Engine {
             settings.apply_patch(patch).map_err(|e| err(e.code(), e.to_string()))?;
         }
         let tenant = self.tenant_of(session)?;
-        let owned = self.directory().owned();
-        if owned.len() >= self.inner.config.max_rooms {
+        if self.directory().count() >= self.inner.config.max_rooms {
             return Err(err(
                 ErrorCode::TooManyRooms,
                 format!("this server holds at most {} rooms", self.inner.config.max_rooms),
             ));
         }
         let per_tenant = self.inner.config.max_rooms_per_tenant;
-        if owned.iter().filter(|r| *r.tenant == *tenant).take(per_tenant).count() >= per_tenant {
+        if self.directory().count_of(&tenant) >= per_tenant {
             return Err(err(ErrorCode::TooManyRooms, format!("a tenant holds at most {per_tenant} open rooms")));
         }
         // A code is taken by inserting its row: unique across every node sharing the database.

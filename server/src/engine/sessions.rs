@@ -245,6 +245,13 @@ impl Sessions {
         }
     }
 
+    /// The tenant of a session and the room it is in (`None`: no such session, or no room).
+    pub fn tenant_and_room(&self, id: &str) -> Option<(String, String)> {
+        let inner = self.lock();
+        let s = inner.by_id.get(id)?;
+        Some((s.principal.tenant.clone(), s.room.clone()?))
+    }
+
     /// The tenant of a session.
     pub fn tenant(&self, id: &str) -> Option<String> {
         self.lock().by_id.get(id).map(|s| s.principal.tenant.clone())
