@@ -450,7 +450,7 @@ pub fn openapi() -> Value {
                 vec![id("id", "session or socket id")], None, "{disconnected}") },
             "/api/rooms": { "get": op("The tenant's open rooms", vec![], None, "{rooms}") },
             "/api/rooms/{code}": { "get": op("One open room", vec![id("code", "room code")], None, "the room") },
-            "/api/cluster": { "get": op("The nodes of the cluster (this node alone without one): id, address, start time, rooms owned, connections", vec![], None, "{clustered, self, nodes}") },
+            "/api/cluster": { "get": op("The nodes of the cluster (this node alone without one): id, address, start time, rooms owned, connections, device hubs run", vec![], None, "{clustered, self, nodes}") },
             "/api/staff/stats": { "get": op("Staff only: rooms, connections and devices per tenant (counts, no payloads)", vec![], None, "counts") },
             "/api/publish": { "post": publish_op },
             "/api/openapi.json": { "get": { "summary": "This document", "security": [],

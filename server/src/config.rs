@@ -90,7 +90,7 @@ pub struct Config {
     /// Seconds an empty room stays open.
     #[arg(long, env = "UNISONO_EMPTY_ROOM_TTL_SECS", default_value_t = 600.0)]
     pub empty_room_ttl_secs: f64,
-    /// Most open rooms on this server.
+    /// Most open rooms on this server (in a cluster: on this node; a memory bound).
     #[arg(long, env = "UNISONO_MAX_ROOMS", default_value_t = 100_000)]
     pub max_rooms: usize,
     /// Most members per room.
@@ -109,7 +109,7 @@ pub struct Config {
     /// uses it as `pingInterval` (and `pingTimeout`).
     #[arg(long, env = "UNISONO_PING_SECS", default_value_t = 20.0)]
     pub ping_secs: f64,
-    /// Most open rooms per tenant.
+    /// Most open rooms per tenant (in a cluster: on all nodes together).
     #[arg(long, env = "UNISONO_MAX_ROOMS_PER_TENANT", default_value_t = 1_000)]
     pub max_rooms_per_tenant: usize,
 
@@ -131,10 +131,11 @@ pub struct Config {
     /// JSON file of extra device commands: `{"name": {"properties": {…}, "required": […]}}`.
     #[arg(long, env = "UNISONO_COMMANDS_FILE")]
     pub commands_file: Option<PathBuf>,
-    /// Most devices per tenant.
+    /// Most devices per tenant (in a cluster too: a tenant's devices meet on one node).
     #[arg(long, env = "UNISONO_MAX_DEVICES_PER_TENANT", default_value_t = 100_000)]
     pub max_devices_per_tenant: usize,
-    /// Most device commands of one tenant waiting for their devices at once.
+    /// Most device commands of one tenant waiting for their devices at once (cluster-wide,
+    /// as above).
     #[arg(long, env = "UNISONO_MAX_PENDING_COMMANDS", default_value_t = 10_000)]
     pub max_pending_commands: usize,
 

@@ -68,12 +68,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let secret = crate::auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.data_dir)
         .with_context(|| format!("reading or creating the JWT secret in {}", config.data_dir.display()))?;
     let auth = Arc::new(Auth::new(&secret, config.auth.anonymous, config.auth.auth_failures_per_min));
-    let engine =
-        Engine::start(Parts { config: engine_config, store, bus, directory, auth, devices: config.devices_config()? })
-            .await
-            .context("restoring rooms and devices")?;
-    if let (Some(c), Some(d)) = (&cluster, redis_directory) {
-        crate::cluster::run(engine.clone(), c.clone(), d);
+    let redis_hubs = cluster.as_ref().map(|c| crate::cluster::hubs::RedisHubs::new(c.clone()));
+    let hubs = redis_hubs.clone().map(|h| h as Arc<dyn crate::engine::hubs::HubDirectory>);
+    let devices = config.devices_config()?;
+    let engine = Engine::start(Parts { config: engine_config, store, bus, directory, auth, devices, hubs })
+        .await
+        .context("restoring rooms and devices")?;
+    if let (Some(c), Some(d), Some(h)) = (&cluster, redis_directory, redis_hubs) {
+        crate::cluster::run(engine.clone(), c.clone(), d, h);
     }
     let ws = Arc::new(WsConfig {
         max_frame_bytes: config.max_frame_bytes,

@@ -61,6 +61,7 @@ pub(crate) async fn engine(tag: &str) -> (crate::engine::Engine, TempDir) {
         directory: Arc::new(LocalDirectory::default()),
         auth: Arc::new(Auth::new(b"test-secret", true, 100)),
         devices: DevicesConfig::default(),
+        hubs: None,
     })
     .await
     .expect("start the engine");

@@ -33,11 +33,13 @@ export function token({ tenant, role, sub = 'test', ttl = '1h' }) {
 }
 
 /**
- * Connects a Socket.IO client to `namespace` and resolves once connected, with every event
+ * Connects a Socket.IO client to `namespace` (of `opts.url`, default UNISONO_URL) and resolves once connected, with every event
  * recorded in `socket.events` (name → array of payloads) for later assertions.
  */
 export function connect(namespace = '/', opts = {}) {
-  const socket = io(URL + namespace, { reconnection: false, forceNew: true, timeout: 5000, ...opts });
+  // `opts.url`: another server than UNISONO_URL (a cluster's other nodes).
+  const { url = URL, ...rest } = opts;
+  const socket = io(url + namespace, { reconnection: false, forceNew: true, timeout: 5000, ...rest });
   socket.events = new Map();
   socket.onAny((event, data) => {
     if (!socket.events.has(event)) socket.events.set(event, []);

@@ -495,3 +495,47 @@ async fn a_redis_outage_stops_only_cross_node_work_and_the_cluster_heals_by_itse
     assert_eq!(owned(a).await?, 2.0, "A still owns both rooms");
     Ok(())
 }
+
+#[test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+fn devices_and_admins_work_across_nodes_and_survive_the_hub_node() -> Result<()> {
+    let cluster = Cluster::start(3, &[])?;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.http_url("")).collect();
+    let pids: Vec<String> = cluster.nodes.iter().map(|n| n.pid().to_string()).collect();
+    unisono_e2e::run_node(
+        "sio_cluster_devices.mjs",
+        &cluster.nodes[0],
+        &[("UNISONO_URLS", &urls.join(",")), ("UNISONO_PIDS", &pids.join(",")), ("UNISONO_JWT_SECRET", CLUSTER_SECRET)],
+    )
+}
+
+#[test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+fn device_limits_per_tenant_hold_for_the_whole_cluster() -> Result<()> {
+    let cluster = Cluster::start(3, &["--max-devices-per-tenant", "2", "--max-pending-commands", "1"])?;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.http_url("")).collect();
+    unisono_e2e::run_node(
+        "sio_cluster_limits.mjs",
+        &cluster.nodes[0],
+        &[("UNISONO_URLS", &urls.join(",")), ("UNISONO_JWT_SECRET", CLUSTER_SECRET)],
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn rooms_per_tenant_are_counted_on_every_node() -> Result<()> {
+    let cluster = Cluster::start(3, &["--max-rooms-per-tenant", "2"])?;
+    let acme = token(CLUSTER_SECRET, "acme", "user", "u1")?;
+    let mut clients = Vec::new();
+    for node in &cluster.nodes {
+        clients.push(Client::connect_url(&format!("{}?token={acme}", node.ws_url())).await?);
+    }
+    clients[0].ok("create-room", json!({ "memberName": "a" })).await?;
+    clients[1].ok("create-room", json!({ "memberName": "b" })).await?;
+    assert_eq!(clients[2].err_code("create-room", json!({ "memberName": "c" })).await?, "TOO_MANY_ROOMS");
+    // Another tenant counts its own.
+    let globex = token(CLUSTER_SECRET, "globex", "user", "u2")?;
+    let mut g = Client::connect_url(&format!("{}?token={globex}", cluster.nodes[2].ws_url())).await?;
+    g.ok("create-room", json!({ "memberName": "g" })).await?;
+    Ok(())
+}

@@ -132,8 +132,9 @@ pub enum DeviceInput {
     Shutdown,
 }
 
-/// What a request answers.
-#[derive(Debug, Clone, PartialEq)]
+/// What a request answers (serializable: a cluster node answers another's request with it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum DeviceReply {
     Registered(Registered),
     State(StateAck),

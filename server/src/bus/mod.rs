@@ -14,7 +14,7 @@ pub mod outgoing;
 pub mod redis;
 
 pub use local::LocalBus;
-pub use outbox::Outbox;
+pub use outbox::{FrameWriter, Outbox};
 pub use outgoing::{EncodeError, Outgoing};
 
 /// A topic name, e.g. `room:ABC234`.

@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// Sets the owner key to this node if nobody (or this node) holds it; 1 if it did.
-const ACQUIRE: &str = r"
+pub(super) const ACQUIRE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v == false or v == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -40,7 +40,7 @@ end
 return 0";
 
 /// Extends this node's lease on a room; 0 if another node (or nobody) holds it now.
-const RENEW: &str = r"
+pub(super) const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -48,7 +48,7 @@ end
 return 0";
 
 /// Deletes this node's lease on a room (closed).
-const RELEASE: &str = r"
+pub(super) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end

@@ -10,6 +10,8 @@
 //!   the owner renews); the store's fencing epoch is what makes a lost lease harmless;
 //! - **requests to another node**: each node reads its own channel; a room request reaching a
 //!   node that does not own the room is sent to the owner there and answered back the same way;
+//!   a device or admin reaches its tenant's device hub ([`hubs`]: a lease per tenant) the same
+//!   way, and the hub's pushes to it come back as one-way messages (tells);
 //! - the **node registry**: each node's key, renewed every heartbeat, is what the cluster status
 //!   lists; a dead node's key expires by itself, so no query ever waits for it.
 //!
@@ -19,6 +21,7 @@
 //! task hop, to the bus or to this node's request handler.
 
 pub mod directory;
+pub mod hubs;
 pub mod liveness;
 
 use std::{
@@ -66,10 +69,13 @@ pub enum ClusterError {
 /// Something that takes this node's requests (the engine): called for each request another
 /// node sends here; returns the answer, serialized.
 pub trait RequestHandler: Send + Sync + 'static {
+    /// Called inline, in arrival order (what must keep that order happens before it returns);
+    /// the answer of a `tell` is not sent.
     fn handle(
         &self,
         from: String,
         request: Box<serde_json::value::RawValue>,
+        tell: bool,
     ) -> futures_util::future::BoxFuture<'static, Box<serde_json::value::RawValue>>;
 }
 
@@ -88,6 +94,10 @@ pub enum NodeRequest {
     /// An operation on the receiver's connections of one tenant; answered with how many it
     /// reached (`{"reached": N}`).
     Connections { tenant: String, op: crate::engine::connections::ConnectionOp },
+    /// A call to the tenant's device hub, which the receiver runs.
+    Device(crate::engine::hubs::DeviceCall),
+    /// A push (or close) from a device hub for one of the receiver's connections; a tell.
+    ToConn(crate::engine::hubs::ToConn),
 }
 
 /// The answer to [`NodeRequest::Connections`].
@@ -106,7 +116,38 @@ struct Envelope {
     /// Whether this is an answer (to request `id` of the receiver).
     #[serde(default)]
     answer: bool,
+    /// A request that wants no answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    tell: bool,
     body: Box<serde_json::value::RawValue>,
+}
+
+type Waiting = HashMap<u64, (Arc<str>, oneshot::Sender<Box<serde_json::value::RawValue>>)>;
+
+/// A request sent to another node, waiting for its answer.
+pub struct Pending {
+    cluster: Cluster,
+    node: Arc<str>,
+    id: u64,
+    rx: Option<oneshot::Receiver<Box<serde_json::value::RawValue>>>,
+}
+
+impl Pending {
+    /// The answer, within `wait` (and only while the node lives: a dead node's requests fail
+    /// at once).
+    pub async fn wait(mut self, wait: Duration) -> Result<Box<serde_json::value::RawValue>, ClusterError> {
+        let Some(rx) = self.rx.take() else { return Err(ClusterError::Timeout(self.node.to_string())) };
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            _ => Err(ClusterError::Timeout(self.node.to_string())),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.cluster.lock_waiting().remove(&self.id);
+    }
 }
 
 /// A node as the cluster status shows it.
@@ -119,6 +160,9 @@ pub struct NodeInfo {
     pub started_at: f64,
     pub rooms: usize,
     pub connections: usize,
+    /// Tenants whose device hub runs on the node.
+    #[serde(default)]
+    pub device_hubs: usize,
 }
 
 struct Inner {
@@ -128,7 +172,7 @@ struct Inner {
     out: mpsc::Sender<Out>,
     started_at: f64,
     next_request: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Box<serde_json::value::RawValue>>>>,
+    waiting: Mutex<Waiting>,
     handler: OnceLock<Arc<dyn RequestHandler>>,
     sink: OnceLock<Arc<dyn TopicSink>>,
     liveness: liveness::Liveness,
@@ -268,26 +312,44 @@ impl Cluster {
         node: &str,
         body: Box<serde_json::value::RawValue>,
     ) -> Result<Box<serde_json::value::RawValue>, ClusterError> {
+        self.start_request(node, body).wait(self.inner.cfg.request_timeout).await
+    }
+
+    /// Sends `body` to node `node`'s handler now (in order with everything else this node
+    /// sends); the returned [`Pending`] waits for the answer.
+    pub fn start_request(&self, node: &str, body: Box<serde_json::value::RawValue>) -> Pending {
         let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let node: Arc<str> = node.into();
         let (tx, rx) = oneshot::channel();
-        self.lock_waiting().insert(id, tx);
-        let envelope = Envelope { from: self.inner.cfg.node_id.to_string(), id, answer: false, body };
-        let text = match serde_json::to_vec(&envelope) {
-            Ok(t) => t,
+        self.lock_waiting().insert(id, (node.clone(), tx));
+        let envelope = Envelope { from: self.inner.cfg.node_id.to_string(), id, answer: false, tell: false, body };
+        let rx = match serde_json::to_vec(&envelope) {
+            Ok(text) => {
+                self.publish(self.node_channel(&node), text);
+                METRICS.cluster_forwarded.inc();
+                Some(rx)
+            }
             Err(e) => {
-                self.lock_waiting().remove(&id);
-                return Err(e.into());
+                tracing::error!(error = %e, "a cluster request did not encode");
+                None
             }
         };
-        self.publish(self.node_channel(node), text);
-        METRICS.cluster_forwarded.inc();
-        match tokio::time::timeout(self.inner.cfg.request_timeout, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            _ => {
-                self.lock_waiting().remove(&id);
-                Err(ClusterError::Timeout(node.to_owned()))
-            }
+        Pending { cluster: self.clone(), node, id, rx }
+    }
+
+    /// Sends `body` to node `node`'s handler without waiting for an answer (in order with
+    /// everything else this node sends).
+    pub fn tell(&self, node: &str, body: Box<serde_json::value::RawValue>) {
+        let envelope = Envelope { from: self.inner.cfg.node_id.to_string(), id: 0, answer: false, tell: true, body };
+        match serde_json::to_vec(&envelope) {
+            Ok(text) => self.publish(self.node_channel(node), text),
+            Err(e) => tracing::error!(error = %e, "a cluster message did not encode"),
         }
+    }
+
+    /// Requests waiting for a node that died fail now, not at their timeout.
+    pub fn fail_dead(&self, is_dead: impl Fn(&str) -> bool) {
+        self.lock_waiting().retain(|_, (node, _)| !is_dead(node));
     }
 
     /// Sends `request` to every other live node at once; each one's answer (or why there is
@@ -303,9 +365,7 @@ impl Cluster {
         Ok(futures_util::future::join_all(asks).await)
     }
 
-    fn lock_waiting(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Box<serde_json::value::RawValue>>>> {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -360,15 +420,26 @@ impl Cluster {
         self.inner.started_at
     }
 
-    /// A request from another node: handled off the connection's task, answered on the
-    /// sender's channel.
+    /// A request from another node: taken inline (in arrival order), completed off the
+    /// connection's task, answered on the sender's channel unless it is a tell.
     fn on_request(&self, env: Envelope) {
         let Some(handler) = self.inner.handler.get().cloned() else { return };
+        let from = env.from.clone();
+        let answer = handler.handle(from.clone(), env.body, env.tell);
+        if env.tell {
+            tokio::spawn(answer);
+            return;
+        }
         let me = self.clone();
         tokio::spawn(async move {
-            let from = env.from.clone();
-            let answer = handler.handle(from.clone(), env.body).await;
-            let reply = Envelope { from: me.inner.cfg.node_id.to_string(), id: env.id, answer: true, body: answer };
+            let answer = answer.await;
+            let reply = Envelope {
+                from: me.inner.cfg.node_id.to_string(),
+                id: env.id,
+                answer: true,
+                tell: false,
+                body: answer,
+            };
             // Through the ordered queue: the answer leaves after every push the request
             // caused, so it reaches the requesting node after them too.
             match serde_json::to_vec(&reply) {
@@ -379,7 +450,7 @@ impl Cluster {
     }
 
     fn on_answer(&self, env: Envelope) {
-        if let Some(tx) = self.lock_waiting().remove(&env.id) {
+        if let Some((_, tx)) = self.lock_waiting().remove(&env.id) {
             let _ = tx.send(env.body);
         }
     }
@@ -430,7 +501,7 @@ impl Router {
 /// Runs this node's part of the cluster, as engine tasks until shutdown: it takes requests
 /// other nodes send it (commands for the rooms it owns), renews its rooms' leases, and renews
 /// its registry entry (with its room and connection counts) every second.
-pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDirectory>) {
+pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDirectory>, hubs: Arc<hubs::RedisHubs>) {
     cluster.set_handler(Arc::new(EngineRequests(engine.clone())));
     engine.set_cluster(cluster.clone());
     let stopping = engine.stopping().clone();
@@ -446,12 +517,27 @@ pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDire
         }));
     }
     {
-        // The members of the rooms this node owns whose node died leave (from memory: the
+        // Device hubs: renew the ones here, follow the ones that moved.
+        let (engine, lease) = (engine.clone(), cluster.config().lease);
+        tasks.spawn(every(stopping.clone(), directory::renew_every(lease), move || {
+            let (hubs, engine) = (hubs.clone(), engine.clone());
+            async move { hubs.check(engine.devices()).await }
+        }));
+    }
+    {
+        // The members of the rooms this node owns whose node died leave, and so do the
+        // connections of hubs here on such a node; requests to it fail (from memory: the
         // registry listing is the heartbeat's).
         let (engine, cluster) = (engine.clone(), cluster.clone());
         tasks.spawn(every(stopping.clone(), SWEEP_EVERY, move || {
             let (engine, cluster) = (engine.clone(), cluster.clone());
-            async move { engine.sweep_members(|node| cluster.liveness().is_dead(node, Instant::now())).await }
+            async move {
+                let now = Instant::now();
+                let is_dead = |node: &str| cluster.liveness().is_dead(node, now);
+                cluster.fail_dead(is_dead);
+                engine.devices().sweep_nodes(is_dead).await;
+                engine.sweep_members(is_dead).await
+            }
         }));
     }
     tasks.spawn(async move {
@@ -487,6 +573,7 @@ async fn heartbeat(engine: Engine, cluster: Cluster) {
         started_at: cluster.started_at(),
         rooms: engine.room_count(),
         connections: METRICS.connections.get().max(0) as usize,
+        device_hubs: engine.devices().hub_count(),
     };
     if let Err(e) = cluster.heartbeat(&info, HEARTBEAT * 3).await {
         tracing::warn!(error = %e, "cluster heartbeat failed");
@@ -519,11 +606,31 @@ impl RequestHandler for EngineRequests {
         &self,
         from: String,
         request: Box<serde_json::value::RawValue>,
+        tell: bool,
     ) -> futures_util::future::BoxFuture<'static, Box<serde_json::value::RawValue>> {
         let engine = self.0.clone();
+        let request = match serde_json::from_str::<NodeRequest>(request.get()) {
+            // Device calls keep their arrival order: queued now.
+            Ok(NodeRequest::Device(call)) => {
+                let answer = engine.devices().serve(from.into(), call, !tell);
+                return Box::pin(async move {
+                    answer.await.unwrap_or_else(|| serde_json::value::RawValue::NULL.to_owned())
+                });
+            }
+            Ok(NodeRequest::ToConn(msg)) => {
+                engine.devices().to_conn(msg);
+                return Box::pin(std::future::ready(serde_json::value::RawValue::NULL.to_owned()));
+            }
+            other => other,
+        };
         Box::pin(async move {
-            let result = match serde_json::from_str::<NodeRequest>(request.get()) {
+            let result = match request {
                 Ok(NodeRequest::Room(f)) => engine.serve_forwarded(&f.tenant, &f.code, f.cmd, from.into()).await,
+                // Taken above, before this future.
+                Ok(NodeRequest::Device(_) | NodeRequest::ToConn(_)) => Err(unisono_core::protocol::ErrorBody::new(
+                    unisono_core::protocol::ErrorCode::Internal,
+                    "a device call reached the room handler",
+                )),
                 Ok(NodeRequest::Connections { tenant, op }) => {
                     let reached = Reached { reached: engine.connections().apply(&tenant, &op) };
                     return serde_json::value::to_raw_value(&reached)

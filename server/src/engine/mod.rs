@@ -16,6 +16,7 @@
 pub mod connections;
 pub mod devices;
 pub mod directory;
+pub mod hubs;
 pub mod lifecycle;
 pub mod member_nodes;
 pub mod rooms;
@@ -134,6 +135,8 @@ pub struct Parts {
     pub directory: Arc<dyn Directory>,
     pub auth: Arc<Auth>,
     pub devices: DevicesConfig,
+    /// Where each tenant's device hub runs, in a cluster (`None`: here).
+    pub hubs: Option<Arc<dyn hubs::HubDirectory>>,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
@@ -150,9 +153,9 @@ const CODE_ATTEMPTS: usize = 16;
 impl Engine {
     /// Builds the engine and restores the open rooms this node owns.
     pub async fn start(parts: Parts) -> Result<Engine, StoreError> {
-        let Parts { config, store, bus, directory, auth, devices } = parts;
+        let Parts { config, store, bus, directory, auth, devices, hubs } = parts;
         let tasks = TaskTracker::new();
-        let devices = Devices::start(devices, store.clone(), tasks.clone()).await?;
+        let devices = Devices::start(devices, store.clone(), tasks.clone(), hubs).await?;
         let per_min = NonZeroU32::new(config.joins_per_min.max(1)).unwrap_or(NonZeroU32::MIN);
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -293,6 +296,7 @@ impl Engine {
                 started_at: self.inner.started_at,
                 rooms: self.room_count(),
                 connections: METRICS.connections.get().max(0) as usize,
+                device_hubs: self.devices().hub_count(),
             }]),
         }
     }
@@ -575,8 +579,20 @@ impl Engine {
                 format!("this server holds at most {} rooms", self.inner.config.max_rooms),
             ));
         }
+        // Per tenant across the service: a cluster counts every node's rooms in the shared
+        // store (checked before the insert, so rooms created at the same instant on different
+        // nodes may pass it together).
         let per_tenant = self.inner.config.max_rooms_per_tenant;
-        if self.directory().count_of(&tenant) >= per_tenant {
+        let held = match self.cluster() {
+            Some(_) => self
+                .inner
+                .store
+                .open_rooms_of(&tenant)
+                .await
+                .map_err(|e| err(ErrorCode::StorageUnavailable, e.to_string()))?,
+            None => self.directory().count_of(&tenant),
+        };
+        if held >= per_tenant {
             return Err(err(ErrorCode::TooManyRooms, format!("a tenant holds at most {per_tenant} open rooms")));
         }
         // A code is taken by inserting its row: unique across every node sharing the database.

@@ -139,6 +139,20 @@ impl Store {
         let rows = sqlx::query("SELECT tenant, device_id, name, info, state, rev, last_seen FROM devices")
             .fetch_all(self.pool())
             .await?;
+        Self::device_records(&rows)
+    }
+
+    /// Every device of one tenant (a cluster node taking that tenant's hub).
+    pub async fn load_devices_of(&self, tenant: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT tenant, device_id, name, info, state, rev, last_seen FROM devices WHERE tenant = $1")
+                .bind(tenant.to_owned())
+                .fetch_all(self.pool())
+                .await?;
+        Ok(Self::device_records(&rows)?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn device_records(rows: &[sqlx::any::AnyRow]) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
         rows.iter()
             .map(|r| {
                 let info: String = r.try_get("info")?;

@@ -266,6 +266,15 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// How many open rooms `tenant` has, on every node (a cluster's per-tenant room limit).
+    pub async fn open_rooms_of(&self, tenant: &str) -> Result<usize, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE tenant = $1 AND state = 'open'")
+            .bind(tenant.to_owned())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as usize)
+    }
+
     /// Liveness probe for `/healthz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
