@@ -1,5 +1,6 @@
 //! The `unisono` binary: `unisono serve [flags]` runs the server; `unisono token …` mints a
-//! JWT for local use with the same secret `serve` uses.
+//! JWT for local use with the same secret `serve` uses; `unisono cluster status` lists a
+//! cluster's live nodes from its Redis registry.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -24,6 +25,28 @@ enum Cmd {
     Serve(Box<Config>),
     /// Print a signed token (HS256 JWT) on the last line of output.
     Token(TokenArgs),
+    /// A cluster's state, read from its Redis (no node is asked, so a dead one never delays it).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// The live nodes: id, address, age, rooms owned, device hubs run, connections.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The cluster's Redis (as given to its nodes' `serve --redis-url`).
+    #[arg(long, env = "UNISONO_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The deployment's key prefix (`serve --redis-prefix`).
+    #[arg(long, env = "UNISONO_REDIS_PREFIX", default_value = "unisono")]
+    redis_prefix: String,
+    /// Print the nodes as a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -63,6 +86,52 @@ fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `1h02m`, `3m05s`, `42s`.
+fn age(ms: f64) -> String {
+    let s = (ms.max(0.0) / 1000.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+async fn cluster_status(a: StatusArgs) -> anyhow::Result<()> {
+    let nodes = unisono_server::cluster::status(&a.redis_url, &a.redis_prefix)
+        .await
+        .with_context(|| format!("reading the cluster registry at {}", a.redis_url))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(());
+    }
+    if nodes.is_empty() {
+        println!("no live nodes under prefix {:?} at {}", a.redis_prefix, a.redis_url);
+        return Ok(());
+    }
+    let now = unisono_server::time::now_ms();
+    let width = nodes.iter().map(|n| n.node_id.len()).max().unwrap_or(4).max(4);
+    let addr = nodes.iter().map(|n| n.address.len()).max().unwrap_or(7).max(7);
+    println!(
+        "{:width$}  {:addr$}  {:>7}  {:>6}  {:>11}  {:>11}",
+        "NODE", "ADDRESS", "AGE", "ROOMS", "DEVICE HUBS", "CONNECTIONS"
+    );
+    for n in &nodes {
+        println!(
+            "{:width$}  {:addr$}  {:>7}  {:>6}  {:>11}  {:>11}",
+            n.node_id,
+            n.address,
+            age(now - n.started_at),
+            n.rooms,
+            n.device_hubs,
+            n.connections
+        );
+    }
+    let rooms: usize = nodes.iter().map(|n| n.rooms).sum();
+    let conns: usize = nodes.iter().map(|n| n.connections).sum();
+    println!("{} nodes, {rooms} rooms, {conns} connections", nodes.len());
+    Ok(())
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("UNISONO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -88,5 +157,6 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Cmd::Cluster(ClusterCmd::Status(a)) => cluster_status(a).await,
     }
 }

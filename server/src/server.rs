@@ -30,6 +30,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
              (use --database-url postgres://…)"
         );
     }
+    // Bound first: the port is known (`--listen …:0`) before the node announces its address;
+    // connections wait in the backlog until the engine is up.
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
     let store =
         Store::open(&url, config.commit_delay()).await.with_context(|| format!("opening the database {url}"))?;
     let node_id = config
@@ -44,7 +48,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 node_id: node.clone(),
                 lease: std::time::Duration::from_millis(config.room_lease_ms.max(100)),
                 request_timeout: std::time::Duration::from_millis(config.cluster_timeout_ms.max(10)),
-                advertise: config.listen.to_string(),
+                advertise: addr.to_string(),
             })
             .await
             .with_context(|| format!("joining the cluster through {redis_url}"))?,
@@ -112,8 +116,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let app = sio_layer.layer(inner);
 
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, store = engine.store().backend(), node = %node_id, "listening");
     println!("unisono node {node_id}");
     // Tests and scripts read the bound address from this line.

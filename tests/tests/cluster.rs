@@ -539,3 +539,41 @@ async fn rooms_per_tenant_are_counted_on_every_node() -> Result<()> {
     g.ok("create-room", json!({ "memberName": "g" })).await?;
     Ok(())
 }
+
+/// `unisono cluster status ARGS` against the test's Redis prefix: its stdout.
+fn status_cli(cluster: &Cluster, extra: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(unisono_e2e::binary())
+        .args(["cluster", "status", "--redis-url", unisono_e2e::REDIS_URL, "--redis-prefix", &cluster.prefix])
+        .args(extra)
+        .output()
+        .context("running unisono cluster status")?;
+    anyhow::ensure!(out.status.success(), "cluster status failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
+async fn cluster_status_on_the_command_line_lists_the_live_nodes() -> Result<()> {
+    let mut cluster = Cluster::start(3, &[])?;
+    let mut host = Client::connect(&cluster.nodes[1]).await?;
+    host.ok("create-room", json!({ "memberName": "host" })).await?;
+    let nodes: Vec<Value> = eventually("three nodes, node-b owning a room", Duration::from_secs(5), async || {
+        let nodes: Vec<Value> = serde_json::from_str(&status_cli(&cluster, &["--json"])?)?;
+        Ok((nodes.len() == 3 && nodes[1]["rooms"] == 1).then_some(nodes))
+    })
+    .await?;
+    let ids: Vec<&str> = nodes.iter().filter_map(|n| n["nodeId"].as_str()).collect();
+    assert_eq!(ids, ["node-a", "node-b", "node-c"]);
+    let addr = cluster.nodes[0].http_url("");
+    assert_eq!(nodes[0]["address"].as_str().map(|a| format!("http://{a}")), Some(addr));
+    let table = status_cli(&cluster, &[])?;
+    assert!(table.starts_with("NODE"), "{table}");
+    assert!(table.contains("3 nodes, 1 rooms"), "{table}");
+    cluster.nodes[2].kill9();
+    eventually("node-c gone from the status", Duration::from_secs(5), async || {
+        let nodes: Vec<Value> = serde_json::from_str(&status_cli(&cluster, &["--json"])?)?;
+        Ok((nodes.len() == 2).then_some(()))
+    })
+    .await?;
+    Ok(())
+}

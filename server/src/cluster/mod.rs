@@ -391,24 +391,7 @@ impl Cluster {
 
     /// The live nodes (from their registry entries; a dead node's has expired).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
-        let mut conn = self.conn();
-        let ids: Vec<String> = conn.smembers(self.key("nodes")).await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| self.key(&format!("node:{id}"))).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        let mut live = Vec::new();
-        for (id, v) in ids.iter().zip(values) {
-            match v.and_then(|v| serde_json::from_str::<NodeInfo>(&v).ok()) {
-                Some(info) => live.push(info),
-                None => {
-                    let _: Result<(), _> = conn.srem(self.key("nodes"), id).await;
-                }
-            }
-        }
-        live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        Ok(live)
+        list_nodes(&mut self.conn(), &self.inner.cfg.prefix).await
     }
 
     /// Which nodes are dead, as the registry showed them.
@@ -496,6 +479,40 @@ impl Router {
             }
         }
     }
+}
+
+/// The live nodes of the deployment with key prefix `prefix`, from their registry entries (a
+/// dead node's has expired; its id is taken out of the set here).
+pub async fn list_nodes(
+    conn: &mut impl redis::aio::ConnectionLike,
+    prefix: &str,
+) -> Result<Vec<NodeInfo>, ClusterError> {
+    let set = format!("{prefix}:nodes");
+    let ids: Vec<String> = redis::cmd("SMEMBERS").arg(&set).query_async(conn).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}:node:{id}")).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+    let mut live = Vec::new();
+    for (id, v) in ids.iter().zip(values) {
+        match v.and_then(|v| serde_json::from_str::<NodeInfo>(&v).ok()) {
+            Some(info) => live.push(info),
+            None => {
+                let _: Result<(), _> = redis::cmd("SREM").arg(&set).arg(id).query_async(conn).await;
+            }
+        }
+    }
+    live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok(live)
+}
+
+/// `unisono cluster status`: the registry of the deployment at `redis_url` (prefix `prefix`),
+/// read from Redis (no node is asked).
+pub async fn status(redis_url: &str, prefix: &str) -> Result<Vec<NodeInfo>, ClusterError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    list_nodes(&mut conn, prefix).await
 }
 
 /// Runs this node's part of the cluster, as engine tasks until shutdown: it takes requests
