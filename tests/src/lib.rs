@@ -488,6 +488,28 @@ impl Client {
         out
     }
 
+    /// Every push received so far (`{event, data}` frames, without the replies), in arrival
+    /// order, drained from the buffer; and whether the connection has closed.
+    pub fn drain_all(&mut self) -> (Vec<Value>, bool) {
+        while let Ok(x) = self.rx.try_recv() {
+            self.buffered.push_back(x);
+        }
+        let mut out = Vec::new();
+        let mut closed = false;
+        self.buffered.retain(|(_, x)| match x {
+            Incoming::Json(v) if v.get("id").is_none() && v.get("event").is_some() => {
+                out.push(v.clone());
+                false
+            }
+            Incoming::Closed(_) => {
+                closed = true;
+                true
+            }
+            _ => true,
+        });
+        (out, closed)
+    }
+
     /// All pushes received so far named `event` (drains them from the buffer).
     pub fn drain_pushes(&mut self, event: &str) -> Vec<Value> {
         while let Ok(x) = self.rx.try_recv() {
@@ -647,6 +669,22 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// Runs one query on this database; its rows, each as its fields separated by `|`.
+    pub fn query(&self, sql: &str) -> Result<Vec<String>> {
+        let out = Command::new("psql")
+            .args(["-h", PG_HOST, "-p", PG_PORT, "-U", "postgres", "-d", &self.name, "-X", "-q", "-A", "-t"])
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!("psql -c {sql:?} on {}: {}", self.name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+}
+
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         if let Err(e) = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
@@ -719,6 +757,11 @@ impl Cluster {
             nodes.push(Server::start_with(&db.url, &args, temp_dir("node"))?);
         }
         Ok(Cluster { nodes, prefix, _db: db, _one_at_a_time: one_at_a_time })
+    }
+
+    /// The cluster's shared database.
+    pub fn database(&self) -> &PgDatabase {
+        &self._db
     }
 }
 
