@@ -13,10 +13,14 @@
 
 use std::{
     collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use unisono_e2e::{Client, Cluster, local_ms, position_at, song};
@@ -98,15 +102,29 @@ impl Member {
     }
 }
 
-/// What the test did, for the report.
-#[derive(Default, Debug)]
-struct Tally {
-    requests: usize,
-    acked: usize,
-    errors: HashMap<String, usize>,
+/// What the members share: which nodes are up, what was acknowledged, what went wrong.
+struct Shared {
+    urls: Vec<String>,
+    codes: Vec<String>,
+    live: [AtomicBool; 3],
+    acked: Mutex<Vec<Vec<u64>>>,
+    violations: Mutex<Vec<String>>,
+    requests: AtomicUsize,
+    acks: AtomicUsize,
+    errors: Mutex<HashMap<String, usize>>,
 }
 
-fn random_command(rng: &mut StdRng, n: usize) -> (&'static str, Value) {
+impl Shared {
+    fn violation(&self, v: String) {
+        self.violations.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+    }
+
+    fn error(&self, code: &str) {
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(code.to_owned()).or_default() += 1;
+    }
+}
+
+fn random_command(rng: &mut StdRng) -> (&'static str, Value) {
     match rng.random_range(0..5) {
         0 => ("seek-playback", json!({ "positionMs": rng.random_range(0.0..3_000_000.0_f64).round() })),
         1 => ("pause-playback", json!({})),
@@ -115,28 +133,117 @@ fn random_command(rng: &mut StdRng, n: usize) -> (&'static str, Value) {
             let rate = [0.5, 1.0, 1.25, 2.0][rng.random_range(0..4)];
             ("set-rate", json!({ "rate": rate }))
         }
-        _ => ("load-song", json!({ "song": song(&format!("s{n}"), 3_600_000.0), "autoplay": rng.random_bool(0.5) })),
+        _ => {
+            let id = format!("s{}", rng.random::<u32>());
+            ("load-song", json!({ "song": song(&id, 3_600_000.0), "autoplay": rng.random_bool(0.5) }))
+        }
     }
 }
 
-/// Connects `m` to a live node (resuming its session) and joins its room again.
-async fn reconnect(m: &mut Member, cluster: &Cluster, live: &[bool], code: &str) -> Result<()> {
-    let node = (0..3).map(|i| (m.node + i) % 3).find(|n| live[*n]).context("a live node")?;
-    let mut c = Client::resume(&cluster.nodes[node], &m.token).await?;
-    ensure!(c.session_id == m.session, "{}: the session id survives its node", m.name);
-    m.node = node;
-    m.playback = None;
-    m.reconnects += 1;
-    match c.request("join-room", json!({ "code": code, "name": m.name })).await? {
-        Ok(_) => m.rejoin = false,
-        Err(e) => {
-            // The room is moving (its owner just died): try again later.
-            m.rejoin = true;
-            tracing_note(&format!("{}: join again later: {e}", m.name));
+impl Member {
+    /// Takes its pushes; a closed connection (its node died) reconnects to a live node with its
+    /// resume token; one not back in its room joins it again.
+    async fn service(&mut self, shared: &Shared) {
+        let closed = {
+            let mut v = Vec::new();
+            let closed = self.absorb(&mut v);
+            for x in v {
+                shared.violation(x);
+            }
+            closed
+        };
+        if closed || self.client.is_none() {
+            self.client = None;
+            let Some(node) = (0..3).map(|i| (self.node + i) % 3).find(|n| shared.live[*n].load(Ordering::Acquire))
+            else {
+                return;
+            };
+            match Client::connect_url(&format!("{}?resume={}", shared.urls[node], self.token)).await {
+                Ok(c) => {
+                    if c.session_id != self.session {
+                        shared.violation(format!("{}: resumed as another session", self.name));
+                    }
+                    self.node = node;
+                    self.playback = None;
+                    self.rejoin = true;
+                    self.reconnects += 1;
+                    self.client = Some(c);
+                }
+                Err(e) => tracing_note(&format!("{}: reconnect failed, retried: {e:#}", self.name)),
+            }
+        }
+        if self.rejoin
+            && let Some(c) = self.client.as_mut()
+        {
+            let code = &shared.codes[self.room];
+            match c.request("join-room", json!({ "code": code, "name": self.name })).await {
+                Ok(Ok(_)) => self.rejoin = false,
+                // The room is moving (its owner just died): try again later.
+                Ok(Err(e)) => tracing_note(&format!("{}: join again later: {e}", self.name)),
+                Err(_) => self.client = None,
+            }
         }
     }
-    m.client = Some(c);
-    Ok(())
+
+    /// One random request: a control command (the host's succeed, the others' get NOT_HOST) or
+    /// a read.
+    async fn act(&mut self, rng: &mut StdRng, shared: &Shared) {
+        if self.rejoin {
+            return;
+        }
+        let Some(c) = self.client.as_mut() else { return };
+        let is_host = self.host == self.session;
+        let (event, data) = match (is_host, rng.random_bool(0.5)) {
+            (true, _) | (false, true) => random_command(rng),
+            (false, false) => ("get-playback-state", json!({})),
+        };
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+        match c.request(event, data).await {
+            Ok(Ok(_)) if event == "get-playback-state" => {}
+            Ok(Ok(_)) if !is_host => shared.violation(format!("{}: {event} by a non-host succeeded", self.name)),
+            Ok(Ok(reply)) => {
+                shared.acks.fetch_add(1, Ordering::Relaxed);
+                let rev = reply["playback"]["rev"].as_u64().unwrap_or(0);
+                shared.acked.lock().unwrap_or_else(|e| e.into_inner())[self.room].push(rev);
+            }
+            Ok(Err(e)) => {
+                let code = e["code"].as_str().unwrap_or_default();
+                match code {
+                    "NOT_HOST" if !is_host => {}
+                    // The room is moving (owner died, lease not yet taken) or was just taken.
+                    "CLUSTER_UNAVAILABLE" | "STORAGE_UNAVAILABLE" | "NOT_IN_ROOM" | "NOT_HOST" => {}
+                    _ => shared.violation(format!("{}: {event}: unexpected error {e}", self.name)),
+                }
+                shared.error(code);
+            }
+            // Its connection went (node killed) or the reply timed out: reconnect.
+            Err(e) => {
+                tracing_note(&format!("{}: {event}: {e:#}", self.name));
+                shared.error("transport");
+                self.client = None;
+            }
+        }
+    }
+
+    /// Acts at random until `until`, then gets back into its room (at most 15 s more).
+    async fn run(mut self, seed: u64, until: Instant, shared: Arc<Shared>) -> Member {
+        let mut rng = StdRng::seed_from_u64(seed);
+        while Instant::now() < until {
+            self.service(&shared).await;
+            self.act(&mut rng, &shared).await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
+        }
+        let settle = Instant::now();
+        while self.client.is_none() || self.rejoin || self.playback.is_none() {
+            if settle.elapsed() > Duration::from_secs(15) {
+                shared.violation(format!("{}: not back in its room 15 s after the run", self.name));
+                break;
+            }
+            self.service(&shared).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self
+    }
 }
 
 fn tracing_note(s: &str) {
@@ -145,13 +252,12 @@ fn tracing_note(s: &str) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (cargo xtask test runs it)"]
 async fn random_commands_on_three_nodes_with_a_node_killed_and_restarted_midway() -> Result<()> {
     let mut cluster = Cluster::start(3, &["--host-grace-secs", "20", "--resume-grace-secs", "20"])?;
     let seed: u64 = std::env::var("UNISONO_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (UNISONO_TEST_SEED={seed} repeats this run)");
-    let mut rng = StdRng::seed_from_u64(seed);
 
     // Six rooms: room r's host on node r % 3 (which owns it), a member on each other node.
     let mut codes = Vec::new();
@@ -184,7 +290,7 @@ async fn random_commands_on_three_nodes_with_a_node_killed_and_restarted_midway(
             });
         }
     }
-    let mut violations = Vec::new();
+    let violations = Vec::new();
     for m in &mut members {
         // Each member's snapshot first (room-joined), then the pushes since.
         let c = m.client.as_mut().context("connected")?;
@@ -196,113 +302,40 @@ async fn random_commands_on_three_nodes_with_a_node_killed_and_restarted_midway(
         m.snapshot(state["playback"].clone());
     }
 
-    let mut tally = Tally::default();
-    let mut acked: Vec<Vec<(u64, Value)>> = vec![Vec::new(); ROOMS];
-    let mut live = [true; 3];
-    let (mut killed, mut restarted) = (false, false);
+    let shared = Arc::new(Shared {
+        urls: cluster.nodes.iter().map(|n| n.ws_url()).collect(),
+        codes: codes.clone(),
+        live: [AtomicBool::new(true), AtomicBool::new(true), AtomicBool::new(true)],
+        acked: Mutex::new(vec![Vec::new(); ROOMS]),
+        violations: Mutex::new(violations),
+        requests: AtomicUsize::new(0),
+        acks: AtomicUsize::new(0),
+        errors: Mutex::new(HashMap::new()),
+    });
+    // Every member acts on its own, concurrently, while the victim is killed and restarted.
     let started = Instant::now();
-    let mut n = 1;
-    while started.elapsed() < RUN {
-        if !killed && started.elapsed() >= KILL_AT {
-            cluster.nodes[VICTIM].kill9();
-            live[VICTIM] = false;
-            killed = true;
-        }
-        if !restarted && started.elapsed() >= RESTART_AT {
-            cluster.nodes[VICTIM].restart()?;
-            live[VICTIM] = true;
-            restarted = true;
-        }
-        // Every member takes its pushes; a closed connection (its node died) reconnects.
-        for i in 0..members.len() {
-            let closed = members[i].absorb(&mut violations);
-            let m = &mut members[i];
-            if closed || m.client.is_none() {
-                m.client = None;
-                if let Err(e) = reconnect(m, &cluster, &live, &codes[m.room]).await {
-                    tracing_note(&format!("{}: reconnect failed, retried: {e:#}", m.name));
-                }
-            } else if m.rejoin
-                && let Some(c) = m.client.as_mut()
-                && c.request("join-room", json!({ "code": codes[m.room], "name": m.name })).await?.is_ok()
-            {
-                m.rejoin = false;
-            }
-        }
-        // One random member sends one request through its node.
-        let i = rng.random_range(0..members.len());
-        let m = &mut members[i];
-        let Some(c) = m.client.as_mut() else { continue };
-        if m.rejoin {
-            continue;
-        }
-        let is_host = m.host == m.session;
-        let (event, data) = match (is_host, rng.random_bool(0.5)) {
-            (true, _) | (false, true) => random_command(&mut rng, n),
-            (false, false) => ("get-playback-state", json!({})),
-        };
-        n += 1;
-        tally.requests += 1;
-        match c.request(event, data).await {
-            Ok(Ok(reply)) => {
-                if event == "get-playback-state" {
-                    continue;
-                }
-                if !is_host {
-                    violations.push(format!("{}: {event} by a non-host succeeded", m.name));
-                    continue;
-                }
-                tally.acked += 1;
-                let p = reply["playback"].clone();
-                acked[m.room].push((p["rev"].as_u64().unwrap_or(0), p));
-            }
-            Ok(Err(e)) => {
-                let code = e["code"].as_str().unwrap_or_default().to_owned();
-                match code.as_str() {
-                    "NOT_HOST" if !is_host => {}
-                    // The room is moving (owner died, lease not yet taken) or was just taken.
-                    "CLUSTER_UNAVAILABLE" | "STORAGE_UNAVAILABLE" | "NOT_IN_ROOM" | "NOT_HOST" => {}
-                    _ => violations.push(format!("{}: {event}: unexpected error {e}", m.name)),
-                }
-                *tally.errors.entry(code).or_default() += 1;
-            }
-            // Its connection went (node killed) or the reply timed out: reconnect.
-            Err(e) => {
-                tracing_note(&format!("{}: {event}: {e:#}", m.name));
-                *tally.errors.entry("transport".into()).or_default() += 1;
-                m.client = None;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let tasks: Vec<_> = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| tokio::spawn(m.run(seed.wrapping_add(i as u64), started + RUN, shared.clone())))
+        .collect();
+    tokio::time::sleep_until((started + KILL_AT).into()).await;
+    shared.live[VICTIM].store(false, Ordering::Release);
+    cluster.nodes[VICTIM].kill9();
+    tokio::time::sleep_until((started + RESTART_AT).into()).await;
+    cluster.nodes[VICTIM].restart()?;
+    shared.live[VICTIM].store(true, Ordering::Release);
+    let mut members = Vec::new();
+    for t in tasks {
+        members.push(t.await?);
     }
-    ensure!(killed && restarted, "the node was killed and restarted");
-
-    // Quiet: everyone back in, then every push delivered.
-    let settle = Instant::now();
-    while members.iter().any(|m| m.client.is_none() || m.rejoin || m.playback.is_none()) {
-        if settle.elapsed() > Duration::from_secs(15) {
-            let stuck: Vec<&str> =
-                members.iter().filter(|m| m.client.is_none() || m.rejoin).map(|m| &*m.name).collect();
-            bail!("members not back in their rooms after 15 s: {stuck:?}");
-        }
-        for m in &mut members {
-            let closed = m.absorb(&mut violations);
-            if closed || m.client.is_none() {
-                m.client = None;
-                let _ = reconnect(m, &cluster, &live, &codes[m.room]).await;
-            } else if m.rejoin
-                && let Some(c) = m.client.as_mut()
-                && c.request("join-room", json!({ "code": codes[m.room], "name": m.name })).await?.is_ok()
-            {
-                m.rejoin = false;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Quiet: every push delivered.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut violations = std::mem::take(&mut *shared.violations.lock().unwrap_or_else(|e| e.into_inner()));
     for m in &mut members {
         m.absorb(&mut violations);
     }
+    let acked = std::mem::take(&mut *shared.acked.lock().unwrap_or_else(|e| e.into_inner()));
 
     // The owner's state of each room, through the first member's node; every member holds it.
     let now = local_ms();
@@ -322,7 +355,7 @@ async fn random_commands_on_three_nodes_with_a_node_killed_and_restarted_midway(
             .iter()
             .filter(|m| m.room == r)
             .flat_map(|m| m.epochs.iter().flat_map(|(_, seen)| seen.iter().copied()))
-            .chain(acked[r].iter().map(|(rev, _)| *rev))
+            .chain(acked[r].iter().copied())
             .collect();
         pushed.sort_unstable();
         pushed.dedup();
@@ -360,7 +393,7 @@ async fn random_commands_on_three_nodes_with_a_node_killed_and_restarted_midway(
         if db_rev != rev {
             violations.push(format!("room {code}: stored rev {db_rev}, owner's {rev}"));
         }
-        let revs: Vec<u64> = acked[r].iter().map(|(rev, _)| *rev).collect();
+        let revs = &acked[r];
         // Non-decreasing: a command that changes nothing (resume while playing) acknowledges
         // the current rev.
         if !revs.windows(2).all(|w| w[0] <= w[1]) {
@@ -384,12 +417,14 @@ async fn random_commands_on_three_nodes_with_a_node_killed_and_restarted_midway(
     }
     let pushes: usize = members.iter().map(|m| m.pushes).sum();
     let reconnects: usize = members.iter().map(|m| m.reconnects).sum();
+    let (requests, acks) = (shared.requests.load(Ordering::Relaxed), shared.acks.load(Ordering::Relaxed));
     eprintln!(
-        "{} requests, {} acknowledged changes, {pushes} playback pushes checked, {reconnects} reconnects, errors {:?}",
-        tally.requests, tally.acked, tally.errors
+        "{requests} requests, {acks} acknowledged changes, {pushes} playback pushes checked, {reconnects} reconnects, \
+         errors {:?}",
+        shared.errors.lock().unwrap_or_else(|e| e.into_inner())
     );
     ensure!(violations.is_empty(), "{} violations (seed {seed}):\n{}", violations.len(), violations.join("\n"));
-    ensure!(tally.acked > 100, "too few acknowledged changes to mean anything: {}", tally.acked);
+    ensure!(acks > 100, "too few acknowledged changes to mean anything: {acks}");
     ensure!(reconnects >= ROOMS, "the victim's clients reconnected: {reconnects}");
     Ok(())
 }
