@@ -54,6 +54,21 @@ pub struct Target {
     /// Connections being set up at once, over all workers.
     #[arg(long, global = true, default_value_t = 200)]
     pub connect_concurrency: usize,
+    /// Servers to start: with more than one, a cluster over `--redis-url` and a fresh
+    /// PostgreSQL database, each room's members spread over the nodes (host on one, the others
+    /// round-robin), CPU and memory summed over the nodes.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub nodes: u32,
+    /// Store the started servers' data in a fresh PostgreSQL database (always so with
+    /// `--nodes` above 1) instead of a SQLite file.
+    #[arg(long, global = true)]
+    pub postgres: bool,
+    /// The PostgreSQL server for `--postgres` and clusters (a database is created and dropped).
+    #[arg(long, global = true, default_value = "postgres://postgres@127.0.0.1:5432")]
+    pub pg_url: String,
+    /// The Redis of a cluster (`--nodes` above 1); its keys get a prefix of the run's own.
+    #[arg(long, global = true, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +111,9 @@ fn main() -> ExitCode {
                 let Some(url) = cli.target.url.clone() else {
                     return Err(anyhow::anyhow!("worker needs --url"));
                 };
-                worker::run(url, t0_us, cli.target.connect_concurrency, mode).await
+                // A cluster's nodes, comma-separated.
+                let urls = url.split(',').map(str::to_owned).collect();
+                worker::run(urls, t0_us, cli.target.connect_concurrency, mode).await
             }
         }
     });

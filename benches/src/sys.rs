@@ -63,10 +63,10 @@ pub fn clock_ticks_per_sec() -> u64 {
     if t > 0 { t as u64 } else { 100 }
 }
 
-/// CPU time of a process over an interval: `CpuMeter::start(pid)`, then `elapsed()`.
+/// CPU time of a process (or of several together: a cluster's nodes) over an interval:
+/// `CpuMeter::start(pid)` or `CpuMeter::start_all(pids)`, then `elapsed()`.
 pub struct CpuMeter {
-    pid: u32,
-    start: (u64, u64),
+    start: Vec<(u32, (u64, u64))>,
 }
 
 /// CPU seconds used over an interval.
@@ -90,16 +90,23 @@ impl std::fmt::Display for CpuTime {
 
 impl CpuMeter {
     pub fn start(pid: u32) -> Result<CpuMeter> {
-        Ok(CpuMeter { pid, start: cpu_ticks(pid)? })
+        CpuMeter::start_all(&[pid])
     }
 
-    /// CPU time used since [`start`](Self::start).
+    pub fn start_all(pids: &[u32]) -> Result<CpuMeter> {
+        let start = pids.iter().map(|p| Ok((*p, cpu_ticks(*p)?))).collect::<Result<Vec<_>>>()?;
+        Ok(CpuMeter { start })
+    }
+
+    /// CPU time used since the start, summed over the processes.
     pub fn elapsed(&self) -> Result<CpuTime> {
-        let (u, s) = cpu_ticks(self.pid)?;
         let hz = clock_ticks_per_sec() as f64;
-        Ok(CpuTime {
-            user_secs: u.saturating_sub(self.start.0) as f64 / hz,
-            system_secs: s.saturating_sub(self.start.1) as f64 / hz,
-        })
+        let (mut u, mut s) = (0u64, 0u64);
+        for (pid, (u0, s0)) in &self.start {
+            let (u1, s1) = cpu_ticks(*pid)?;
+            u += u1.saturating_sub(*u0);
+            s += s1.saturating_sub(*s0);
+        }
+        Ok(CpuTime { user_secs: u as f64 / hz, system_secs: s as f64 / hz })
     }
 }

@@ -129,7 +129,10 @@ async fn connect_retry(url: &str) -> Result<Ws> {
 type SetupTx = mpsc::UnboundedSender<Result<(), String>>;
 
 /// Runs a worker until told to exit.
-pub async fn run(url: String, t0_us: u64, concurrency: usize, mode: Mode) -> Result<()> {
+/// `urls`: the servers (a cluster's nodes): a room's host on node `index % n`, its member `m`
+/// on node `(index + m) % n`; a plain member `i` on node `i % n`.
+pub async fn run(urls: Vec<String>, t0_us: u64, concurrency: usize, mode: Mode) -> Result<()> {
+    let urls: Arc<[String]> = urls.into();
     let shared = Shared::new(t0_us, matches!(mode, Mode::Members { .. }));
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let (setup_tx, mut setup_rx) = mpsc::unbounded_channel();
@@ -138,11 +141,11 @@ pub async fn run(url: String, t0_us: u64, concurrency: usize, mode: Mode) -> Res
 
     let expected = match &mode {
         Mode::Idle { clients } => {
-            spawn_members(&url, *clients, None, 0, &permits, &shared, &setup_tx);
+            spawn_members(&urls, *clients, None, 0, &permits, &shared, &setup_tx);
             *clients
         }
         Mode::Members { code, clients, offset } => {
-            spawn_members(&url, *clients, Some(code.clone()), *offset, &permits, &shared, &setup_tx);
+            spawn_members(&urls, *clients, Some(code.clone()), *offset, &permits, &shared, &setup_tx);
             *clients
         }
         Mode::Rooms { rooms, offset, total_rooms, room_size, seconds, rate, max, .. } => {
@@ -159,7 +162,7 @@ pub async fn run(url: String, t0_us: u64, concurrency: usize, mode: Mode) -> Res
                     seconds: Duration::from_secs_f64(*seconds),
                 };
                 let ctx = RoomCtx {
-                    url: url.clone(),
+                    urls: urls.clone(),
                     index: g,
                     size: *room_size,
                     plan,
@@ -267,7 +270,7 @@ fn result(shared: &Shared, hosts: HostOutcome, cpu: Option<&CpuMeter>) -> RunRes
 
 /// Connects `n` clients (optionally joining `code`), each then reading as a member.
 fn spawn_members(
-    url: &str,
+    urls: &Arc<[String]>,
     n: usize,
     code: Option<String>,
     offset: usize,
@@ -276,8 +279,8 @@ fn spawn_members(
     setup: &SetupTx,
 ) {
     for i in 0..n {
-        let (url, code, permits, shared, setup) =
-            (url.to_owned(), code.clone(), permits.clone(), shared.clone(), setup.clone());
+        let url = urls[(offset + i) % urls.len()].clone();
+        let (code, permits, shared, setup) = (code.clone(), permits.clone(), shared.clone(), setup.clone());
         tokio::spawn(async move {
             let ws = {
                 let Ok(_permit) = permits.acquire().await else { return };
@@ -310,7 +313,7 @@ fn spawn_members(
 
 /// Everything one room's setup task needs.
 struct RoomCtx {
-    url: String,
+    urls: Arc<[String]>,
     index: usize,
     size: usize,
     plan: HostPlan,
@@ -331,7 +334,7 @@ async fn room(ctx: RoomCtx) {
     };
     let created = async {
         let _permit = ctx.permits.acquire().await?;
-        let mut ws = connect_retry(&ctx.url).await?;
+        let mut ws = connect_retry(&ctx.urls[ctx.index % ctx.urls.len()]).await?;
         let code = proto::create_room(&mut ws, &format!("bench {}", ctx.index)).await?;
         Ok::<(Ws, String), anyhow::Error>((ws, code))
     };
@@ -354,7 +357,7 @@ async fn room(ctx: RoomCtx) {
     for m in 1..ctx.size {
         let joined = async {
             let _permit = ctx.permits.acquire().await?;
-            let mut ws = connect_retry(&ctx.url).await?;
+            let mut ws = connect_retry(&ctx.urls[(ctx.index + m) % ctx.urls.len()]).await?;
             proto::request(&mut ws, 1, "join-room", json!({ "code": code, "name": format!("r{}m{m}", ctx.index) }))
                 .await?;
             Ok::<Ws, anyhow::Error>(ws)

@@ -24,7 +24,7 @@ use crate::{
     roles::{self, HostPlan, Shared},
     server::Server,
     stats::{Histogram, PushArrivals, fmt_ms},
-    sys::{self, CpuMeter},
+    sys,
 };
 
 #[derive(Debug, Args)]
@@ -78,7 +78,7 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
         ]);
         offset += n;
     }
-    let mut pool = Pool::spawn(target, &server.ws_url, t0, modes)?;
+    let mut pool = Pool::spawn(target, &server.urls(), t0, modes)?;
     let ready = pool.wait_ready(opts.members as u64, Duration::from_secs(600)).await?;
     for e in &ready.errors {
         eprintln!("  join errors: {e}");
@@ -87,10 +87,11 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     // Let the last member-joined pushes drain before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.check_alive()?;
-    let server_rss_kib = server.pid.and_then(|p| sys::rss_kib(p).ok());
+    let server_rss_kib = server.rss_kib();
 
     eprintln!("fanout: seeking {}×/s for {} s", opts.rate, opts.seconds);
-    let cpu = server.pid.map(CpuMeter::start).transpose()?;
+    let cpu = server.cpu()?;
+    let cluster = super::ClusterMeter::start(&server, target).await?;
     pool.command("go").await?;
     let started = Instant::now();
     let _ = go_tx.send(Some(started));
@@ -101,6 +102,10 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     let results = pool.wait_results(Duration::from_secs(60)).await?;
     let server_cpu_time = cpu.map(|c| c.elapsed()).transpose()?;
     let server_cpu = server_cpu_time.map(|t| t.total());
+    let cluster = match cluster {
+        Some(c) => Some(c.finish(server.ws_urls.len()).await?),
+        None => None,
+    };
     server.check_alive()?;
     pool.shutdown().await;
 
@@ -203,8 +208,12 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     if malformed > 0 {
         println!("  malformed frames: {malformed}");
     }
+    if let Some(c) = &cluster {
+        c.print(deliveries, host.ok);
+    }
     print_machine_note(true);
     print_json(&json!({
+        "cluster": cluster.as_ref().map(|c| c.json(deliveries, host.ok)),
         "server_rss_kib_after_setup": server_rss_kib,
         "client_rss_kib_after_setup": ready.rss_kib,
         "scenario": "fanout",

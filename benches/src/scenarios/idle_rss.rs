@@ -60,7 +60,7 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
         let workers = workers_for(target, n);
         let modes =
             split(n, workers).into_iter().map(|c| vec!["idle".into(), "--clients".into(), c.to_string()]).collect();
-        let mut pool = Pool::spawn(target, &server.ws_url, sys::now_us(), modes)?;
+        let mut pool = Pool::spawn(target, &server.urls(), sys::now_us(), modes)?;
         let ready = pool.wait_ready(n as u64, Duration::from_secs(300)).await?;
         tokio::time::sleep(Duration::from_secs_f64(opts.settle)).await;
         server.check_alive()?;

@@ -19,7 +19,7 @@ use crate::{
     report::{print_json, print_pairs, thousands},
     server::Server,
     stats::{Histogram, fmt_ms},
-    sys::{self, CpuMeter},
+    sys,
 };
 
 #[derive(Debug, Args)]
@@ -82,7 +82,7 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     }
     let total = (opts.rooms * opts.members) as u64;
     eprintln!("rooms: {} rooms × {} members = {total} connections", opts.rooms, opts.members);
-    let mut pool = Pool::spawn(target, &server.ws_url, t0, modes)?;
+    let mut pool = Pool::spawn(target, &server.urls(), t0, modes)?;
     let ready = pool.wait_ready(total, Duration::from_secs(600)).await?;
     for e in &ready.errors {
         eprintln!("  setup errors: {e}");
@@ -90,17 +90,22 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     ready.require_all("connections")?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.check_alive()?;
-    let server_rss_kib = server.pid.and_then(|p| sys::rss_kib(p).ok());
+    let server_rss_kib = server.rss_kib();
 
     let pace = if opts.max { "unpaced (--max)".to_owned() } else { format!("{}/s per host", opts.rate) };
     eprintln!("rooms: seeking {pace} for {} s", opts.seconds);
-    let cpu = server.pid.map(CpuMeter::start).transpose()?;
+    let cpu = server.cpu()?;
+    let cluster = super::ClusterMeter::start(&server, target).await?;
     let started = Instant::now();
     pool.command("go").await?;
     let results = pool.wait_results(Duration::from_secs_f64(opts.seconds + opts.drain + 60.0)).await?;
     let wall = started.elapsed().as_secs_f64();
     let server_cpu_time = cpu.map(|c| c.elapsed()).transpose()?;
     let server_cpu = server_cpu_time.map(|t| t.total());
+    let cluster = match cluster {
+        Some(c) => Some(c.finish(server.ws_urls.len()).await?),
+        None => None,
+    };
     server.check_alive()?;
     pool.shutdown().await;
 
@@ -165,8 +170,12 @@ pub async fn run(target: &Target, opts: Opts) -> Result<()> {
     if !errors.is_empty() {
         println!("  seek errors: {errors:?}");
     }
+    if let Some(c) = &cluster {
+        c.print(deliveries, ok);
+    }
     print_machine_note(true);
     print_json(&json!({
+        "cluster": cluster.as_ref().map(|c| c.json(deliveries, ok)),
         "server_rss_kib_after_setup": server_rss_kib,
         "client_rss_kib_after_setup": ready.rss_kib,
         "scenario": "rooms",
