@@ -219,6 +219,21 @@ pub fn redis_info(url: &str, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} in Redis INFO"))
 }
 
+/// Calls per command of the Redis at `url` (`INFO commandstats`).
+pub fn redis_commandstats(url: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+    let out =
+        Command::new("redis-cli").args(["-u", url, "INFO", "commandstats"]).output().context("running redis-cli")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         for mut c in self.children.drain(..) {

@@ -9,7 +9,7 @@ pub mod rooms;
 use crate::{
     Target,
     report::print_pairs,
-    server::{Server, redis_info},
+    server::{Server, redis_commandstats, redis_info},
     stats::fmt_ms,
     sys::CpuMeter,
 };
@@ -18,6 +18,7 @@ use crate::{
 pub struct ClusterMeter {
     url: String,
     commands: u64,
+    by_command: std::collections::BTreeMap<String, u64>,
     cpu: Option<CpuMeter>,
     probe: probe::Probe,
 }
@@ -26,6 +27,8 @@ pub struct ClusterMeter {
 pub struct ClusterFigures {
     pub nodes: usize,
     pub redis_commands: u64,
+    /// Calls per Redis command over the run (the busiest first).
+    pub by_command: Vec<(String, u64)>,
     pub redis_cpu_secs: Option<f64>,
     pub probe: probe::Probed,
 }
@@ -37,14 +40,29 @@ impl ClusterMeter {
         let pid = redis_info(url, "process_id").ok().map(|p| p as u32);
         let cpu = pid.and_then(|p| CpuMeter::start(p).ok());
         let probe = probe::Probe::start(server, &target.server_bin).await?;
-        Ok(Some(ClusterMeter { url: url.clone(), commands: redis_info(url, "total_commands_processed")?, cpu, probe }))
+        Ok(Some(ClusterMeter {
+            url: url.clone(),
+            commands: redis_info(url, "total_commands_processed")?,
+            by_command: redis_commandstats(url)?,
+            cpu,
+            probe,
+        }))
     }
 
     pub async fn finish(self, nodes: usize) -> anyhow::Result<ClusterFigures> {
         let probe = self.probe.stop().await?;
         let commands = redis_info(&self.url, "total_commands_processed")?.saturating_sub(self.commands);
         let cpu = self.cpu.and_then(|c| c.elapsed().ok()).map(|t| t.total());
-        Ok(ClusterFigures { nodes, redis_commands: commands, redis_cpu_secs: cpu, probe })
+        let mut by_command: Vec<(String, u64)> = redis_commandstats(&self.url)?
+            .into_iter()
+            .map(|(k, v)| {
+                let before = self.by_command.get(&k).copied().unwrap_or(0);
+                (k, v.saturating_sub(before))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        by_command.sort_by_key(|c| std::cmp::Reverse(c.1));
+        Ok(ClusterFigures { nodes, redis_commands: commands, by_command, redis_cpu_secs: cpu, probe })
     }
 }
 
@@ -55,6 +73,10 @@ impl ClusterFigures {
         print_pairs(&[
             ("nodes (Redis + PostgreSQL)", self.nodes.to_string()),
             ("Redis commands (incl. the probe's)", self.redis_commands.to_string()),
+            (
+                "  by command",
+                self.by_command.iter().take(6).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "),
+            ),
             ("Redis commands per push / per delivery", format!("{} / {}", per(pushes), per(deliveries))),
             ("Redis CPU", self.redis_cpu_secs.map(|s| format!("{s:.2} s")).unwrap_or_else(|| "-".into())),
             (
@@ -73,6 +95,7 @@ impl ClusterFigures {
         serde_json::json!({
             "nodes": self.nodes,
             "redis_commands": self.redis_commands,
+            "redis_commands_by_name": self.by_command.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "redis_commands_per_push": (pushes > 0).then(|| self.redis_commands as f64 / pushes as f64),
             "redis_commands_per_delivery": (deliveries > 0).then(|| self.redis_commands as f64 / deliveries as f64),
             "redis_cpu_secs": self.redis_cpu_secs,

@@ -133,15 +133,36 @@ impl RedisDirectory {
         if rooms.is_empty() {
             return;
         }
-        let codes: Vec<String> = rooms.keys().map(|(_, code)| code.clone()).collect();
-        let mut pipe = redis::pipe();
-        for code in &codes {
-            pipe.get(self.owner_key(code));
+        let now = std::time::Instant::now();
+        let is_dead = |node: &str| self.cluster.liveness().is_dead(node, now);
+        let me = self.cluster.node_id().clone();
+        // Only rooms whose owner may have changed are looked up: one this node owns is its own,
+        // and an owner that lives keeps its lease (it renews it; one that loses it has stopped
+        // heartbeating, so it is dead here first). The rest is the cost of a room: nothing in
+        // Redis per room and second on the nodes that only have members of it.
+        let mut owners: HashMap<String, Option<Arc<str>>> = HashMap::new();
+        let mut codes: Vec<String> = Vec::new();
+        for (_, code) in rooms.keys() {
+            if self.local.owns(code) {
+                owners.insert(code.clone(), Some(me.clone()));
+            } else {
+                match self.last_owner(code).filter(|o| **o != *me && !is_dead(o)) {
+                    Some(o) => {
+                        owners.insert(code.clone(), Some(o));
+                    }
+                    None => codes.push(code.clone()),
+                }
+            }
         }
-        let owners: Result<Vec<Option<String>>, _> = pipe.query_async(&mut self.cluster.conn()).await;
-        let Ok(owners) = owners else { return };
-        let owners: HashMap<String, Option<Arc<str>>> =
-            codes.into_iter().zip(owners).map(|(c, o)| (c, o.map(Arc::from))).collect();
+        if !codes.is_empty() {
+            let mut pipe = redis::pipe();
+            for code in &codes {
+                pipe.get(self.owner_key(code));
+            }
+            let looked: Result<Vec<Option<String>>, _> = pipe.query_async(&mut self.cluster.conn()).await;
+            let Ok(looked) = looked else { return };
+            owners.extend(codes.into_iter().zip(looked).map(|(c, o)| (c, o.map(Arc::from))));
+        }
         if let Ok(mut last) = self.last_owners.lock() {
             last.retain(|code, _| owners.contains_key(code));
             for (code, owner) in &owners {
@@ -151,8 +172,6 @@ impl RedisDirectory {
             }
         }
         let announced = self.announced.lock().map(|a| a.clone()).unwrap_or_default();
-        let now = std::time::Instant::now();
-        let is_dead = |node: &str| self.cluster.liveness().is_dead(node, now);
         let seen = engine.adopt(rooms, &owners, &announced, is_dead, |code| self.last_owner(code)).await;
         if let Ok(mut a) = self.announced.lock() {
             *a = seen;

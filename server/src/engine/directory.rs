@@ -94,6 +94,11 @@ pub struct LocalDirectory {
 }
 
 impl LocalDirectory {
+    /// Whether this node owns room `code`.
+    pub fn owns(&self, code: &str) -> bool {
+        self.lock().contains_key(code)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
