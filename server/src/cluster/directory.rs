@@ -39,13 +39,41 @@ if v == false or v == ARGV[1] then
 end
 return 0";
 
-/// Extends this node's lease on a room; 0 if another node (or nobody) holds it now.
-pub(super) const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+/// Extends this node's leases on the keys given (a batch of rooms or hubs); per key, 1 if
+/// renewed, 0 if another node (or nobody) holds it now.
+const RENEW_MANY: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
 end
-return 0";
+return out";
+
+/// Keys renewed per script call (a call runs alone in Redis: kept short).
+const RENEW_BATCH: usize = 1000;
+
+/// Renews this node's leases on `keys`, [`RENEW_BATCH`] to a script call, in one pipeline;
+/// per key, whether it is still this node's.
+pub(super) async fn renew_keys(cluster: &Cluster, keys: &[String]) -> redis::RedisResult<Vec<bool>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lease_ms = cluster.config().lease.as_millis() as u64;
+    // EVAL, not EVALSHA: a pipeline does not load a script Redis lost (after a restart it has
+    // none), and Redis caches the compiled script by its text anyway.
+    let mut pipe = redis::pipe();
+    for batch in keys.chunks(RENEW_BATCH) {
+        pipe.cmd("EVAL").arg(RENEW_MANY).arg(batch.len()).arg(batch).arg(cluster.node_id().as_ref()).arg(lease_ms);
+    }
+    let started = std::time::Instant::now();
+    let renewed: Vec<Vec<i64>> = pipe.query_async(&mut cluster.conn()).await?;
+    METRICS.cluster_redis_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(renewed.into_iter().flatten().map(|ok| ok == 1).collect())
+}
 
 /// Deletes this node's lease on a room (closed).
 pub(super) const RELEASE: &str = r"
@@ -203,24 +231,11 @@ impl RedisDirectory {
         if owned.is_empty() {
             return;
         }
-        // EVAL, not EVALSHA: a pipeline does not load a script Redis lost (after a restart it
-        // has none), and Redis caches the compiled script by its text anyway.
-        let mut pipe = redis::pipe();
-        for h in &owned {
-            pipe.cmd("EVAL")
-                .arg(RENEW)
-                .arg(1)
-                .arg(self.owner_key(&h.code))
-                .arg(self.cluster.node_id().as_ref())
-                .arg(self.lease_ms());
-        }
-        let started = std::time::Instant::now();
-        let renewed: Result<Vec<i64>, _> = pipe.query_async(&mut self.cluster.conn()).await;
-        METRICS.cluster_redis_seconds.observe(started.elapsed().as_secs_f64());
-        match renewed {
+        let keys: Vec<String> = owned.iter().map(|h| self.owner_key(&h.code)).collect();
+        match renew_keys(&self.cluster, &keys).await {
             Ok(results) => {
                 for (h, ok) in owned.iter().zip(results) {
-                    if ok == 0 {
+                    if !ok {
                         // Expired while this node could not renew it (paused, cut off), or taken.
                         // Retake it if nobody has, else give it up.
                         if !self.try_acquire(&h.code).await.unwrap_or(false) {

@@ -19,12 +19,9 @@ use serde_json::value::RawValue;
 use unisono_core::protocol::{ErrorBody, ErrorCode};
 
 use super::{Cluster, directory};
-use crate::{
-    engine::{
-        devices::Devices,
-        hubs::{DeviceCall, HubDirectory, HubPlace, ToConn, unavailable},
-    },
-    metrics::METRICS,
+use crate::engine::{
+    devices::Devices,
+    hubs::{DeviceCall, HubDirectory, HubPlace, ToConn, unavailable},
 };
 
 /// [`super::NodeRequest`]'s device variants, serialized from borrowed values (the same JSON).
@@ -80,24 +77,16 @@ impl RedisHubs {
     pub async fn check(&self, devices: &Devices) {
         let me = self.cluster.node_id().clone();
         let here = devices.hubs_here();
-        if !here.is_empty() {
-            let mut pipe = redis::pipe();
-            for t in &here {
-                pipe.cmd("EVAL").arg(directory::RENEW).arg(1).arg(self.key(t)).arg(me.as_ref()).arg(self.lease_ms());
-            }
-            let started = std::time::Instant::now();
-            let renewed: Result<Vec<i64>, _> = pipe.query_async(&mut self.cluster.conn()).await;
-            METRICS.cluster_redis_seconds.observe(started.elapsed().as_secs_f64());
-            match renewed {
-                Ok(results) => {
-                    for (tenant, ok) in here.iter().zip(results) {
-                        if ok == 0 && !self.acquire(tenant).await.unwrap_or(false) {
-                            devices.abandon(tenant).await;
-                        }
+        let keys: Vec<String> = here.iter().map(|t| self.key(t)).collect();
+        match directory::renew_keys(&self.cluster, &keys).await {
+            Ok(results) => {
+                for (tenant, ok) in here.iter().zip(results) {
+                    if !ok && !self.acquire(tenant).await.unwrap_or(false) {
+                        devices.abandon(tenant).await;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "renewing device hub leases failed"),
             }
+            Err(e) => tracing::warn!(error = %e, "renewing device hub leases failed"),
         }
         let linked = devices.linked();
         if linked.is_empty() {
