@@ -206,6 +206,14 @@ impl RedisDirectory {
         }
     }
 
+    /// Whether the owner of a room this node has members of is dead (then [`Self::adopt`] is
+    /// worth running before its next turn: the room is taken over sooner).
+    pub fn an_owner_is_dead(&self) -> bool {
+        let now = std::time::Instant::now();
+        let Ok(last) = self.last_owners.lock() else { return false };
+        last.values().any(|o| self.cluster.liveness().is_dead(o, now))
+    }
+
     /// The owner this node last saw for room `code` (rooms it has members of).
     fn last_owner(&self, code: &str) -> Option<Arc<str>> {
         self.last_owners.lock().ok()?.get(code).cloned()

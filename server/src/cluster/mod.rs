@@ -524,12 +524,25 @@ pub fn run(engine: Engine, cluster: Cluster, directory: Arc<directory::RedisDire
     let stopping = engine.stopping().clone();
     let tasks = engine.tasks().clone();
     {
-        let (engine, lease) = (engine.clone(), cluster.config().lease);
+        let (engine, lease, directory) = (engine.clone(), cluster.config().lease, directory.clone());
         tasks.spawn(every(stopping.clone(), directory::renew_every(lease), move || {
             let (directory, engine) = (directory.clone(), engine.clone());
             async move {
                 directory.renew().await;
                 directory.adopt(&engine).await;
+            }
+        }));
+    }
+    {
+        // A room whose owner died is taken over as soon as its lease is gone, not at the next
+        // renewal turn.
+        let engine = engine.clone();
+        tasks.spawn(every(stopping.clone(), SWEEP_EVERY, move || {
+            let (directory, engine) = (directory.clone(), engine.clone());
+            async move {
+                if directory.an_owner_is_dead() {
+                    directory.adopt(&engine).await;
+                }
             }
         }));
     }
