@@ -4,8 +4,9 @@
 //! each `Persist` with `Committed` when it chooses, and sends `Tick` at the times it wants.
 //! Covered: registration (commit before ack and presence, a failed commit, a second connection
 //! replacing the first, the subject rule, the device limit); states (visible only once stored,
-//! acked with their rev, stored without nulls); coalesced patches to subscribed admins (rate,
-//! latest wins, base revs that chain); commands (delivery, answer, retry with the same id,
+//! acked with their rev, stored without nulls); coalesced patches to admins (every device by
+//! default, a full state first where an admin has no base; rate, latest wins, base revs that
+//! chain; narrowing, opting out); commands (delivery, answer, retry with the same id,
 //! timeout after the retries, offline, queued with a TTL, delivery when the device returns,
 //! late and foreign answers, the pending limit); disconnects and shutdown; `next_deadline()`.
 
@@ -254,26 +255,65 @@ fn patches_are_coalesced_to_the_rate_latest_wins_and_their_revs_chain() {
     assert!(matches!(admin_pushes(&fx, ADMIN)[..], [DevicePush::StateUpdated(u)] if u.base_rev == 3 && u.rev == 4));
 }
 
+/// The state updates `admin` got, as (baseRev, rev, patch).
+fn updates(fx: &[DeviceEffect], admin: ConnId) -> Vec<(u64, u64, Value)> {
+    admin_pushes(fx, admin)
+        .into_iter()
+        .filter_map(|p| match p {
+            DevicePush::StateUpdated(u) => Some((u.base_rev, u.rev, u.patch.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn unsubscribed_admins_get_presence_but_no_states_and_subscriptions_narrow() {
+fn an_attached_admin_gets_every_device_full_state_first_then_patches() {
+    let mut h = registered();
+    let fx = h.apply(DeviceInput::State { conn: DEV, state: json!({ "a": 1, "b": 1 }), req: 3 }, 1_000.0);
+    commit_all(&mut h, &fx, 1_000.0);
+    // Seed 003's admin never subscribes: attached, it gets its tenant's devices by default.
+    let other: ConnId = 101;
+    h.apply(DeviceInput::AdminAttach { conn: other }, 1_100.0);
+    let fx = h.apply(DeviceInput::State { conn: DEV, state: json!({ "a": 2, "b": 1 }), req: 4 }, 2_000.0);
+    let after = commit_all(&mut h, &fx, 2_000.0);
+    // The subscribed admin: the patch. The new one, with no base: the full state from nothing.
+    assert_eq!(updates(&after, ADMIN), [(1, 2, json!({ "a": 2 }))]);
+    assert_eq!(updates(&after, other), [(0, 2, json!({ "a": 2, "b": 1 }))]);
+    // From then on both get the same patches.
+    let fx = h.apply(DeviceInput::State { conn: DEV, state: json!({ "a": 3, "b": 1 }), req: 5 }, 3_000.0);
+    let after = commit_all(&mut h, &fx, 3_000.0);
+    assert_eq!(updates(&after, other), [(2, 3, json!({ "a": 3 }))]);
+    assert_eq!(updates(&after, ADMIN), updates(&after, other));
+}
+
+#[test]
+fn subscriptions_narrow_and_unsubscribed_admins_get_presence_but_no_states() {
     let mut h = registered();
     let other: ConnId = 101;
     h.apply(DeviceInput::AdminAttach { conn: other }, 13.0);
+    // Narrowed to a device that is not this one: none of its states.
+    let fx = h.apply(DeviceInput::Subscribe { conn: other, device_ids: Some(vec!["nope".into()]), req: 4 }, 14.0);
+    assert!(matches!(reply(&fx, 4), Some(Ok(DeviceReply::Devices(l))) if l.devices.is_empty()));
     let fx = h.apply(DeviceInput::State { conn: DEV, state: json!({ "a": 1 }), req: 3 }, 20.0);
     let after = commit_all(&mut h, &fx, 20.0);
-    assert!(admin_pushes(&after, other).is_empty(), "not subscribed");
-    let fx = h.apply(DeviceInput::Subscribe { conn: other, device_ids: Some(vec!["nope".into()]), req: 4 }, 21.0);
-    assert!(matches!(reply(&fx, 4), Some(Ok(DeviceReply::Devices(l))) if l.devices.is_empty()));
+    assert!(admin_pushes(&after, other).is_empty(), "narrowed to another device");
+    assert_eq!(admin_pushes(&after, ADMIN).len(), 1);
     let fx = h.apply(DeviceInput::Disconnect { conn: DEV }, 22.0);
     let after = commit_all(&mut h, &fx, 22.0);
     assert_eq!(admin_pushes(&after, other).len(), 1, "presence reaches every admin");
     h.apply(DeviceInput::Unsubscribe { conn: ADMIN }, 23.0);
     let fx = h.apply(register(DEV, "kiosk", 5), 24.0);
     let after = commit_all(&mut h, &fx, 24.0);
-    let fx = h.apply(DeviceInput::State { conn: DEV, state: json!({ "a": 2 }), req: 6 }, 25.0);
-    let states = commit_all(&mut h, &fx, 25.0);
+    let fx = h.apply(DeviceInput::State { conn: DEV, state: json!({ "a": 2 }), req: 6 }, 2_025.0);
+    let states = commit_all(&mut h, &fx, 2_025.0);
     assert_eq!(admin_pushes(&after, ADMIN).len(), 1, "online still reaches it");
     assert!(admin_pushes(&states, ADMIN).is_empty(), "no states after unsubscribing");
+    // Subscribing again: the full state in the reply is its base; patches follow from it.
+    let fx = h.apply(DeviceInput::Subscribe { conn: ADMIN, device_ids: None, req: 7 }, 2_100.0);
+    let Some(Ok(DeviceReply::Devices(l))) = reply(&fx, 7) else { panic!("subscribed") };
+    assert_eq!((l.devices[0].rev, &l.devices[0].state), (2, &json!({ "a": 2 })));
+    let fx = h.apply(DeviceInput::State { conn: DEV, state: json!({ "a": 3 }), req: 8 }, 4_000.0);
+    assert_eq!(updates(&commit_all(&mut h, &fx, 4_000.0), ADMIN), [(2, 3, json!({ "a": 3 }))]);
 }
 
 #[test]

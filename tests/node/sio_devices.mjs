@@ -251,6 +251,35 @@ await run('sio_devices', [
     await request(devB, 'player:command:response', { commandId: c.commandId, status: 'success' });
     assert.equal((await again).status, 'success');
   }],
+  ['seed 003\'s admin never subscribes: it gets every device, a full state first, then patches', async () => {
+    const plain = await connect('/admin', { auth: { token: adminToken }, transports: ['websocket'] });
+    const mine = new Map();
+    const take = (u) => {
+      const have = mine.get(u.deviceId) ?? { rev: 0, state: {} };
+      assert.equal(u.baseRev, have.rev, `patch for ${u.deviceId} applies to rev ${have.rev}`);
+      mine.set(u.deviceId, { rev: u.rev, state: mergePatch(have.state, u.patch) });
+    };
+    await sleep(600); // past the patch interval
+    const r1 = await request(devA, 'player:state', stateOf(50));
+    const first = await nextEvent(plain, 'state:updated', (u) => u.deviceId === 'kiosk-a');
+    assert.equal(first.baseRev, 0, 'no base yet: the full state');
+    take(first);
+    assert.deepEqual(mine.get('kiosk-a'), { rev: r1.rev, state: stateOf(50) });
+    await sleep(600);
+    const r2 = await request(devA, 'player:state', stateOf(51));
+    const second = await nextEvent(plain, 'state:updated', (u) => u.deviceId === 'kiosk-a');
+    assert.equal(second.baseRev, r1.rev, 'then patches from it');
+    take(second);
+    assert.deepEqual(mine.get('kiosk-a'), { rev: r2.rev, state: stateOf(51) });
+    // devices:unsubscribe opts out; presence still comes.
+    await request(plain, 'devices:unsubscribe');
+    await sleep(600);
+    await request(devA, 'player:state', stateOf(52));
+    await sleep(800);
+    assert.equal((plain.events.get('state:updated') ?? []).filter((u) => u.deviceId === 'kiosk-a').length, 0, 'nothing after opting out');
+    plain.close();
+    for (const u of admin.events.get('state:updated')?.splice(0) ?? []) applyUpdate(u);
+  }],
   ['close', async () => {
     devA.close(); devB.close(); admin.close();
     assert.ok(bin);

@@ -249,6 +249,24 @@ enum Subscription {
     Some(BTreeSet<String>),
 }
 
+/// An attached admin: which devices' states it gets (every device until it narrows or opts
+/// out, as seed 003's App Administradora expects), and the devices it has a base for (a full
+/// state from `devices:subscribe` or a full push), so that every patch it gets applies.
+struct Admin {
+    subs: Subscription,
+    based: BTreeSet<String>,
+}
+
+impl Admin {
+    fn wants(&self, device: &str) -> bool {
+        match &self.subs {
+            Subscription::All => true,
+            Subscription::Some(ids) => ids.contains(device),
+            Subscription::None => false,
+        }
+    }
+}
+
 /// A command waiting for its device.
 struct Pending {
     req: RequestId,
@@ -298,7 +316,7 @@ pub struct DeviceHub {
     devices: BTreeMap<String, Device>,
     /// Device connections: which device each one registered as.
     links: BTreeMap<ConnId, String>,
-    admins: BTreeMap<ConnId, Subscription>,
+    admins: BTreeMap<ConnId, Admin>,
     pending: BTreeMap<String, Pending>,
     writes: BTreeMap<WriteId, AfterWrite>,
     next_write: WriteId,
@@ -358,7 +376,7 @@ impl DeviceHub {
                 self.command(admin, command_id, request, req, now, &mut out)
             }
             DeviceInput::AdminAttach { conn } => {
-                self.admins.insert(conn, Subscription::None);
+                self.admins.insert(conn, Admin { subs: Subscription::All, based: BTreeSet::new() });
             }
             DeviceInput::Subscribe { conn, device_ids, req } => {
                 let result =
@@ -366,8 +384,10 @@ impl DeviceHub {
                 out.reply(req, result);
             }
             DeviceInput::Unsubscribe { conn } => {
-                if let Some(s) = self.admins.get_mut(&conn) {
-                    *s = Subscription::None;
+                if let Some(a) = self.admins.get_mut(&conn) {
+                    a.subs = Subscription::None;
+                    // Patches it no longer gets leave its bases stale.
+                    a.based.clear();
                 }
             }
             DeviceInput::Disconnect { conn } => self.disconnect(conn, now, &mut out),
@@ -500,7 +520,7 @@ impl DeviceHub {
                 }
                 out.reply(req, Ok(DeviceReply::Registered(registered)));
                 if came_online {
-                    self.to_admins(DevicePush::Online(presence), None, out);
+                    self.to_admins(DevicePush::Online(presence), out);
                 }
             }
             AfterWrite::State { req, device, rev, state } => {
@@ -521,7 +541,7 @@ impl DeviceHub {
                 if let Some(d) = self.devices.get(&device)
                     && d.link.is_none()
                 {
-                    self.to_admins(DevicePush::Offline(d.presence(&device)), None, out);
+                    self.to_admins(DevicePush::Offline(d.presence(&device)), out);
                 }
             }
             AfterWrite::Nothing => {}
@@ -551,22 +571,32 @@ impl DeviceHub {
         d.sent_state = d.state.clone();
         d.sent_rev = d.rev;
         d.last_sent = Some(now);
-        let push = DevicePush::StateUpdated(StateUpdated { device_id: id.to_owned(), rev: d.rev, base_rev, patch });
-        self.to_admins(push, Some(id), out);
+        let (rev, full) = (d.rev, d.state.clone());
+        // Admins with a base get the patch; the others the full state first (a patch from
+        // nothing: `baseRev` 0), which is their base from then on.
+        let (mut patched, mut fresh) = (Vec::new(), Vec::new());
+        for (conn, a) in self.admins.iter_mut().filter(|(_, a)| a.wants(id)) {
+            if a.based.contains(id) {
+                patched.push(*conn);
+            } else {
+                a.based.insert(id.to_owned());
+                fresh.push(*conn);
+            }
+        }
+        if !patched.is_empty() {
+            let push = DevicePush::StateUpdated(StateUpdated { device_id: id.to_owned(), rev, base_rev, patch });
+            out.0.push(DeviceEffect::ToAdmins { admins: patched, push });
+        }
+        if !fresh.is_empty() {
+            let push =
+                DevicePush::StateUpdated(StateUpdated { device_id: id.to_owned(), rev, base_rev: 0, patch: full });
+            out.0.push(DeviceEffect::ToAdmins { admins: fresh, push });
+        }
     }
 
-    /// Sends `push` to every admin (`device: None`: presence) or to those subscribed to `device`.
-    fn to_admins(&self, push: DevicePush, device: Option<&str>, out: &mut Out) {
-        let admins: Vec<ConnId> = self
-            .admins
-            .iter()
-            .filter(|(_, subs)| match (subs, device) {
-                (_, None) | (Subscription::All, _) => true,
-                (Subscription::Some(ids), Some(d)) => ids.contains(d),
-                (Subscription::None, Some(_)) => false,
-            })
-            .map(|(c, _)| *c)
-            .collect();
+    /// Sends a presence push to every admin.
+    fn to_admins(&self, push: DevicePush, out: &mut Out) {
+        let admins: Vec<ConnId> = self.admins.keys().copied().collect();
         if !admins.is_empty() {
             out.0.push(DeviceEffect::ToAdmins { admins, push });
         }
@@ -729,15 +759,17 @@ impl DeviceHub {
             None => self.devices.iter().map(|(id, d)| d.sent_view(id)).collect(),
             Some(ids) => ids.iter().filter_map(|id| self.devices.get(id).map(|d| d.sent_view(id))).collect(),
         };
-        let subs = self.admins.get_mut(&conn).ok_or_else(|| err(ErrorCode::Internal, "admin not attached"))?;
-        *subs = match (ids, core::mem::replace(subs, Subscription::None)) {
-            (None, _) | (Some(_), Subscription::All) => Subscription::All,
+        let admin = self.admins.get_mut(&conn).ok_or_else(|| err(ErrorCode::Internal, "admin not attached"))?;
+        // Every device; or narrowed to these (from every device, the default), or these more.
+        admin.subs = match (ids, core::mem::replace(&mut admin.subs, Subscription::None)) {
+            (None, _) => Subscription::All,
             (Some(ids), Subscription::Some(mut have)) => {
                 have.extend(ids);
                 Subscription::Some(have)
             }
-            (Some(ids), Subscription::None) => Subscription::Some(ids.into_iter().collect()),
+            (Some(ids), Subscription::All | Subscription::None) => Subscription::Some(ids.into_iter().collect()),
         };
+        admin.based.extend(views.iter().map(|v| v.device_id.clone()));
         Ok(views)
     }
 

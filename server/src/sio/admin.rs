@@ -1,10 +1,11 @@
 //! Namespace `/admin`: a tenant's device admins (seed 003's App Administradora), with an
 //! `admin` token. Everything is scoped to the token's tenant.
 //!
-//! Events (all with acks): `devices:list` → `{devices}`; `devices:subscribe` {deviceIds?} →
-//! `{devices}` full states, then `state:updated` {deviceId, rev, baseRev, patch} (RFC 7396
-//! merge patch; apply when your rev for the device equals `baseRev`, else `devices:resync`);
-//! `devices:unsubscribe`; `devices:stats` → the tenant's running totals; `devices:resync`
+//! Events (all with acks): `devices:list` → `{devices}`; from its connection on an admin gets
+//! `state:updated` {deviceId, rev, baseRev, patch} for every device (RFC 7396 merge patch; the
+//! first per device a full state with `baseRev` 0; apply when your rev for the device equals
+//! `baseRev`, else `devices:resync`); `devices:subscribe` {deviceIds?} → `{devices}` full states
+//! (and narrows to those ids); `devices:unsubscribe` opts out; `devices:stats` → the tenant's running totals; `devices:resync`
 //! {deviceId} → the device; `command` {deviceId, command, params, timeoutMs?, retries?, queue?,
 //! ttlMs?} → the device's answer (also sent as `command:response`). Presence: `device:online`,
 //! `device:offline` {deviceId, name, lastSeen}.
