@@ -105,10 +105,18 @@ pub struct Config {
     /// Most queued songs per room.
     #[arg(long, env = "UNISONO_MAX_QUEUE", default_value_t = 500)]
     pub max_queue: usize,
-    /// Seconds between server pings; a connection silent for two intervals is closed. Socket.IO
-    /// uses it as `pingInterval` (and `pingTimeout`).
+    /// Seconds between server pings; a `/ws` connection silent for two intervals is closed.
+    /// Socket.IO uses it as `pingInterval`.
     #[arg(long, env = "UNISONO_PING_SECS", default_value_t = 20.0)]
     pub ping_secs: f64,
+    /// Socket.IO `pingTimeout`: seconds a client may take to answer a ping before it is
+    /// closed. Default: the same as `--ping-secs`.
+    #[arg(long, env = "UNISONO_PING_TIMEOUT_SECS")]
+    pub ping_timeout_secs: Option<f64>,
+    /// Seconds a Socket.IO client may stay connected to Engine.IO without joining a namespace
+    /// (sending CONNECT) before it is closed.
+    #[arg(long, env = "UNISONO_CONNECT_TIMEOUT_SECS", default_value_t = 5.0)]
+    pub connect_timeout_secs: f64,
     /// Most open rooms per tenant (in a cluster: on all nodes together).
     #[arg(long, env = "UNISONO_MAX_ROOMS_PER_TENANT", default_value_t = 1_000)]
     pub max_rooms_per_tenant: usize,
@@ -249,5 +257,13 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs_f64(self.ping_secs.max(0.05))
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        self.ping_timeout_secs.map(|s| Duration::from_secs_f64(s.max(0.05))).unwrap_or_else(|| self.ping_interval())
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout_secs.max(0.05))
     }
 }

@@ -94,6 +94,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.clone(),
         SioConfig {
             ping_interval: config.ping_interval(),
+            ping_timeout: config.ping_timeout(),
+            connect_timeout: config.connect_timeout(),
             max_event_bytes: config.max_frame_bytes,
             max_device_event_bytes: config.max_device_event_bytes,
             queue: config.session_queue,

@@ -28,3 +28,9 @@ fn tenants_auth_rest_publish_and_forced_disconnect() {
     let s = server(&["--api-key", "acme=acme-key-0123456789abcdef", "--api-key", "globex=globex-key-0123456789abcdef"]);
     run_node("sio_tenants.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET)]).expect("sio_tenants.mjs");
 }
+
+#[test]
+fn engine_io_ping_timeout_connect_timeout_and_no_disconnect_echo() {
+    let s = server(&["--ping-secs", "1", "--ping-timeout-secs", "3", "--connect-timeout-secs", "1"]);
+    run_node("sio_protocol.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET)]).expect("sio_protocol.mjs");
+}

@@ -52,9 +52,12 @@ use crate::{
 /// Settings of the Socket.IO edge.
 #[derive(Debug, Clone)]
 pub struct SioConfig {
-    /// Engine.IO `pingInterval`; `pingTimeout` is the same, so a dead peer is noticed within
-    /// twice this.
+    /// Engine.IO `pingInterval`.
     pub ping_interval: Duration,
+    /// Engine.IO `pingTimeout`: a dead peer is noticed within `pingInterval + pingTimeout`.
+    pub ping_timeout: Duration,
+    /// How long a client may stay without joining a namespace (CONNECT) before it is closed.
+    pub connect_timeout: Duration,
     /// Largest event (bytes) on `/` and `/admin`, like `--max-frame-bytes` on `/ws`.
     pub max_event_bytes: usize,
     /// Largest event on `/players` (snapshot images), which is also Engine.IO's packet limit.
@@ -69,7 +72,8 @@ pub struct SioConfig {
 pub fn layer(engine: Engine, cfg: SioConfig) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .ping_interval(cfg.ping_interval)
-        .ping_timeout(cfg.ping_interval)
+        .ping_timeout(cfg.ping_timeout)
+        .connect_timeout(cfg.connect_timeout)
         .max_payload(cfg.max_device_event_bytes.max(cfg.max_event_bytes) as u64)
         .max_buffer_size(cfg.queue.max(16))
         .ws_max_message_size(cfg.max_device_event_bytes.max(cfg.max_event_bytes))
@@ -286,7 +290,10 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
                 biased;
                 (code, reason) = kill.killed() => {
                     tracing::debug!(code, reason, sid = %s.id, "closing socket.io connection");
-                    let _ = s.disconnect();
+                    // Not after the client's own DISCONNECT (`41`): the protocol has no answer.
+                    if s.connected() {
+                        let _ = s.disconnect();
+                    }
                     break;
                 }
                 msg = inbox.rx.recv() => {
