@@ -16,6 +16,8 @@
 //! - [`estimator`]: NTP-style clock-offset estimation from four timestamps.
 //! - [`drift`]: the drift controller that decides between nothing, a rate nudge and a seek.
 //! - [`merge_patch`]: JSON Merge Patch (RFC 7396) diff and apply (device states to admins).
+//! - [`peer`]: seed 001's server-to-server protocol: its line messages and a link's state
+//!   machine (HELLO, sync, heartbeat).
 //! - [`protocol`]: the wire types (serde) of rooms and devices: requests, typed replies, pushes,
 //!   and stable error codes.
 //! - [`tree`]: the same shapes over any parsed JSON tree without serde (the wasm client's codec,
@@ -44,6 +46,7 @@ pub mod device;
 pub mod drift;
 pub mod estimator;
 pub mod merge_patch;
+pub mod peer;
 pub mod protocol;
 pub mod room;
 pub mod song;

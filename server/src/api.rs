@@ -259,6 +259,12 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
         (Method::GET, ["rooms", code]) => {
             engine.describe_room(tenant, code).await?.map(|d| json!(d)).ok_or_else(|| not_found("room")).and_then(ok)
         }
+        (Method::GET, ["peers"]) => match engine.peer_status() {
+            // The peer tenant's admins only: peers' sessions are that tenant's.
+            Some(v) if v["tenant"].as_str() == Some(tenant) => ok(v),
+            Some(_) => Err(not_found("peer links of this tenant")),
+            None => ok(json!({ "self": engine.node_id().as_ref(), "peers": [] })),
+        },
         (Method::GET, ["cluster"]) => {
             let nodes = engine.cluster_status().await?;
             ok(json!({ "clustered": engine.cluster().is_some(), "self": engine.node_id().as_ref(), "nodes": nodes }))
@@ -450,6 +456,7 @@ pub fn openapi() -> Value {
                 vec![id("id", "session or socket id")], None, "{disconnected}") },
             "/api/rooms": { "get": op("The tenant's open rooms", vec![], None, "{rooms}") },
             "/api/rooms/{code}": { "get": op("One open room", vec![id("code", "room code")], None, "the room") },
+            "/api/peers": { "get": op("Seed 001 peer links (docs/peers.md): the linked servers and the sessions they announced (admins of the peer tenant)", vec![], None, "{self, tenant, peers}") },
             "/api/cluster": { "get": op("The nodes of the cluster (this node alone without one): id, address, start time, rooms owned, connections, device hubs run", vec![], None, "{clustered, self, nodes}") },
             "/api/staff/stats": { "get": op("Staff only: rooms, connections and devices per tenant (counts, no payloads)", vec![], None, "counts") },
             "/api/publish": { "post": publish_op },

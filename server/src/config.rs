@@ -57,6 +57,21 @@ pub struct Config {
     /// are taken over after at most this long.
     #[arg(long, env = "UNISONO_ROOM_LEASE_MS", default_value_t = 3_000)]
     pub room_lease_ms: u64,
+    /// Accept seed 001 peer links (docs/peers.md) on this address.
+    #[arg(long, env = "UNISONO_PEER_LISTEN")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// Peers to dial (`HOST:PORT,…`); a link that drops is dialed again with backoff.
+    #[arg(long, env = "UNISONO_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Shared secret of the peer links: sent in HELLO, required in every peer's HELLO.
+    #[arg(long, env = "UNISONO_PEER_SECRET")]
+    pub peer_secret: Option<String>,
+    /// The tenant whose sessions peers see and reach (the seed has no tenants).
+    #[arg(long, env = "UNISONO_PEER_TENANT", default_value = "default")]
+    pub peer_tenant: String,
+    /// Longest line taken from a peer, in bytes; a longer one is dropped and counted.
+    #[arg(long, env = "UNISONO_PEER_MAX_LINE_BYTES", default_value_t = 1024 * 1024)]
+    pub peer_max_line_bytes: usize,
     /// Milliseconds a request forwarded to another node may take before `CLUSTER_UNAVAILABLE`.
     #[arg(long, env = "UNISONO_CLUSTER_TIMEOUT_MS", default_value_t = 2_000)]
     pub cluster_timeout_ms: u64,

@@ -33,6 +33,7 @@ pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod peers;
 pub mod server;
 pub mod sio;
 pub mod store;

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub cluster_takeovers: IntCounter,
     pub cluster_members_swept: IntCounter,
     pub cluster_redis_seconds: Histogram,
+    pub peer_links: IntGauge,
+    pub peer_sessions: IntGauge,
+    pub peer_lines: IntCounterVec,
+    pub peer_dropped: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -149,6 +153,22 @@ impl Metrics {
                 "Redis round trips (commands and pipelines)",
                 vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0],
             ),
+            peer_links: IntGauge::new("unisono_peer_links", "Peer links (seed 001) that are up").expect("metric"),
+            peer_sessions: IntGauge::new("unisono_peer_sessions", "Sessions the linked peers announced")
+                .expect("metric"),
+            peer_lines: IntCounterVec::new(
+                Opts::new(
+                    "unisono_peer_lines_total",
+                    "Lines read from peers: taken (ok) or not (too_long, bad_json, unknown_type, bad_payload, early)",
+                ),
+                &["result"],
+            )
+            .expect("metric"),
+            peer_dropped: IntCounter::new(
+                "unisono_peer_dropped_total",
+                "Lines for peers dropped because their link's queue was full",
+            )
+            .expect("metric"),
         };
         let r = &m.registry;
         for c in [
@@ -178,6 +198,10 @@ impl Metrics {
             Box::new(m.cluster_takeovers.clone()),
             Box::new(m.cluster_members_swept.clone()),
             Box::new(m.cluster_redis_seconds.clone()),
+            Box::new(m.peer_links.clone()),
+            Box::new(m.peer_sessions.clone()),
+            Box::new(m.peer_lines.clone()),
+            Box::new(m.peer_dropped.clone()),
         ] {
             r.register(c).expect("unique metric names");
         }

@@ -81,6 +81,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let (Some(c), Some(d), Some(h)) = (&cluster, redis_directory, redis_hubs) {
         crate::cluster::run(engine.clone(), c.clone(), d, h);
     }
+    if config.peer_listen.is_some() || !config.peers.is_empty() {
+        let cfg = crate::peers::PeersConfig {
+            listen: config.peer_listen,
+            dial: config.peers.clone(),
+            secret: config.peer_secret.clone(),
+            tenant: config.peer_tenant.clone(),
+            max_line: config.peer_max_line_bytes.max(64),
+        };
+        let (_peers, bound) = crate::peers::Peers::start(engine.clone(), cfg).await?;
+        if let Some(addr) = bound {
+            println!("unisono peers listening on {addr}");
+        }
+    }
     let ws = Arc::new(WsConfig {
         max_frame_bytes: config.max_frame_bytes,
         session_queue: config.session_queue,

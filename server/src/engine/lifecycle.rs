@@ -110,6 +110,15 @@ impl Engine {
             super::rooms::send(self, tenant, &s.id, &hello);
             att.session_entry = Some(self.connections().add(&s.id, tenant, a.kind, a.outbox.clone(), None));
             att.session = Some(SessionConn { session: s.id.clone(), conn: s.conn });
+            if let Some(w) = self.watcher() {
+                let seen = super::peers::SeenSession {
+                    session: s.id.clone(),
+                    sub: principal.sub.clone(),
+                    ip: a.peer,
+                    room: s.room.clone(),
+                };
+                w.connected(tenant, &seen);
+            }
             if let Some(code) = s.room {
                 Box::pin(self.rejoin(&s.id, code)).await;
             }
@@ -129,6 +138,9 @@ impl Engine {
     /// The connection closed: its session waits `resume_grace` for a resume, then leaves its room.
     async fn detach_session(&self, tenant: &str, c: &SessionConn) {
         let Some(room_code) = self.inner.sessions.detach(&c.session, c.conn) else { return };
+        if let (Some(w), Some(p)) = (self.watcher(), self.inner.sessions.principal(&c.session)) {
+            w.disconnected(tenant, &c.session, &p.sub);
+        }
         self.bus().unsubscribe_session(&session_topic(tenant, &c.session), &c.session);
         if let Some(code) = &room_code {
             self.bus().unsubscribe(&crate::bus::room_topic(tenant, code), &c.session);

@@ -19,6 +19,7 @@ pub mod directory;
 pub mod hubs;
 pub mod lifecycle;
 pub mod member_nodes;
+pub mod peers;
 pub mod rooms;
 pub mod sessions;
 
@@ -119,6 +120,8 @@ struct Inner {
     started_at: Millis,
     /// This node's link to its cluster, if it is in one (the cluster status).
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// The peer links (seed 001), told of sessions coming, joining and going.
+    watcher: std::sync::OnceLock<Arc<dyn peers::SessionWatcher>>,
 }
 
 /// The engine handle; cheap to clone.
@@ -173,6 +176,7 @@ impl Engine {
                 taking_over: tokio::sync::Mutex::new(()),
                 started_at: now_ms(),
                 cluster: std::sync::OnceLock::new(),
+                watcher: std::sync::OnceLock::new(),
             }),
         };
         // Forget addresses whose allowance is full again, so the limiter's memory stays bounded.
@@ -520,7 +524,11 @@ impl Engine {
     async fn handle_room(&self, session: &str, req: Request, received_at: Millis) -> Result<ReplyData, ErrorBody> {
         match req {
             Request::TimeSync(t) => reply_data(&TimeSyncReply { t0: t.t0, t1: received_at, t2: now_ms() }),
-            Request::CreateRoom(c) => reply_data(&self.create_room(session, c).await?),
+            Request::CreateRoom(c) => {
+                let made = self.create_room(session, c).await?;
+                self.watch_join(session, &made.code);
+                reply_data(&made)
+            }
             Request::JoinRoom(j) => {
                 let ip = self.inner.sessions.ip(session).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                 if let Err(not_until) = self.inner.joins.check_key(&ip) {
@@ -531,7 +539,9 @@ impl Engine {
                     ));
                 }
                 let code = code::normalize(&j.code).ok_or_else(not_found)?;
-                reply_data(&self.join_room(session, &code, j.name.unwrap_or_default()).await?)
+                let joined = self.join_room(session, &code, j.name.unwrap_or_default()).await?;
+                self.watch_join(session, &code);
+                reply_data(&joined)
             }
             Request::LeaveRoom => {
                 let tenant = self.tenant_of(session)?;

@@ -261,6 +261,36 @@ impl Sessions {
         self.lock().by_id.get(id).and_then(|s| s.ip)
     }
 
+    /// Who session `id` is.
+    pub fn principal(&self, id: &str) -> Option<Arc<Principal>> {
+        self.lock().by_id.get(id).map(|s| s.principal.clone())
+    }
+
+    /// The connected sessions of `tenant`, as peers see them.
+    pub fn seen(&self, tenant: &str) -> Vec<super::peers::SeenSession> {
+        self.lock()
+            .by_id
+            .iter()
+            .filter(|(_, s)| s.outbox.is_some() && s.principal.tenant == tenant)
+            .map(|(id, s)| super::peers::SeenSession {
+                session: id.clone(),
+                sub: s.principal.sub.clone(),
+                ip: s.ip,
+                room: s.room.clone(),
+            })
+            .collect()
+    }
+
+    /// The outboxes of the connected sessions of `tenant` whose principal passes `keep`.
+    pub fn outboxes_where(&self, tenant: &str, keep: impl Fn(&Principal) -> bool) -> Vec<Outbox> {
+        self.lock()
+            .by_id
+            .values()
+            .filter(|s| s.principal.tenant == tenant && keep(&s.principal))
+            .filter_map(|s| s.outbox.clone())
+            .collect()
+    }
+
     /// Every live connection's outbox (for shutdown).
     pub fn all_outboxes(&self) -> Vec<Outbox> {
         self.lock().by_id.values().filter_map(|s| s.outbox.clone()).collect()
