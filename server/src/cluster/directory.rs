@@ -75,6 +75,19 @@ pub(super) async fn renew_keys(cluster: &Cluster, keys: &[String]) -> redis::Red
     Ok(renewed.into_iter().flatten().map(|ok| ok == 1).collect())
 }
 
+/// Takes the lease `key` (a room's or a device hub's) for this node if nobody, or this node,
+/// holds it; whether this node holds it now.
+pub(super) async fn acquire_key(cluster: &Cluster, key: String) -> redis::RedisResult<bool> {
+    let lease_ms = cluster.config().lease.as_millis() as u64;
+    let won: i64 = redis::Script::new(ACQUIRE)
+        .key(key)
+        .arg(cluster.node_id().as_ref())
+        .arg(lease_ms)
+        .invoke_async(&mut cluster.conn())
+        .await?;
+    Ok(won == 1)
+}
+
 /// Deletes this node's lease on a room (closed).
 pub(super) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -228,10 +241,6 @@ impl RedisDirectory {
         self.cluster.key(&format!("members:{code}"))
     }
 
-    fn lease_ms(&self) -> u64 {
-        self.cluster.config().lease.as_millis() as u64
-    }
-
     /// Renews the lease of every room this node owns; the rooms whose lease another node holds
     /// now are given up. Run every third of a lease.
     pub async fn renew(&self) {
@@ -259,13 +268,7 @@ impl RedisDirectory {
     }
 
     async fn try_acquire(&self, code: &str) -> Result<bool, redis::RedisError> {
-        let won: i64 = redis::Script::new(ACQUIRE)
-            .key(self.owner_key(code))
-            .arg(self.cluster.node_id().as_ref())
-            .arg(self.lease_ms())
-            .invoke_async(&mut self.cluster.conn())
-            .await?;
-        Ok(won == 1)
+        acquire_key(&self.cluster, self.owner_key(code)).await
     }
 }
 

@@ -47,10 +47,6 @@ impl RedisHubs {
         self.cluster.key(&format!("hub:{tenant}"))
     }
 
-    fn lease_ms(&self) -> u64 {
-        self.cluster.config().lease.as_millis() as u64
-    }
-
     fn lock_holders(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<str>>> {
         self.holders.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -133,13 +129,7 @@ impl RedisHubs {
     }
 
     async fn acquire(&self, tenant: &str) -> Result<bool, redis::RedisError> {
-        let won: i64 = redis::Script::new(directory::ACQUIRE)
-            .key(self.key(tenant))
-            .arg(self.cluster.node_id().as_ref())
-            .arg(self.lease_ms())
-            .invoke_async(&mut self.cluster.conn())
-            .await?;
-        Ok(won == 1)
+        directory::acquire_key(&self.cluster, self.key(tenant)).await
     }
 }
 
