@@ -28,7 +28,7 @@ use unisono_core::protocol::CommandRequest;
 use crate::{
     auth::Role,
     edge::{PeerAddr, bearer},
-    engine::{Engine, connections::ConnectionOp},
+    engine::{Engine, connections::ConnectionOp, peers::PeerTarget},
 };
 
 /// Server API keys: key → tenant.
@@ -358,13 +358,25 @@ async fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Re
         p.id.as_deref().ok_or_else(|| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", "this target needs an id"))
     };
     let text = || frame.as_text().to_string();
+    // Peer links (seed 001) pass it on to the peers' sessions too.
+    let to_peers = |to: PeerTarget<'_>| engine.publish_to_peers(tenant, to, &p.event, &p.data);
     let delivered = match p.target.as_str() {
-        "tenant" => engine.connections_everywhere(tenant, ConnectionOp::ToTenant { text: text() }).await?,
+        "tenant" => {
+            let peers = to_peers(PeerTarget::All);
+            let here = engine.connections_everywhere(tenant, ConnectionOp::ToTenant { text: text() }).await?;
+            return ok(json!({ "delivered": here, "peers": peers }));
+        }
         "room" => {
-            if !engine.publish_room(tenant, id()?, frame).await? {
+            let peers = to_peers(PeerTarget::Channel(id()?));
+            if !engine.publish_room(tenant, id()?, frame).await? && peers == 0 {
                 return Err(not_found("room"));
             }
-            return ok(json!({ "delivered": "room" }));
+            return ok(json!({ "delivered": "room", "peers": peers }));
+        }
+        "user" => {
+            let peers = to_peers(PeerTarget::User(id()?));
+            let here = engine.deliver_to_user(tenant, id()?, &frame);
+            return ok(json!({ "delivered": here, "peers": peers }));
         }
         "device" => {
             let op = ConnectionOp::ToDevice { id: id()?.to_owned(), text: text() };
@@ -372,13 +384,19 @@ async fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Re
         }
         "session" => {
             let op = ConnectionOp::ToConnection { id: id()?.to_owned(), text: text() };
-            engine.connections_everywhere(tenant, op).await?
+            match engine.connections_everywhere(tenant, op).await? {
+                0 => {
+                    let peers = to_peers(PeerTarget::Session(id()?));
+                    return ok(json!({ "delivered": 0, "peers": peers }));
+                }
+                n => n,
+            }
         }
         _ => {
             return Err(api_err(
                 StatusCode::BAD_REQUEST,
                 "INVALID_PAYLOAD",
-                "target is tenant, room, device or session",
+                "target is tenant, room, user, device or session",
             ));
         }
     };
@@ -418,7 +436,7 @@ pub fn openapi() -> Value {
         "Push an event to browsers without holding a socket (server API key)",
         vec![],
         Some(json!({ "type": "object", "required": ["target", "event"], "properties": {
-            "target": { "enum": ["tenant", "room", "device", "session"] },
+            "target": { "enum": ["tenant", "room", "user", "device", "session"] },
             "id": { "type": "string" }, "event": { "type": "string" }, "data": {} } })),
         "{delivered}",
     );

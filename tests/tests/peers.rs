@@ -98,6 +98,8 @@ async fn a_seed_001_peer_links_syncs_sessions_and_reaches_exactly_the_right_clie
         "acme",
         "--peer-max-line-bytes",
         "4096",
+        "--api-key",
+        "acme=acme-key-0123456789abcdef",
     ])?;
     let admin = token(SECRET, "acme", "admin", "ops")?;
     let on =
@@ -137,6 +139,29 @@ async fn a_seed_001_peer_links_syncs_sessions_and_reaches_exactly_the_right_clie
         Ok((v["peers"][0]["sessions"][0]["sessionId"] == "remote-1").then_some(()))
     })
     .await?;
+
+    // Local publishers reach the peer's sessions: REST publish to a user, a session of the
+    // peer, a room and the tenant.
+    let key = "acme-key-0123456789abcdef";
+    for (target, id, kind) in [
+        ("user", Some("42"), "DIRECT_MESSAGE"),
+        ("session", Some("remote-1"), "SESSION_MESSAGE"),
+        ("room", Some(code.as_str()), "CHANNEL_MESSAGE"),
+        ("tenant", None, "BROADCAST"),
+    ] {
+        let body = json!({ "target": target, "id": id, "event": "news", "data": { "n": 1 } });
+        let (status, reply) = s.post_as("/api/publish", key, &body).await?;
+        assert_eq!(status, 200, "{target}: {reply}");
+        let got = peer.expect(kind).await?;
+        assert_eq!(got["payload"]["message"], json!({ "event": "news", "data": { "n": 1 } }), "{target}");
+        match target {
+            "user" => assert_eq!(got["payload"]["userId"], json!(42)),
+            "session" => assert_eq!(got["payload"]["sessionId"], json!("remote-1")),
+            "room" => assert_eq!(got["payload"]["canalId"], json!(code)),
+            _ => {}
+        }
+    }
+    c1.drain_pushes("news");
 
     // Local sessions coming, joining and going.
     let mut c2 = Client::connect_url(&on("alice")?).await?;

@@ -28,6 +28,22 @@ pub trait SessionWatcher: Send + Sync + 'static {
     fn joined(&self, tenant: &str, session: &str, sub: &str, code: &str);
     /// What `GET /api/peers` shows.
     fn status(&self) -> Value;
+    /// Sends a server publish of `tenant` (`POST /api/publish`) on to the peers it concerns;
+    /// the links it went out on.
+    fn publish(&self, tenant: &str, to: PeerTarget<'_>, message: &Value) -> usize;
+}
+
+/// Whom a publish is for, among the peers' sessions.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerTarget<'a> {
+    /// Every session (BROADCAST).
+    All,
+    /// Every member of a channel (CHANNEL_MESSAGE).
+    Channel(&'a str),
+    /// Every session of a user (DIRECT_MESSAGE).
+    User(&'a str),
+    /// One session (SESSION_MESSAGE, to the peer that has it).
+    Session(&'a str),
 }
 
 impl Engine {
@@ -47,6 +63,13 @@ impl Engine {
         {
             w.joined(&p.tenant, session, &p.sub, code);
         }
+    }
+
+    /// A server publish of `tenant` passed on to the peers (`0`: no peer links, or none
+    /// concerned).
+    pub fn publish_to_peers(&self, tenant: &str, to: PeerTarget<'_>, event: &str, data: &Value) -> usize {
+        let message = serde_json::json!({ "event": event, "data": data });
+        self.watcher().map_or(0, |w| w.publish(tenant, to, &message))
     }
 
     /// The peer links' status (`None`: none configured).

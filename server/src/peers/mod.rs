@@ -43,7 +43,7 @@ use crate::{
     bus::Outgoing,
     engine::{
         Engine,
-        peers::{SeenSession, SessionWatcher},
+        peers::{PeerTarget, SeenSession, SessionWatcher},
     },
     metrics::METRICS,
     time::now_ms,
@@ -406,6 +406,28 @@ impl SessionWatcher for Peers {
                 action: "JOIN".into(),
             });
         }
+    }
+
+    fn publish(&self, tenant: &str, to: PeerTarget<'_>, message: &Value) -> usize {
+        if tenant != self.inner.cfg.tenant {
+            return 0;
+        }
+        let message = message.clone();
+        let msg = match to {
+            PeerTarget::All => PeerMessage::Broadcast { message },
+            PeerTarget::Channel(code) => PeerMessage::ChannelMessage { canal_id: Value::String(code.into()), message },
+            PeerTarget::User(sub) => PeerMessage::DirectMessage { user_id: wire::user_id(sub), message },
+            PeerTarget::Session(id) => {
+                let line =
+                    encode_line(&self.inner.me, &PeerMessage::SessionMessage { session_id: id.to_owned(), message });
+                let links = self.lock();
+                let Some(l) = links.values().find(|l| l.sessions.contains_key(id)) else { return 0 };
+                return usize::from(l.tx.try_send(line).is_ok());
+            }
+        };
+        let n = self.lock().len();
+        self.to_all(&msg);
+        n
     }
 
     fn status(&self) -> Value {
