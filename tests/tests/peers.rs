@@ -245,7 +245,7 @@ async fn a_seed_001_peer_links_syncs_sessions_and_reaches_exactly_the_right_clie
 }
 
 #[tokio::test]
-async fn a_peer_without_the_shared_secret_is_refused_on_peer_listen() -> Result<()> {
+async fn a_peer_without_the_shared_secret_is_refused_and_a_second_link_replaces_the_first() -> Result<()> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
@@ -271,6 +271,13 @@ async fn a_peer_without_the_shared_secret_is_refused_on_peer_listen() -> Result<
     good.expect("HELLO").await?;
     good.send(&envelope("HELLO", json!({ "serverId": "srv-y", "secret": "s3cret" }))).await?;
     good.expect("SYNC_STATE").await?;
+    // A second link from the same server replaces the first, which is closed.
+    let mut again = connect().await?;
+    again.expect("HELLO").await?;
+    again.send(&envelope("HELLO", json!({ "serverId": "srv-y", "secret": "s3cret" }))).await?;
+    again.expect("SYNC_STATE").await?;
+    let end = tokio::time::timeout(Duration::from_secs(2), good.lines.next_line()).await?;
+    assert!(matches!(end, Ok(None) | Err(_)), "the first link closed: {end:?}");
     Ok(())
 }
 

@@ -76,6 +76,8 @@ struct LinkEntry {
     addr: SocketAddr,
     tx: mpsc::Sender<String>,
     sessions: HashMap<String, PeerSession>,
+    /// Ends the link (a newer one from the same server replaced it).
+    end: tokio_util::sync::CancellationToken,
 }
 
 struct Inner {
@@ -206,6 +208,7 @@ impl Peers {
             std::num::NonZeroU32::new(PEER_LINES_PER_SEC).unwrap_or(std::num::NonZeroU32::MIN),
         ));
         let mut peer: Option<String> = None;
+        let end = tokio_util::sync::CancellationToken::new();
         let mut outputs = first;
         let why = 'link: loop {
             for o in std::mem::take(&mut outputs) {
@@ -219,7 +222,7 @@ impl Peers {
                         }
                     }
                     LinkOutput::Up { peer: p, .. } => {
-                        self.up(&p, id, addr, tx.clone());
+                        self.up(&p, id, addr, tx.clone(), end.clone());
                         peer = Some(p);
                         let sessions = self.local_sessions();
                         let _ = tx.try_send(encode_line(&self.inner.me, &PeerMessage::SyncState { sessions }));
@@ -262,6 +265,7 @@ impl Peers {
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => outputs = link.tick(now_ms()),
                 _ = self.inner.engine.stopping().cancelled() => break "shutting down".to_owned(),
+                _ = end.cancelled() => break "replaced by a newer link from the same server".to_owned(),
             }
         };
         writer.abort();
@@ -276,11 +280,21 @@ impl Peers {
     }
 
     /// Link `id` is up with `peer`: it replaces any earlier link of the same server.
-    fn up(&self, peer: &str, id: u64, addr: SocketAddr, tx: mpsc::Sender<String>) {
+    fn up(
+        &self,
+        peer: &str,
+        id: u64,
+        addr: SocketAddr,
+        tx: mpsc::Sender<String>,
+        end: tokio_util::sync::CancellationToken,
+    ) {
         let mut links = self.lock();
-        let replaced = links.insert(peer.to_owned(), LinkEntry { id, addr, tx, sessions: HashMap::new() });
-        if replaced.is_some() {
+        let entry = LinkEntry { id, addr, tx, sessions: HashMap::new(), end };
+        if let Some(old) = links.insert(peer.to_owned(), entry)
+            && old.id != id
+        {
             tracing::info!(%peer, "a second link from the same server replaces the first");
+            old.end.cancel();
         }
         Self::gauges(&links);
         tracing::info!(%peer, %addr, "peer link up");
