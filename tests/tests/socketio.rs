@@ -34,3 +34,9 @@ fn engine_io_ping_timeout_connect_timeout_and_no_disconnect_echo() {
     let s = server(&["--ping-secs", "1", "--ping-timeout-secs", "3", "--connect-timeout-secs", "1"]);
     run_node("sio_protocol.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET)]).expect("sio_protocol.mjs");
 }
+
+#[test]
+fn a_thousand_malformed_packets_cost_the_other_clients_nothing() {
+    let s = server(&[]);
+    run_node("sio_malformed.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET)]).expect("sio_malformed.mjs");
+}
