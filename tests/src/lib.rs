@@ -846,3 +846,98 @@ pub fn redis_cli(args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A PostgreSQL server of a test's own (a fresh cluster in a temp folder, on a free port, trust
+/// auth), to stop and start again under load: the machine's one is shared by every test. Made
+/// with Debian's `initdb` and `pg_ctl`, run as the `postgres` user when the tests run as root
+/// (PostgreSQL refuses to run as root). Removed when dropped.
+pub struct PgServer {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PgServer {
+    pub fn start() -> Result<PgServer> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .context("PostgreSQL's server binaries (/usr/lib/postgresql/*/bin) are needed")?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").is_file())
+            .context("no initdb under /usr/lib/postgresql")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = temp_dir("pg");
+        let pg = PgServer { port, dir, bin };
+        let _ = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&pg.dir).status();
+        pg.run("initdb", &["-D", &pg.data(), "-A", "trust", "-U", "postgres", "--no-sync"])?;
+        pg.ctl(&["start", "-w"])?;
+        Ok(pg)
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let exe = self.bin.join(tool);
+        let mut c = if running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = c.args(args).output().with_context(|| format!("running {tool}"))?;
+        if !out.status.success() {
+            bail!("{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<()> {
+        let opts = format!("-p {} -h 127.0.0.1 -k {} -c fsync=off", self.port, self.dir.display());
+        let (log, data) = (self.dir.join("log").display().to_string(), self.data());
+        let mut all: Vec<&str> = vec!["-D", &data, "-l", &log, "-o", &opts];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all)
+    }
+
+    /// `postgres://…` of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops it at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn crash(&self) -> Result<()> {
+        self.ctl(&["stop", "-m", "immediate", "-w"])
+    }
+
+    /// Starts it again (crash recovery replays what was committed).
+    pub fn start_again(&self) -> Result<()> {
+        self.ctl(&["start", "-w"])
+    }
+
+    /// Rows of `sql` on its `postgres` database, fields separated by `|`.
+    pub fn query(&self, sql: &str) -> Result<Vec<String>> {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!("psql -c {sql:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["stop", "-m", "immediate", "-w"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether this process runs as root (then PostgreSQL's tools run as `postgres`).
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}

@@ -1,8 +1,13 @@
 //! PostgreSQL connection setup. Commits are durable with the server's default
-//! `synchronous_commit = on`.
+//! `synchronous_commit = on`. While the database is unreachable a write waits at most
+//! [`ACQUIRE_TIMEOUT`] for a connection, then fails (`STORAGE_UNAVAILABLE`): requests are
+//! refused quickly, and the pool connects again by itself once the database is back.
 
 use sqlx::{AnyPool, any::AnyPoolOptions};
 
+/// Longest wait for a connection (sqlx's default is 30 s, which a request would wait too).
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
-    AnyPoolOptions::new().max_connections(8).connect(url).await
+    AnyPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await
 }

@@ -1,0 +1,55 @@
+//! Storage faults: the database going away under a running server. A PostgreSQL of the test's
+//! own is crashed (`pg_ctl stop -m immediate`) while a room is being changed: requests during
+//! the outage get `STORAGE_UNAVAILABLE` (nothing is acknowledged that is not committed), the
+//! server reconnects by itself once the database is back, and every acknowledged change is in
+//! the database.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use unisono_e2e::{Client, PgServer, Server, eventually, song, temp_dir};
+
+#[tokio::test]
+async fn a_postgresql_crash_refuses_requests_then_heals_and_loses_nothing_acknowledged() -> Result<()> {
+    let pg = PgServer::start()?;
+    let s = Server::start_with(&pg.url(), &[], temp_dir("pgfault"))?;
+    let mut host = Client::connect(&s).await?;
+    let code =
+        host.ok("create-room", json!({ "memberName": "host" })).await?["code"].as_str().unwrap_or_default().to_owned();
+    host.ok("load-song", json!({ "song": song("s1", 3_600_000.0), "autoplay": true })).await?;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let r = host.ok("seek-playback", json!({ "positionMs": 1000.0 * f64::from(i) })).await?;
+        acked.push(r["playback"]["rev"].as_u64().context("rev")?);
+    }
+
+    pg.crash()?;
+    // During the outage: refused, quickly, with the storage error; nothing acknowledged.
+    let started = Instant::now();
+    let code_of = host.err_code("seek-playback", json!({ "positionMs": 99_000.0 })).await?;
+    assert_eq!(code_of, "STORAGE_UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused after {:?}", started.elapsed());
+    // Reads that need no write still answer.
+    let state = host.ok("get-playback-state", json!({})).await?;
+    assert_eq!(state["playback"]["rev"].as_u64(), acked.last().copied(), "the refused seek changed nothing");
+
+    pg.start_again()?;
+    // The server reconnects by itself: a write works again within seconds.
+    let rev = eventually("a write after the database is back", Duration::from_secs(15), async || {
+        match host.request("seek-playback", json!({ "positionMs": 7_000.0 })).await? {
+            Ok(r) => Ok(r["playback"]["rev"].as_u64()),
+            Err(e) if e["code"] == "STORAGE_UNAVAILABLE" => Ok(None),
+            Err(e) => anyhow::bail!("unexpected: {e}"),
+        }
+    })
+    .await?;
+    acked.push(rev);
+    // Everything acknowledged is stored: the room's row holds the last acknowledged rev.
+    let rows = pg.query(&format!("SELECT rev, position_ms FROM rooms WHERE code = '{code}'"))?;
+    let fields: Vec<&str> = rows.first().context("the room's row")?.split('|').collect();
+    assert_eq!(fields[0].parse::<u64>()?, rev, "stored rev is the last acknowledged one");
+    assert_eq!(fields[1].parse::<f64>()?, 7_000.0);
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "acknowledged revs: {acked:?}");
+    Ok(())
+}
