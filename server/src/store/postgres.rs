@@ -1,11 +1,11 @@
 //! PostgreSQL connection setup. Commits are durable with the server's default
-//! `synchronous_commit = on`. While the database is unreachable a write waits at most
-//! [`ACQUIRE_TIMEOUT`] for a connection, then fails (`STORAGE_UNAVAILABLE`): requests are
-//! refused quickly, and the pool connects again by itself once the database is back.
+//! `synchronous_commit = on`. While the database is down a write fails at once
+//! (`STORAGE_UNAVAILABLE`); while it does not answer at all (a partition) a write waits at most
+//! [`ACQUIRE_TIMEOUT`] for a connection. The pool connects again by itself once it is back.
 
 use sqlx::{AnyPool, any::AnyPoolOptions};
 
-/// Longest wait for a connection (sqlx's default is 30 s, which a request would wait too).
+/// Longest wait for a connection (sqlx's default is 30 s, which every request would wait).
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
