@@ -911,6 +911,19 @@ impl PgServer {
         self.ctl(&["stop", "-m", "immediate", "-w"])
     }
 
+    /// Pauses (`SIGSTOP`) or resumes (`SIGCONT`) every process of it: a database that stops
+    /// answering with its sockets open, as behind a partition or a stalled disk.
+    pub fn signal_all(&self, signal: &str) -> Result<()> {
+        let pidfile = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).context("postmaster.pid")?;
+        let main = pidfile.lines().next().context("postmaster pid")?.trim().to_owned();
+        let children = Command::new("pgrep").args(["-P", &main]).output().context("pgrep")?;
+        let mut pids = vec![main];
+        pids.extend(String::from_utf8_lossy(&children.stdout).lines().map(str::to_owned));
+        let status = Command::new("kill").arg(format!("-{signal}")).args(&pids).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pids:?}");
+        Ok(())
+    }
+
     /// Starts it again (crash recovery replays what was committed).
     pub fn start_again(&self) -> Result<()> {
         self.ctl(&["start", "-w"])

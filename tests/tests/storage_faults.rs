@@ -53,3 +53,47 @@ async fn a_postgresql_crash_refuses_requests_then_heals_and_loses_nothing_acknow
     assert!(acked.windows(2).all(|w| w[0] < w[1]), "acknowledged revs: {acked:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_database_that_stops_answering_gets_storage_unavailable_within_the_write_bound() -> Result<()> {
+    let pg = PgServer::start()?;
+    let s = Server::start_with(&pg.url(), &[], temp_dir("pgstall"))?;
+    let mut host = Client::connect(&s).await?;
+    host.ok("create-room", json!({ "memberName": "host" })).await?;
+    let before = host.ok("load-song", json!({ "song": song("s1", 3_600_000.0), "autoplay": true })).await?;
+    let before = before["playback"]["rev"].as_u64().context("rev")?;
+    pg.signal_all("STOP")?;
+    let _resume = Resumed(&pg);
+    // The write hangs on its connection; it fails at the store's 4 s bound, not never.
+    let started = Instant::now();
+    let mut other = Client::connect(&s).await?;
+    let refused = host.request("seek-playback", json!({ "positionMs": 5_000.0 })).await;
+    let elapsed = started.elapsed();
+    match refused {
+        Ok(Err(e)) => assert_eq!(e["code"], "STORAGE_UNAVAILABLE", "{e}"),
+        other => anyhow::bail!("expected STORAGE_UNAVAILABLE, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(5), "refused after {elapsed:?}");
+    // Meanwhile the server answers what needs no write.
+    other.ok("time-sync", json!({ "t0": 1.0 })).await?;
+    pg.signal_all("CONT")?;
+    let rev = eventually("a write once the database answers again", Duration::from_secs(15), async || {
+        match host.request("seek-playback", json!({ "positionMs": 6_000.0 })).await? {
+            Ok(r) => Ok(r["playback"]["rev"].as_u64()),
+            Err(e) if e["code"] == "STORAGE_UNAVAILABLE" => Ok(None),
+            Err(e) => anyhow::bail!("unexpected: {e}"),
+        }
+    })
+    .await?;
+    assert!(rev > before);
+    Ok(())
+}
+
+/// Resumes a paused database when dropped (also when the test fails).
+struct Resumed<'a>(&'a PgServer);
+
+impl Drop for Resumed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.signal_all("CONT");
+    }
+}

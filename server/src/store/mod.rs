@@ -567,7 +567,17 @@ async fn writer_loop(
             conn = pool.acquire().await.map_err(|e| tracing::error!(error = %e, "store: no connection")).ok();
         }
         let result = match conn.as_mut() {
-            Some(c) => write_batch(c, backend, &batch).await,
+            // A database that stops answering (a partition, a stalled disk) must not hold every
+            // writer behind it forever: past the bound the batch fails and its connection is
+            // dropped. Its commit may still land later; nobody was told it did, and the next
+            // write of the room stores the room's whole state again.
+            Some(c) => match tokio::time::timeout(WRITE_TIMEOUT, write_batch(c, backend, &batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the commit took over {} s", WRITE_TIMEOUT.as_secs()),
+                ))),
+            },
             None => Err(sqlx::Error::PoolClosed),
         };
         if result.is_err() {
@@ -591,6 +601,9 @@ async fn writer_loop(
         }
     }
 }
+
+/// Longest a batch's commit may take before it counts as failed (`STORAGE_UNAVAILABLE`).
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
 fn record_from_row(row: &AnyRow) -> Result<RoomRecord, StoreError> {
     let code: String = row.try_get("code")?;
