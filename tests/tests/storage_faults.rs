@@ -10,6 +10,18 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use unisono_e2e::{Client, PgServer, Server, eventually, song, temp_dir};
 
+/// Seeks until the store takes it again (`STORAGE_UNAVAILABLE` meanwhile); the acknowledged rev.
+async fn seek_once_stored(host: &mut Client, position_ms: f64) -> Result<u64> {
+    eventually("a write once the database answers again", Duration::from_secs(15), async || {
+        match host.request("seek-playback", json!({ "positionMs": position_ms })).await? {
+            Ok(r) => Ok(r["playback"]["rev"].as_u64()),
+            Err(e) if e["code"] == "STORAGE_UNAVAILABLE" => Ok(None),
+            Err(e) => anyhow::bail!("unexpected: {e}"),
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_postgresql_crash_refuses_requests_then_heals_and_loses_nothing_acknowledged() -> Result<()> {
     let pg = PgServer::start()?;
@@ -36,14 +48,7 @@ async fn a_postgresql_crash_refuses_requests_then_heals_and_loses_nothing_acknow
 
     pg.start_again()?;
     // The server reconnects by itself: a write works again within seconds.
-    let rev = eventually("a write after the database is back", Duration::from_secs(15), async || {
-        match host.request("seek-playback", json!({ "positionMs": 7_000.0 })).await? {
-            Ok(r) => Ok(r["playback"]["rev"].as_u64()),
-            Err(e) if e["code"] == "STORAGE_UNAVAILABLE" => Ok(None),
-            Err(e) => anyhow::bail!("unexpected: {e}"),
-        }
-    })
-    .await?;
+    let rev = seek_once_stored(&mut host, 7_000.0).await?;
     acked.push(rev);
     // Everything acknowledged is stored: the room's row holds the last acknowledged rev.
     let rows = pg.query(&format!("SELECT rev, position_ms FROM rooms WHERE code = '{code}'"))?;
@@ -77,14 +82,7 @@ async fn a_database_that_stops_answering_gets_storage_unavailable_within_the_wri
     // Meanwhile the server answers what needs no write.
     other.ok("time-sync", json!({ "t0": 1.0 })).await?;
     pg.signal_all("CONT")?;
-    let rev = eventually("a write once the database answers again", Duration::from_secs(15), async || {
-        match host.request("seek-playback", json!({ "positionMs": 6_000.0 })).await? {
-            Ok(r) => Ok(r["playback"]["rev"].as_u64()),
-            Err(e) if e["code"] == "STORAGE_UNAVAILABLE" => Ok(None),
-            Err(e) => anyhow::bail!("unexpected: {e}"),
-        }
-    })
-    .await?;
+    let rev = seek_once_stored(&mut host, 6_000.0).await?;
     assert!(rev > before);
     Ok(())
 }
