@@ -2,7 +2,8 @@
 //! own is crashed (`pg_ctl stop -m immediate`) while a room is being changed: requests during
 //! the outage get `STORAGE_UNAVAILABLE` (nothing is acknowledged that is not committed), the
 //! server reconnects by itself once the database is back, and every acknowledged change is in
-//! the database.
+//! the database. SQLite on a full file system (a small tmpfs) refuses writes and recovers once
+//! there is space, uncorrupted; on a read-only one it is refused at start with the reason.
 
 use std::time::{Duration, Instant};
 
@@ -94,4 +95,100 @@ impl Drop for Resumed<'_> {
     fn drop(&mut self) {
         let _ = self.0.signal_all("CONT");
     }
+}
+
+/// A small tmpfs mounted for one test (root only), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` when not root (mounting needs it): the caller skips loudly, or fails under CI.
+    fn mount(size: &str) -> Result<Option<Tmpfs>> {
+        let dir = temp_dir("tmpfs");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            anyhow::ensure!(std::env::var("CI").as_deref() != Ok("true"), "mounting a tmpfs failed (root is needed)");
+            eprintln!("SKIPPED: mounting a tmpfs needs root");
+            return Ok(None);
+        }
+        Ok(Some(Tmpfs(dir)))
+    }
+
+    fn read_only(&self) -> Result<()> {
+        let status = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(&self.0).status()?;
+        anyhow::ensure!(status.success(), "remount read-only");
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_on_a_full_disk_refuses_writes_then_recovers_and_a_read_only_file_is_refused_at_start() -> Result<()> {
+    let Some(fs) = Tmpfs::mount("2m")? else { return Ok(()) };
+    let db = format!("sqlite:{}", fs.0.join("unisono.db").display());
+    let mut s = Server::start_with(&db, &[], fs.0.join("data"))?;
+    let mut host = Client::connect(&s).await?;
+    host.ok("create-room", json!({ "memberName": "host" })).await?;
+    host.ok("load-song", json!({ "song": song("s1", 3_600_000.0), "autoplay": true })).await?;
+    let acked = host.ok("seek-playback", json!({ "positionMs": 1_000.0 })).await?["playback"]["rev"].as_u64();
+    // Fill the disk.
+    let filler = fs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler)?;
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // Writes fail with the storage error (each commit appends to the WAL, which cannot grow).
+    let mut refused = 0;
+    for i in 0..50 {
+        match host.request("seek-playback", json!({ "positionMs": 2_000.0 + f64::from(i) })).await? {
+            Err(e) if e["code"] == "STORAGE_UNAVAILABLE" => refused += 1,
+            Err(e) => anyhow::bail!("unexpected: {e}"),
+            Ok(_) => {}
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    assert!(refused > 0, "a full disk refused a write");
+    let state = host.ok("get-playback-state", json!({})).await?;
+    let at_refusal = state["playback"]["rev"].as_u64();
+    // Space again: writes work without a restart.
+    std::fs::remove_file(&filler)?;
+    let rev = seek_once_stored(&mut host, 9_000.0).await?;
+    assert!(Some(rev) > at_refusal && at_refusal >= acked);
+    // Nothing is corrupt: the restarted server has the room at its last acknowledged state.
+    s.restart()?;
+    let rows = std::process::Command::new("sqlite3")
+        .arg(fs.0.join("unisono.db"))
+        .arg("PRAGMA integrity_check; SELECT rev, position_ms FROM rooms;")
+        .output()?;
+    let text = String::from_utf8_lossy(&rows.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("ok"), "integrity: {text}");
+    assert_eq!(lines.next(), Some(format!("{rev}|9000.0").as_str()), "stored: {text}");
+    s.terminate()?;
+    // A read-only database is refused at start with a clear message.
+    fs.read_only()?;
+    let out = std::process::Command::new(unisono_e2e::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .arg("--data-dir")
+        .arg(fs.0.join("data"))
+        .env("RUST_BACKTRACE", "0")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a read-only database");
+    assert!(stderr.contains("cannot be written") && stderr.contains("read-only"), "a clear message: {stderr}");
+    Ok(())
 }

@@ -13,6 +13,16 @@ pub(super) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
     {
         std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
     }
+    // A file the server may not write (a read-only mount, permissions) is refused now, with
+    // the reason, not at the first write (SQLite's own message says only "unable to open").
+    let path = opts.get_filename();
+    if path.exists()
+        && let Err(e) = std::fs::OpenOptions::new().write(true).open(path)
+    {
+        let msg =
+            format!("{} cannot be written ({e}): the server needs a writable database (read-only?)", path.display());
+        return Err(sqlx::Error::Io(std::io::Error::new(e.kind(), msg)));
+    }
     // Open once through the native driver so the file exists with WAL enabled.
     {
         use sqlx::ConnectOptions;
