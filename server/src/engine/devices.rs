@@ -822,17 +822,19 @@ impl Devices {
         op: DeviceOp,
         here: impl FnOnce(&DeviceHub) -> T + Send + 'static,
     ) -> Option<T> {
-        match self.place(tenant).await {
-            Ok(HubPlace::Here) => self.query(tenant, here).await,
+        let failed = match self.place(tenant).await {
+            Ok(HubPlace::Here) => return self.query(tenant, here).await,
             Ok(HubPlace::Node(node)) => match self.remote(&node, tenant, op, None).await {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::warn!(tenant, error = %e.message, "reading the tenant's devices on another node failed");
-                    None
-                }
+                Ok(v) => return Some(v),
+                Err(e) => e,
             },
-            Err(_) => None,
-        }
+            Err(e) => e,
+        };
+        // The hub's node does not answer (it died and the hub has not moved yet, or Redis is
+        // out of reach): the stored devices, none of them known online, rather than nothing.
+        tracing::warn!(tenant, error = %failed.message, "the device hub cannot be reached; answering from the store");
+        let records = self.inner.store.load_devices_of(tenant).await.ok()?;
+        Some(here(&DeviceHub::restore(self.inner.cfg.hub.clone(), records)))
     }
 
     /// Every device of the tenant, with its current state.
