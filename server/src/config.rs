@@ -80,6 +80,11 @@ pub struct Config {
     /// database commit (0 commits at once). Replies and broadcasts wait for the commit.
     #[arg(long, env = "UNISONO_COMMIT_DELAY_MS", default_value_t = 2.0)]
     pub commit_delay_ms: f64,
+    /// Seconds a client may take to send a request's headers (the HTTP request line and headers,
+    /// the WebSocket or Socket.IO handshake included); slower ones (slow-loris, connections that
+    /// never send) are closed.
+    #[arg(long, env = "UNISONO_HEADER_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub header_timeout_secs: f64,
     /// Largest accepted WebSocket message, in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "UNISONO_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,

@@ -137,6 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("unisono listening on http://{addr}");
 
     let trust_proxy = config.trust_proxy;
+    let header_timeout = std::time::Duration::from_secs_f64(config.header_timeout_secs.max(0.1));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -162,7 +163,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     // HTTP/1.1 only, and no wrapper around the stream: `/ws` takes the TCP stream
                     // back from the upgrade (ws/writer.rs writes to it directly).
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
+                    let _ = http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
                 });
             }
             _ = &mut shutdown => break,

@@ -271,3 +271,48 @@ async fn anonymous_off_requires_a_token() -> Result<()> {
     assert!(created["code"].is_string());
     Ok(())
 }
+
+/// Reads from `s` until the server closes it; how long that took (`None`: still open after `max`).
+async fn closed_within(s: &mut tokio::net::TcpStream, max: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(max.saturating_sub(started.elapsed()), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_that_never_finish_their_headers_are_dropped_after_the_header_timeout() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start(&["--header-timeout-secs", "1"])?;
+    let addr = s.http_url("").trim_start_matches("http://").to_owned();
+    // One says nothing; one is a slow-loris: a header byte every 200 ms, never the blank line.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await?;
+    let mut loris = tokio::net::TcpStream::connect(&addr).await?;
+    loris.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await?;
+    let dripping = tokio::spawn(async move {
+        for _ in 0..40 {
+            // Closed by the server: a write fails (the first after the close may still pass).
+            if loris.write_all(b"a").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    });
+    // Meanwhile everyone else is served.
+    assert_eq!(s.get("/healthz").await?.0, 200);
+    let silent_after = closed_within(&mut silent, Duration::from_secs(5)).await;
+    assert!(
+        silent_after.is_some_and(|d| d < Duration::from_secs(3)),
+        "a silent connection stayed open: {silent_after:?}"
+    );
+    assert!(dripping.await?, "the slow-loris connection stayed open for 8 s");
+    assert_eq!(s.get("/healthz").await?.0, 200);
+    Ok(())
+}
