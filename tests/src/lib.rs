@@ -60,6 +60,11 @@ fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh, unique temp directory for one test.
+/// A port that was free a moment ago on 127.0.0.1 (for a process started with it).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 pub fn temp_dir(tag: &str) -> PathBuf {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("unisono-e2e-{}-{tag}-{n}", std::process::id()));
@@ -788,7 +793,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Result<RedisServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let mut r = RedisServer { port, child: None };
         r.restart()?;
         Ok(r)
@@ -864,7 +869,7 @@ impl PgServer {
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
             .find(|p| p.join("initdb").is_file())
             .context("no initdb under /usr/lib/postgresql")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let dir = temp_dir("pg");
         let pg = PgServer { port, dir, bin };
         let _ = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&pg.dir).status();

@@ -11,7 +11,7 @@ use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream, tcp::OwnedWriteHalf},
 };
-use unisono_e2e::{Client, Server, eventually, token};
+use unisono_e2e::{Client, Server, eventually, free_port, token};
 
 const SECRET: &str = "e2e-peer-secret-0123456789abcdef";
 
@@ -246,11 +246,7 @@ async fn a_seed_001_peer_links_syncs_sessions_and_reaches_exactly_the_right_clie
 
 #[tokio::test]
 async fn a_peer_without_the_shared_secret_is_refused_and_a_second_link_replaces_the_first() -> Result<()> {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port()?);
     let _s = Server::start(&["--jwt-secret", SECRET, "--peer-listen", &listen, "--peer-secret", "s3cret"])?;
     let connect = async || -> Result<FakePeer> {
         for _ in 0..50 {
@@ -283,11 +279,7 @@ async fn a_peer_without_the_shared_secret_is_refused_and_a_second_link_replaces_
 
 #[tokio::test]
 async fn two_unisono_nodes_see_each_others_sessions_and_a_half_open_link_dies_within_3_s() -> Result<()> {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port()?);
     let a = Server::start(&["--jwt-secret", SECRET, "--peer-listen", &listen, "--node-id", "uni-a"])?;
     let b = Server::start(&["--jwt-secret", SECRET, "--peers", &listen, "--node-id", "uni-b"])?;
     let admin = token(SECRET, "default", "admin", "ops")?;

@@ -128,6 +128,12 @@ impl RedisHubs {
         }
     }
 
+    /// The live holder this node last saw (no Redis round trip).
+    fn cached(&self, tenant: &str) -> Option<HubPlace> {
+        let h = self.lock_holders().get(tenant).cloned()?;
+        (!self.cluster.liveness().is_dead(&h, std::time::Instant::now())).then_some(HubPlace::Node(h))
+    }
+
     async fn acquire(&self, tenant: &str) -> Result<bool, redis::RedisError> {
         directory::acquire_key(&self.cluster, self.key(tenant)).await
     }
@@ -160,11 +166,6 @@ impl HubDirectory for RedisHubs {
             }
             Err(ErrorBody::new(ErrorCode::ClusterUnavailable, "the tenant's device hub is moving; try again"))
         })
-    }
-
-    fn cached(&self, tenant: &str) -> Option<HubPlace> {
-        let h = self.lock_holders().get(tenant).cloned()?;
-        (!self.cluster.liveness().is_dead(&h, std::time::Instant::now())).then_some(HubPlace::Node(h))
     }
 
     fn forget(&self, tenant: &str) {
@@ -203,10 +204,6 @@ impl HubDirectory for RedisHubs {
                 tracing::debug!(error = %e, "releasing a device hub lease failed (it expires by itself)");
             }
         });
-    }
-
-    fn is_dead(&self, node: &str) -> bool {
-        self.cluster.liveness().is_dead(node, std::time::Instant::now())
     }
 
     fn timeout(&self) -> Duration {

@@ -358,27 +358,38 @@ impl Devices {
         Ok(())
     }
 
-    /// Sends `op` to the tenant's hub on `node` and decodes its answer. A node that no longer
-    /// runs the hub makes this node look it up again.
-    async fn remote<T: serde::de::DeserializeOwned>(
+    /// Sends `op` to the tenant's hub on `node` now (in order with this node's other calls
+    /// there); the returned wait decodes its answer. A node that no longer runs the hub (or does
+    /// not answer) makes this node look the hub up again.
+    fn start_remote<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        node: &str,
+        tenant: &str,
+        op: DeviceOp,
+        wait: Option<std::time::Duration>,
+    ) -> BoxFuture<'static, Result<T, ErrorBody>> {
+        let Some(route) = self.inner.route.clone() else { return Box::pin(std::future::ready(Err(gone()))) };
+        let call = DeviceCall { tenant: tenant.to_owned(), op };
+        let answer = route.call(node, &call, wait.unwrap_or_else(|| route.timeout()));
+        let tenant = call.tenant;
+        Box::pin(async move {
+            let result = answer.await.and_then(|raw| DeviceAnswer::decode(&raw));
+            if matches!(&result, Err(e) if e.code == ErrorCode::ClusterUnavailable) {
+                route.forget(&tenant);
+            }
+            result
+        })
+    }
+
+    /// [`Devices::start_remote`], waited for.
+    async fn remote<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         node: &str,
         tenant: &str,
         op: DeviceOp,
         wait: Option<std::time::Duration>,
     ) -> Result<T, ErrorBody> {
-        let route = self.inner.route.as_ref().ok_or_else(gone)?;
-        let call = DeviceCall { tenant: tenant.to_owned(), op };
-        let result = match route.call(node, &call, wait.unwrap_or_else(|| route.timeout())).await {
-            Ok(raw) => DeviceAnswer::decode(&raw),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result
-            && e.code == ErrorCode::ClusterUnavailable
-        {
-            route.forget(tenant);
-        }
-        result
+        self.start_remote(node, tenant, op, wait).await
     }
 
     /// Sends `op` to the tenant's hub on `node` without waiting.
@@ -388,7 +399,7 @@ impl Devices {
         }
     }
 
-    /// [`Devices::remote`] as a wait started now (the call leaves in order at once).
+    /// [`Devices::start_remote`] as an [`Awaiting`] (the call has left when this returns).
     fn remote_later<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         node: Arc<str>,
@@ -397,19 +408,9 @@ impl Devices {
         wait: Option<std::time::Duration>,
     ) -> Awaiting<T> {
         let (tx, rx) = oneshot::channel();
-        let Some(route) = self.inner.route.clone() else {
-            let _ = tx.send(Err(gone()));
-            return Awaiting(rx);
-        };
-        let call = DeviceCall { tenant: tenant.to_owned(), op };
-        let answer = route.call(&node, &call, wait.unwrap_or_else(|| route.timeout()));
-        let tenant = call.tenant;
+        let answer = self.start_remote(&node, tenant, op, wait);
         tokio::spawn(async move {
-            let result = answer.await.and_then(|raw| DeviceAnswer::decode(&raw));
-            if matches!(&result, Err(e) if e.code == ErrorCode::ClusterUnavailable) {
-                route.forget(&tenant);
-            }
-            let _ = tx.send(result);
+            let _ = tx.send(answer.await);
         });
         Awaiting(rx)
     }

@@ -42,8 +42,6 @@ pub trait HubDirectory: Send + Sync + 'static {
     /// Where the tenant's hub runs; `Here` once this node holds its lease (taken now when
     /// nobody holds it).
     fn locate<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<HubPlace, ErrorBody>>;
-    /// What this node last saw, if it knows (no Redis round trip).
-    fn cached(&self, tenant: &str) -> Option<HubPlace>;
     /// The tenant's hub was not where this node thought: look it up again next time.
     fn forget(&self, tenant: &str);
     /// Sends `call` to `node` and waits at most `wait` for its answer.
@@ -59,8 +57,6 @@ pub trait HubDirectory: Send + Sync + 'static {
     fn to_conn(&self, node: &str, msg: &ToConn);
     /// This node no longer runs the tenant's hub.
     fn release(&self, tenant: &str);
-    /// Whether `node` is dead (a hub here drops its connections).
-    fn is_dead(&self, node: &str) -> bool;
     /// The default wait for an answer.
     fn timeout(&self) -> Duration;
 }
