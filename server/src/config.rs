@@ -26,6 +26,11 @@ pub struct Config {
     /// Address to listen on (`127.0.0.1:0` picks a free port, printed at start).
     #[arg(long, env = "UNISONO_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Connections the kernel queues before the server accepts them (capped by the kernel's
+    /// `net.core.somaxconn`). A reconnect storm overflows a short queue: the dropped SYNs are
+    /// retried by the clients' kernels only after 1 s, then 3 s.
+    #[arg(long, env = "UNISONO_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
     /// `sqlite:PATH` or `postgres://user@host/db`. Default: a SQLite file in the data folder.
     #[arg(long, env = "UNISONO_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -85,6 +90,10 @@ pub struct Config {
     /// never send) are closed.
     #[arg(long, env = "UNISONO_HEADER_TIMEOUT_SECS", default_value_t = 10.0)]
     pub header_timeout_secs: f64,
+    /// Largest HTTP request head (request line and headers) in bytes, and so the most a
+    /// connection still sending its headers holds; larger ones get 431. At least 8192.
+    #[arg(long, env = "UNISONO_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
     /// Largest accepted WebSocket message, in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "UNISONO_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,

@@ -32,7 +32,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // Bound first: the port is known (`--listen …:0`) before the node announces its address;
     // connections wait in the backlog until the engine is up.
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = bind(config.listen, config.listen_backlog).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let store =
         Store::open(&url, config.commit_delay()).await.with_context(|| format!("opening the database {url}"))?;
@@ -129,7 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         })
     };
-    let app = sio_layer.layer(inner);
+    let app = std::sync::Arc::new(sio_layer.layer(inner));
 
     tracing::info!(%addr, store = engine.store().backend(), node = %node_id, "listening");
     println!("unisono node {node_id}");
@@ -138,6 +138,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let trust_proxy = config.trust_proxy;
     let header_timeout = std::time::Duration::from_secs_f64(config.header_timeout_secs.max(0.1));
+    // hyper's own floor; its default (~400 KiB) would let 10,000 slow-loris connections hold 4 GiB.
+    let max_header_bytes = config.max_header_bytes.max(8192);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -153,22 +155,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // The peer address rides in each request's extensions, for per-address limits.
                 let app = app.clone();
-                let service = TowerToHyperService::new(tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    let ip = if trust_proxy { forwarded_for(req.headers()).unwrap_or(peer.ip()) } else { peer.ip() };
-                    req.extensions_mut().insert(PeerAddr(ip));
-                    app.clone().call(req)
-                }));
                 tokio::spawn(async move {
+                    // Until its first byte a connection costs only this task: the service and
+                    // hyper's buffers (kilobytes) come with the request. One that sends nothing
+                    // is dropped after the header timeout, as a slow one is.
+                    // (`peek`, not `readable`: readiness may be reported before any byte.)
+                    match tokio::time::timeout(header_timeout, stream.peek(&mut [0u8; 1])).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let app = (*app).clone();
+                    // The peer address rides in each request's extensions, for per-address limits.
+                    let service = TowerToHyperService::new(tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        let ip = if trust_proxy { forwarded_for(req.headers()).unwrap_or(peer.ip()) } else { peer.ip() };
+                        req.extensions_mut().insert(PeerAddr(ip));
+                        app.clone().call(req)
+                    }));
                     // HTTP/1.1 only, and no wrapper around the stream: `/ws` takes the TCP stream
                     // back from the upgrade (ws/writer.rs writes to it directly).
-                    let _ = http1::Builder::new()
+                    // Boxed: the connection's state (kilobytes) is allocated now, not held
+                    // inline by every task still waiting above.
+                    let conn = http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(header_timeout)
+                        .max_header_size(max_header_bytes)
+                        .max_buf_size(max_header_bytes)
                         .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                        .with_upgrades();
+                    let _ = Box::pin(conn).await;
                 });
             }
             _ = &mut shutdown => break,
@@ -180,6 +195,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Let writers send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     Ok(())
+}
+
+/// A listener with a backlog of `backlog` (std's and tokio's `bind` ask for 128 or 1024).
+fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's `bind`: a restarted server takes its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog.max(1))
 }
 
 /// The last address of `X-Forwarded-For`: the one the trusted proxy appended.
