@@ -40,3 +40,12 @@ fn a_thousand_malformed_packets_cost_the_other_clients_nothing() {
     let s = server(&[]);
     run_node("sio_malformed.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET)]).expect("sio_malformed.mjs");
 }
+
+#[test]
+fn a_client_that_stops_reading_is_disconnected_and_costs_bounded_memory() {
+    // No rate limit in the way: the slow client's requests must all be answered (or back up).
+    let s = server(&["--frames-per-sec", "100000"]);
+    let pid = s.pid().to_string();
+    run_node("sio_slow_reader.mjs", &s, &[("UNISONO_JWT_SECRET", SECRET), ("UNISONO_PID", &pid)])
+        .expect("sio_slow_reader.mjs");
+}

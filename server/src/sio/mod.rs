@@ -309,12 +309,23 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
                 }
                 pending = acks.recv() => {
                     let Some((ack, reply)) = pending else { break };
+                    let mut sent = true;
                     while let Ok(msg) = inbox.rx.try_recv() {
                         if !emit(&s, msg) {
+                            sent = false;
                             break;
                         }
                     }
-                    let _ = ack.send(&reply);
+                    // A reply the socket's buffer cannot take means what a push that does not
+                    // fit means: the client stopped reading. Dropping the reply instead would
+                    // leave a client that only sends requests connected, unanswered, for ever.
+                    if !sent || ack.send(&reply).is_err() {
+                        if s.connected() {
+                            METRICS.slow_consumers.inc();
+                            let _ = s.disconnect();
+                        }
+                        break;
+                    }
                 }
             }
         }
