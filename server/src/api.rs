@@ -144,10 +144,11 @@ struct ApiRequest {
 
 /// A failed call: HTTP status plus the JSON error body. Codes are the protocol's
 /// ([`ErrorCode`]) or, for what only HTTP has (auth, routing), their own stable strings.
-struct ApiError {
-    status: StatusCode,
-    code: String,
-    message: String,
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
 }
 
 impl From<ErrorBody> for ApiError {
@@ -183,9 +184,37 @@ fn not_found(what: &str) -> ApiError {
     api_err(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}"))
 }
 
-fn body<T: serde::de::DeserializeOwned>(req: &ApiRequest) -> Result<T, ApiError> {
-    let bytes: &[u8] = if req.body.is_empty() { b"{}" } else { &req.body };
+/// A JSON body (an empty one is `{}`).
+fn body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if body.is_empty() { b"{}" } else { body };
     serde_json::from_slice(bytes).map_err(|e| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e.to_string()))
+}
+
+/// Decodes the body of `POST /api/devices/{id}/commands`: a command for device `id` (the path's
+/// id wins over one in the body).
+pub fn parse_command(id: &str, bytes: &[u8]) -> Result<CommandRequest, ApiError> {
+    let mut cmd: Value = body(bytes)?;
+    if let Some(o) = cmd.as_object_mut() {
+        o.insert("deviceId".into(), json!(id));
+    }
+    serde_json::from_value(cmd).map_err(|e| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e.to_string()))
+}
+
+/// Decodes and checks the body of `POST /api/publish`: an event name a client could not take
+/// for the engine's own (1-64 of `[A-Za-z0-9-_:.]`, not reserved).
+pub fn parse_publish(bytes: &[u8]) -> Result<Publish, ApiError> {
+    let p: Publish = body(bytes)?;
+    let valid_name = !p.event.is_empty()
+        && p.event.len() <= 64
+        && p.event.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+    if !valid_name || reserved(&p.event) {
+        return Err(api_err(
+            StatusCode::BAD_REQUEST,
+            "INVALID_EVENT",
+            "event must be 1-64 of [A-Za-z0-9-_:.], not a reserved name",
+        ));
+    }
+    Ok(p)
 }
 
 fn query_usize(query: &str, name: &str) -> Option<usize> {
@@ -238,12 +267,7 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
             Ok(r)
         }
         (Method::POST, ["devices", id, "commands"]) => {
-            let mut cmd: Value = body(&req)?;
-            if let Some(o) = cmd.as_object_mut() {
-                o.insert("deviceId".into(), json!(id));
-            }
-            let cmd: CommandRequest = serde_json::from_value(cmd)
-                .map_err(|e| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e.to_string()))?;
+            let cmd = parse_command(id, &req.body)?;
             let outcome = devices.command(tenant, cmd, None).await?;
             ok(json!(outcome))
         }
@@ -289,21 +313,22 @@ async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Resp
     }
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/publish`.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Publish {
-    /// `tenant`, `room`, `device` or `session`.
-    target: String,
-    /// The room code, device id or connection id (not for `tenant`).
-    id: Option<String>,
-    event: String,
+pub struct Publish {
+    /// `tenant`, `room`, `user`, `device` or `session`.
+    pub target: String,
+    /// The room code, user id, device id or connection id (not for `tenant`).
+    pub id: Option<String>,
+    pub event: String,
     #[serde(default)]
-    data: Value,
+    pub data: Value,
 }
 
 /// Socket.IO's reserved event names, and every event the engine itself sends: a publisher must
 /// not be able to forge room or device state.
-fn reserved(event: &str) -> bool {
+pub fn reserved(event: &str) -> bool {
     const SOCKET_IO: &[&str] =
         &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
     const ENGINE: &[&str] = &[
@@ -341,17 +366,7 @@ async fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Re
         }
         return Err(api_err(StatusCode::UNAUTHORIZED, "INVALID_API_KEY", "a valid server API key is required"));
     };
-    let p: Publish = body(req)?;
-    let valid_name = !p.event.is_empty()
-        && p.event.len() <= 64
-        && p.event.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
-    if !valid_name || reserved(&p.event) {
-        return Err(api_err(
-            StatusCode::BAD_REQUEST,
-            "INVALID_EVENT",
-            "event must be 1-64 of [A-Za-z0-9-_:.], not a reserved name",
-        ));
-    }
+    let p = parse_publish(&req.body)?;
     let frame = crate::bus::Outgoing::serialize(p.event.clone(), &p.data)
         .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
     let id = || {

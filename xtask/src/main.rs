@@ -16,6 +16,9 @@
 //!   (`docs/benchmarks.md` lists the scenarios and the figures measured).
 //! - `cargo xtask bench sio-devices [ARGS…]`: builds the server and runs the Socket.IO device
 //!   benchmark in Node (`benches/sio/run.mjs`: Unisono and/or a plain Node socket.io relay).
+//! - `cargo xtask fuzz [--secs N] [--jobs J] [TARGET…]`: builds the libFuzzer targets of
+//!   `fuzz/` on stable Rust and runs each for N seconds (`fuzz.rs`); `cargo xtask test` runs
+//!   every target for 10 s.
 //! - `cargo xtask cluster [ARGS…]`: three nodes on 127.0.0.1:8081-8083 against the local Redis
 //!   and PostgreSQL (docs/cluster.md); extra arguments go to every node.
 
@@ -26,6 +29,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+mod fuzz;
 mod npm;
 
 fn root() -> PathBuf {
@@ -143,7 +147,8 @@ fn test() -> Result<()> {
     run("core's whole suite compiled to wasm, in Node (wasm-bindgen-test)", wasm_test(&["-p", "unisono-core"], false))?;
     run("wasm-pkg tests in Node (wasm-bindgen-test)", wasm_test(&["-p", "unisono", "--test", "node"], false))?;
     browser_test()?;
-    Ok(())
+    // Every parser of network and peer input, briefly: a regression shows (fuzz/regressions).
+    fuzz::fuzz(&fuzz::Options { secs: 10, jobs: 2, targets: fuzz::TARGETS.iter().map(|t| (*t).to_owned()).collect() })
 }
 
 /// Local services some tests need: (name, address).
@@ -400,8 +405,11 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("sio-devices") => bench_sio_devices(&args[2..]),
         Some("bench") => bench(&args[1..]),
         Some("cluster") => cluster(&args[1..]),
+        Some("fuzz") => fuzz::Options::parse(&args[1..]).and_then(|o| fuzz::fuzz(&o)),
         _ => {
-            eprintln!("usage: cargo xtask <serve [ARGS…] | web | npm-pack | test | bench [ARGS…] | cluster [ARGS…]>");
+            eprintln!(
+                "usage: cargo xtask <serve [ARGS…] | web | npm-pack | test | bench [ARGS…] | cluster [ARGS…] | fuzz [--secs N] [--jobs J] [TARGET…]>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -71,14 +71,14 @@ fn mac(key: &[u8; 32], id: &str, issued: &str, p: &Principal) -> String {
 }
 
 /// Signs a resume token for session `id` of `principal`, issued at `now_ms`.
-fn sign(key: &[u8; 32], id: &str, principal: &Principal, now_ms: u64) -> String {
+pub fn sign(key: &[u8; 32], id: &str, principal: &Principal, now_ms: u64) -> String {
     let issued = format!("{now_ms:x}");
     let mac = mac(key, id, &issued, principal);
     format!("{id}.{issued}.{mac}")
 }
 
 /// The session id of a genuine, unexpired token of `principal`.
-fn verify<'t>(key: &[u8; 32], token: &'t str, principal: &Principal, now_ms: u64) -> Option<&'t str> {
+pub fn verify<'t>(key: &[u8; 32], token: &'t str, principal: &Principal, now_ms: u64) -> Option<&'t str> {
     let mut parts = token.split('.');
     let (id, issued, given) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || id.is_empty() || id.len() > 64 {
