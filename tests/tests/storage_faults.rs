@@ -88,6 +88,148 @@ async fn a_database_that_stops_answering_gets_storage_unavailable_within_the_wri
     Ok(())
 }
 
+/// One host's run against a slow database: it keeps up to 300 seeks in flight for `for_`, then
+/// waits for every reply. Returns the acknowledged revs in reply order, and how many were
+/// refused with `STORAGE_UNAVAILABLE` (any other answer fails the test).
+async fn seek_pipelined(mut host: Client, for_: Duration) -> Result<(Client, Vec<u64>, usize)> {
+    let (mut sent, mut acked, mut refused) = (0u64, Vec::new(), 0usize);
+    let mut answered = 0u64;
+    let started = Instant::now();
+    let mut tally = |replies: Vec<(u64, serde_json::Value)>| -> Result<u64> {
+        for (_, r) in &replies {
+            if r["ok"] == json!(true) {
+                acked.push(r["data"]["playback"]["rev"].as_u64().context("rev")?);
+            } else if r["error"]["code"] == "STORAGE_UNAVAILABLE" {
+                refused += 1;
+            } else {
+                anyhow::bail!("a seek got {r}");
+            }
+        }
+        Ok(replies.len() as u64)
+    };
+    while started.elapsed() < for_ {
+        answered += tally(host.drain_replies())?;
+        if sent - answered < 300 {
+            sent += 1;
+            let frame =
+                json!({ "event": "seek-playback", "data": { "positionMs": sent as f64 }, "id": 1_000_000 + sent });
+            host.send_text(frame.to_string()).await?;
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered < sent {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} of {sent} seeks unanswered 30 s after the load",
+            sent - answered
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answered += tally(host.drain_replies())?;
+    }
+    Ok((host, acked, refused))
+}
+
+#[tokio::test]
+async fn a_commit_that_takes_seconds_keeps_memory_bounded_and_never_shows_a_wrong_state() -> Result<()> {
+    // Four rooms, each with six members seeking (anyone may control) and two watching: up to
+    // 1,800 seeks in flight per room, more than a room's mailbox (1,024) holds, so connections
+    // wait on a full mailbox and stop reading, as they should.
+    const ROOMS: usize = 4;
+    const SEEKERS: usize = 6;
+    let pg = PgServer::start()?;
+    let s = Server::start_with(&pg.url(), &["--frames-per-sec", "100000"], temp_dir("pgslow"))?;
+    let mut seekers = Vec::new();
+    let mut watchers = Vec::new();
+    let mut codes = Vec::new();
+    for r in 0..ROOMS {
+        let mut host = Client::connect(&s).await?;
+        let settings = json!({ "anyoneCanControl": true });
+        let code =
+            host.ok("create-room", json!({ "memberName": format!("host{r}"), "settings": settings })).await?["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        host.ok("load-song", json!({ "song": song("s1", 3_600_000.0), "autoplay": true })).await?;
+        seekers.push((r, host));
+        for m in 0..SEEKERS + 1 {
+            let mut c = Client::connect(&s).await?;
+            c.ok("join-room", json!({ "code": code, "name": format!("m{r}.{m}") })).await?;
+            c.clear();
+            if m < SEEKERS - 1 {
+                seekers.push((r, c));
+            } else {
+                watchers.push((r, c));
+            }
+        }
+        codes.push(code);
+    }
+    let mut idle = Client::connect(&s).await?;
+    let baseline = s.rss_kib()?;
+
+    // The "slow disk": the database stalls 1.5 s at a time (every process paused), answering
+    // for 0.15 s in between, for 12 s: each commit takes up to 1.5 s, under the 4 s write bound.
+    let _resume = Resumed(&pg);
+    let load = Duration::from_secs(12);
+    let runs: Vec<_> = seekers.into_iter().map(|(r, c)| (r, tokio::spawn(seek_pipelined(c, load)))).collect();
+    let started = Instant::now();
+    let (mut peak, mut slowest_read) = (baseline, Duration::ZERO);
+    while started.elapsed() < load {
+        pg.signal_all("STOP")?;
+        let stalled = Instant::now();
+        while stalled.elapsed() < Duration::from_millis(1500) {
+            // What needs no write answers throughout.
+            let t = Instant::now();
+            idle.ok("time-sync", json!({ "t0": 1.0 })).await?;
+            slowest_read = slowest_read.max(t.elapsed());
+            peak = peak.max(s.rss_kib()?);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pg.signal_all("CONT")?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut acked: Vec<Vec<u64>> = vec![Vec::new(); ROOMS];
+    let mut refused = 0;
+    for (r, run) in runs {
+        let (_client, revs, n) = run.await??;
+        // Each member's acknowledged changes only move forward.
+        assert!(revs.windows(2).all(|w| w[0] < w[1]), "room {r}: a member's acknowledged revs out of order");
+        acked[r].extend(revs);
+        refused += n;
+    }
+    let growth_mib = peak.saturating_sub(baseline) as f64 / 1024.0;
+    let acked_total: usize = acked.iter().map(Vec::len).sum();
+    eprintln!(
+        "slow commits: {acked_total} seeks acknowledged, {refused} refused; server RSS {baseline} → peak {peak} KiB \
+         (+{growth_mib:.1} MiB); slowest time-sync {slowest_read:?}"
+    );
+    assert!(growth_mib < 64.0, "the server grew by {growth_mib:.1} MiB while commits were slow");
+    assert!(slowest_read < Duration::from_millis(500), "a read waited {slowest_read:?} behind the slow commits");
+    assert!(acked_total > 0, "nothing was acknowledged");
+
+    for (r, acked) in acked.iter_mut().enumerate() {
+        acked.sort_unstable();
+        assert!(acked.windows(2).all(|w| w[0] < w[1]), "room {r}: one rev acknowledged twice");
+        // Watchers saw exactly the acknowledged changes, in order: never a change that was not
+        // stored, never one twice.
+        for (_, w) in watchers.iter_mut().filter(|(wr, _)| *wr == r) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut seen: Vec<u64> = Vec::new();
+            while seen.len() < acked.len() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                seen.extend(w.drain_pushes("playback-seeked").iter().filter_map(|p| p["rev"].as_u64()));
+            }
+            assert_eq!(&seen, acked, "room {r}: a watcher's seeks differ from the acknowledged ones");
+        }
+        // And the database holds the last acknowledged one.
+        let rows = pg.query(&format!("SELECT rev FROM rooms WHERE code = '{}'", codes[r]))?;
+        let stored: u64 = rows.first().context("the room's row")?.trim().parse()?;
+        assert_eq!(Some(stored), acked.last().copied(), "room {r}: stored rev");
+    }
+    Ok(())
+}
+
 /// Resumes a paused database when dropped (also when the test fails).
 struct Resumed<'a>(&'a PgServer);
 
