@@ -221,11 +221,52 @@ fn query_usize(query: &str, name: &str) -> Option<usize> {
     query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
+/// Every route under `/api`: method and path (`{}` is a parameter). [`handle`]'s `match` serves
+/// them, a known path with another method answers 405 from this list, and [`openapi`]
+/// documents each (the unit test below holds the three together).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "devices"),
+    ("GET", "devices/{}"),
+    ("GET", "devices/{}/history"),
+    ("GET", "devices/{}/snapshot"),
+    ("POST", "devices/{}/commands"),
+    ("POST", "connections/{}/disconnect"),
+    ("GET", "rooms"),
+    ("GET", "rooms/{}"),
+    ("GET", "peers"),
+    ("GET", "cluster"),
+    ("GET", "staff/stats"),
+    ("POST", "publish"),
+    ("GET", "openapi.json"),
+];
+
+/// The methods [`ROUTES`] serves at these path segments (none: no such path).
+fn methods_at(seg: &[&str]) -> Vec<&'static str> {
+    let matches = |pattern: &str| {
+        let parts: Vec<&str> = pattern.split('/').collect();
+        parts.len() == seg.len() && parts.iter().zip(seg).all(|(p, s)| *p == "{}" || p == s)
+    };
+    ROUTES.iter().filter(|(_, path)| matches(path)).map(|(m, _)| *m).collect()
+}
+
 async fn handle(engine: &Engine, keys: &ApiKeys, req: ApiRequest) -> Result<Response, ApiError> {
     let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let method = req.method.clone();
+    // A known path with a method it does not take: 405 and the ones it does, before any auth.
+    let allowed = methods_at(&seg);
+    if !allowed.is_empty() && !allowed.contains(&method.as_str()) {
+        let mut r = error_response(api_err(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            format!("{method} is not allowed here; use {}", allowed.join(", ")),
+        ));
+        if let Ok(v) = allowed.join(", ").parse() {
+            r.headers_mut().insert("allow", v);
+        }
+        return Ok(r);
+    }
     if method == Method::GET && seg == ["openapi.json"] {
-        return ok(openapi());
+        return ok(openapi(engine.devices().commands()));
     }
     if method == Method::POST && seg == ["publish"] {
         return publish(engine, keys, &req).await;
@@ -326,9 +367,9 @@ pub struct Publish {
     pub data: Value,
 }
 
-/// Socket.IO's reserved event names, and every event the engine itself sends: a publisher must
-/// not be able to forge room or device state.
-pub fn reserved(event: &str) -> bool {
+/// Socket.IO's reserved event names, and every event the engine itself sends or takes: a
+/// publisher must not be able to forge room or device state.
+pub fn reserved_events() -> impl Iterator<Item = &'static str> {
     const SOCKET_IO: &[&str] =
         &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
     const ENGINE: &[&str] = &[
@@ -354,8 +395,16 @@ pub fn reserved(event: &str) -> bool {
         "device:offline",
         "command:response",
     ];
-    SOCKET_IO.contains(&event) || ENGINE.contains(&event) || REQUEST_EVENTS.contains(&event)
+    SOCKET_IO.iter().chain(ENGINE).chain(REQUEST_EVENTS).copied()
 }
+
+/// Whether a publisher may not use `event` ([`reserved_events`]).
+pub fn reserved(event: &str) -> bool {
+    reserved_events().any(|r| r == event)
+}
+
+/// What [`parse_publish`] accepts as an event name, as a regular expression.
+const EVENT_PATTERN: &str = "^[A-Za-z0-9_:.-]{1,64}$";
 
 async fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Response, ApiError> {
     let key = bearer(&req.headers).or_else(|| req.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
@@ -418,31 +467,38 @@ async fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Re
     ok(json!({ "delivered": delivered }))
 }
 
-/// The OpenAPI 3.1 document of this API.
-pub fn openapi() -> Value {
+/// The OpenAPI 3.1 document of this API (`commands`: what the command endpoint accepts).
+pub fn openapi(commands: &unisono_core::device::CommandCatalog) -> Value {
     let err = json!({ "$ref": "#/components/responses/Error" });
     let id = |name: &str, what: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" }, "description": what });
     let op = |summary: &str, params: Vec<Value>, body: Option<Value>, ok: &str| {
         let mut o = json!({
             "summary": summary,
             "parameters": params,
+            // 429: too many failed authentications from the address (`--auth-failures-per-min`);
+            // 503: the store or the cluster did not answer.
             "responses": {
                 "200": { "description": ok, "content": { "application/json": { "schema": { "type": "object" } } } },
-                "401": err, "403": err, "404": err,
+                "401": err, "403": err, "404": err, "405": err, "429": err, "503": err,
             },
         });
         if let Some(b) = body {
             o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": b } } });
+            o["responses"]["400"] = err.clone();
+            o["responses"]["413"] = err.clone();
         }
         o
     };
     let mut command_op = op(
         "Send a command and wait for the device's answer (504 on timeout, 409 if offline)",
         vec![id("id", "device id")],
-        Some(json!({ "type": "object", "required": ["command"], "properties": {
-            "command": { "type": "string" }, "params": { "type": "object" },
-            "timeoutMs": { "type": "integer" }, "retries": { "type": "integer" },
-            "queue": { "type": "boolean" }, "ttlMs": { "type": "integer" } } })),
+        Some(json!({ "type": "object", "required": ["command"], "additionalProperties": false,
+            "properties": {
+                "command": { "type": "string" }, "params": { "type": "object" },
+                "deviceId": { "type": "string", "description": "ignored: the path's id is used" },
+                "timeoutMs": { "type": "integer", "minimum": 0, "maximum": u64::MAX }, "retries": { "type": "integer", "minimum": 0, "maximum": u32::MAX },
+                "queue": { "type": "boolean" }, "ttlMs": { "type": "integer", "minimum": 0, "maximum": u64::MAX } },
+            "allOf": [commands.json_schema()] })),
         "the command's outcome",
     );
     command_op["responses"]["409"] = err.clone();
@@ -450,9 +506,16 @@ pub fn openapi() -> Value {
     let mut publish_op = op(
         "Push an event to browsers without holding a socket (server API key)",
         vec![],
-        Some(json!({ "type": "object", "required": ["target", "event"], "properties": {
-            "target": { "enum": ["tenant", "room", "user", "device", "session"] },
-            "id": { "type": "string" }, "event": { "type": "string" }, "data": {} } })),
+        Some(json!({ "type": "object", "required": ["target", "event"], "additionalProperties": false,
+            "properties": {
+                "target": { "enum": ["tenant", "room", "user", "device", "session"] },
+                "id": { "type": "string" },
+                "event": { "type": "string", "pattern": EVENT_PATTERN,
+                           "not": { "enum": reserved_events().collect::<Vec<_>>() } },
+                "data": {} },
+            // Every target but the tenant names one: a room code, user, device or connection id.
+            "if": { "properties": { "target": { "const": "tenant" } } },
+            "else": { "required": ["id"] } })),
         "{delivered}",
     );
     publish_op["security"] = json!([{ "apiKey": [] }]);
@@ -482,7 +545,8 @@ pub fn openapi() -> Value {
             "/api/devices/{id}/snapshot": { "get": {
                 "summary": "The device's latest snapshot image",
                 "parameters": [id("id", "device id")],
-                "responses": { "200": { "description": "the image", "content": { "image/*": {} } }, "401": err, "404": err }
+                "responses": { "200": { "description": "the image", "content": { "image/*": {} } },
+                    "401": err, "403": err, "404": err, "405": err, "429": err, "503": err }
             } },
             "/api/devices/{id}/commands": { "post": command_op },
             "/api/connections/{id}/disconnect": { "post": op("Close a connection (session id or Socket.IO socket id)",
@@ -494,7 +558,36 @@ pub fn openapi() -> Value {
             "/api/staff/stats": { "get": op("Staff only: rooms, connections and devices per tenant (counts, no payloads)", vec![], None, "counts") },
             "/api/publish": { "post": publish_op },
             "/api/openapi.json": { "get": { "summary": "This document", "security": [],
-                "responses": { "200": { "description": "OpenAPI 3.1" } } } }
+                "responses": { "200": { "description": "OpenAPI 3.1" }, "405": err } } }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `openapi()` documents exactly [`ROUTES`], and each path answers its own methods only.
+    #[test]
+    fn the_document_the_routes_and_the_405s_agree() {
+        let doc = openapi(&unisono_core::device::CommandCatalog::builtin());
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(path, ops)| {
+                let path = path.trim_start_matches("/api/").to_owned();
+                let generic: String =
+                    path.split('/').map(|p| if p.starts_with('{') { "{}" } else { p }).collect::<Vec<_>>().join("/");
+                ops.as_object().into_iter().flatten().map(move |(m, _)| (m.to_uppercase(), generic.clone()))
+            })
+            .collect();
+        let mut routes: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| ((*m).into(), (*p).into())).collect();
+        documented.sort();
+        routes.sort();
+        assert_eq!(documented, routes);
+        assert_eq!(methods_at(&["devices", "kiosk-1", "commands"]), ["POST"]);
+        assert_eq!(methods_at(&["rooms"]), ["GET"]);
+        assert!(methods_at(&["rooms", "a", "b"]).is_empty());
+    }
 }

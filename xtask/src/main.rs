@@ -90,6 +90,26 @@ fn ensure_wasm_bindgen_cli() -> Result<()> {
     ensure_cargo_tool("wasm-bindgen", "wasm-bindgen-cli", WASM_BINDGEN, false, "test runner for wasm")
 }
 
+/// Installs schemathesis (PyPI, the versions of `tests/schemathesis/requirements.txt`) into
+/// `target/schemathesis-venv`, where `tests/tests/schemathesis.rs` finds it, unless it is there.
+fn ensure_schemathesis() -> Result<()> {
+    let root = root();
+    let venv = root.join("target/schemathesis-venv");
+    let requirements = root.join("tests/schemathesis/requirements.txt");
+    let marker = venv.join("installed-requirements.txt");
+    if std::fs::read(&marker).ok() == std::fs::read(&requirements).ok() && venv.join("bin/schemathesis").exists() {
+        return Ok(());
+    }
+    let mut c = Command::new("python3");
+    c.args(["-m", "venv"]).arg(&venv);
+    run("create the schemathesis virtualenv (python3 -m venv)", c)?;
+    let mut c = Command::new(venv.join("bin/pip"));
+    c.args(["install", "--quiet", "-r"]).arg(&requirements);
+    run("install schemathesis from PyPI (OpenAPI tests of the REST API)", c)?;
+    std::fs::copy(&requirements, &marker)?;
+    Ok(())
+}
+
 /// Installs the root package.json's npm packages (exact versions from package-lock.json) when
 /// missing or older than the lock file.
 pub(crate) fn ensure_node_modules() -> Result<()> {
@@ -122,6 +142,7 @@ fn test() -> Result<()> {
     run("build the unisono binary", c)?;
     // The Socket.IO and browser tests drive real npm clients (socket.io-client, ws).
     ensure_node_modules()?;
+    ensure_schemathesis()?;
     // Tests that need a local service (PostgreSQL, Redis) are `#[ignore]`d, so that a plain `cargo test`
     // never reports them as passed without running them. Here they run whenever the service is
     // up, and always under CI=true, where a missing service fails them.

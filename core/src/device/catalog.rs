@@ -122,6 +122,37 @@ impl CommandCatalog {
         self.commands.keys().map(String::as_str)
     }
 
+    /// The commands as JSON Schema: one alternative per command, `command` its name and
+    /// `params` its parameters (what [`validate`](Self::validate) accepts), for the REST API's
+    /// OpenAPI document.
+    pub fn json_schema(&self) -> Value {
+        let one = |(name, schema): (&String, &ParamsSchema)| {
+            let mut props = Map::new();
+            for (p, s) in &schema.properties {
+                let kind = serde_json::to_value(s.kind).unwrap_or(Value::Null);
+                let mut t = Map::new();
+                t.insert("type".into(), kind);
+                props.insert(p.clone(), Value::Object(t));
+            }
+            let mut params = Map::new();
+            params.insert("type".into(), "object".into());
+            params.insert("properties".into(), Value::Object(props));
+            params.insert("required".into(), schema.required.iter().map(|r| Value::from(r.as_str())).collect());
+            params.insert("additionalProperties".into(), schema.additional_properties.into());
+            let mut command = Map::new();
+            command.insert("const".into(), name.as_str().into());
+            let mut properties = Map::new();
+            properties.insert("command".into(), Value::Object(command));
+            properties.insert("params".into(), Value::Object(params));
+            let mut alt = Map::new();
+            alt.insert("properties".into(), Value::Object(properties));
+            Value::Object(alt)
+        };
+        let mut schema = Map::new();
+        schema.insert("oneOf".into(), self.commands.iter().map(one).collect());
+        Value::Object(schema)
+    }
+
     /// Checks `params` (absent or `null` counts as `{}`) against the command's schema.
     pub fn validate(&self, command: &str, params: &Value) -> Result<(), CommandError> {
         let schema =

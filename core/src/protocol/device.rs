@@ -74,16 +74,34 @@ pub struct CommandRequest {
     pub command: String,
     #[serde(default)]
     pub params: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integer")]
     pub timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integer")]
     pub retries: Option<u32>,
     /// Queue for an offline device instead of failing with `DEVICE_OFFLINE`.
     #[serde(default)]
     pub queue: bool,
     /// How long a queued command waits for the device (ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integer")]
     pub ttl_ms: Option<u64>,
+}
+
+/// A non-negative integer as JSON Schema (and JavaScript) count one: `5` or `5.0`, not `5.5`.
+/// The REST API's OpenAPI document says `integer`, and a schema-valid body must be accepted.
+fn integer<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    // 2^64 as f64: every integral f64 below it fits a u64.
+    let whole = |f: f64| (f >= 0.0 && f < 18_446_744_073_709_551_616.0 && libm::trunc(f) == f).then_some(f as u64);
+    n.as_u64()
+        .or_else(|| n.as_f64().and_then(whole))
+        .and_then(|u| T::try_from(u).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a non-negative integer in range, got {n}")))
 }
 
 /// Status of a command the server gave up on (offline, timed out): its `error` is an
@@ -347,5 +365,35 @@ impl DeviceRequest {
                 return Err(ErrorBody::new(ErrorCode::UnknownEvent, format!("unknown event {shown:?} on /players")));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn command(extra: &str) -> Result<CommandRequest, serde_json::Error> {
+        serde_json::from_str(&format!(r#"{{"deviceId":"k","command":"vlc:stop"{extra}}}"#))
+    }
+
+    /// Integers as JSON Schema counts them (the OpenAPI document says `integer`): `5.0` is 5.
+    #[test]
+    fn command_numbers_are_whole_non_negative_and_in_range() {
+        assert_eq!(
+            command(r#","retries":3.0,"timeoutMs":250"#).map(|c| (c.retries, c.timeout_ms)).ok(),
+            Some((Some(3), Some(250)))
+        );
+        assert_eq!(command(r#","ttlMs":null"#).map(|c| c.ttl_ms).ok(), Some(None));
+        for bad in [
+            r#","retries":2.5"#,
+            r#","retries":-1"#,
+            r#","retries":4294967296"#,
+            r#","timeoutMs":1e30"#,
+            r#","ttlMs":"5""#,
+        ] {
+            assert!(command(bad).is_err(), "{bad} was accepted");
+        }
     }
 }

@@ -618,6 +618,11 @@ impl Devices {
         }
     }
 
+    /// The commands admins may send (built in, and `--commands-file`'s).
+    pub fn commands(&self) -> &unisono_core::device::CommandCatalog {
+        &self.inner.cfg.hub.commands
+    }
+
     /// What a hub on another node sends one of this node's connections.
     pub fn to_conn(&self, msg: ToConn) {
         let links = self.lock_links();
