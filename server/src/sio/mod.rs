@@ -163,7 +163,9 @@ pub(crate) struct Job {
 /// The connection's request queue and its namespace's event size limit (a socket extension,
 /// removed at disconnect: then the request task ends and detaches the connection).
 #[derive(Clone)]
-pub(crate) struct Queue(pub mpsc::Sender<Job>, pub usize);
+// Boxed in the channel: a tokio channel allocates its first block of 32 slots up front, so a
+// slot's size is paid 32 times by every idle connection.
+pub(crate) struct Queue(pub mpsc::Sender<Box<Job>>, pub usize);
 
 /// An extractor that does its work while being extracted: socketioxide extracts synchronously,
 /// in arrival order, then spawns the handler; enqueueing here keeps a connection's events in
@@ -212,7 +214,7 @@ impl FromMessageParts<LocalAdapter> for InOrder {
             });
             return Ok(InOrder);
         }
-        if let Err(mpsc::error::TrySendError::Full(job)) = q.try_send(job) {
+        if let Err(mpsc::error::TrySendError::Full(job)) = q.try_send(Box::new(job)) {
             let e = ErrorBody::new(ErrorCode::RateLimited, "too many requests waiting on this connection");
             METRICS.errors.with_label_values(&[e.code.as_str()]).inc();
             let _ = job.ack.send(&AckReply::err(e));
@@ -240,7 +242,7 @@ impl AckReply {
 }
 
 /// A reply waiting for the pump, so it leaves after every push enqueued before it.
-pub(crate) type PendingAck = (AckSender, AckReply);
+pub(crate) type PendingAck = Box<(AckSender, AckReply)>;
 
 /// What runs when a client acks a server event: `(the event's data, the ack's data)`.
 pub(crate) type OnAck = dyn Fn(&RawValue, serde_json::Value) + Send + Sync;
@@ -308,7 +310,8 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
                     }
                 }
                 pending = acks.recv() => {
-                    let Some((ack, reply)) = pending else { break };
+                    let Some(pending) = pending else { break };
+                    let (ack, reply) = *pending;
                     let mut sent = true;
                     while let Ok(msg) = inbox.rx.try_recv() {
                         if !emit(&s, msg) {
@@ -335,7 +338,7 @@ pub(crate) fn spawn_pump(s: SocketRef, mut inbox: Inbox, mut acks: mpsc::Receive
 /// Socket plumbing shared by the namespaces, created in the CONNECT middleware.
 pub(crate) struct Wiring {
     pub outbox: Outbox,
-    pub jobs: mpsc::Receiver<Job>,
+    pub jobs: mpsc::Receiver<Box<Job>>,
     pub acks: mpsc::Sender<PendingAck>,
 }
 
@@ -407,6 +410,7 @@ where
 {
     let limiter = ConnLimiter::new(events_per_sec);
     while let Some(job) = w.jobs.recv().await {
+        let job = *job;
         METRICS.frames_in.inc();
         let answer = match limiter.check() {
             Err(mut e) => {
@@ -457,7 +461,7 @@ async fn send_reply(
             AckReply::err(e)
         }
     };
-    !wants_ack || acks.send((ack, reply)).await.is_ok()
+    !wants_ack || acks.send(Box::new((ack, reply))).await.is_ok()
 }
 
 /// A device's ack of `player:command`, `{status, result?, error?}` (socket.io-client passes ack
