@@ -170,6 +170,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     let service = TowerToHyperService::new(tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                         let ip = if trust_proxy { forwarded_for(req.headers()).unwrap_or(peer.ip()) } else { peer.ip() };
                         req.extensions_mut().insert(PeerAddr(ip));
+                        if req.uri().path().starts_with("/socket.io/") {
+                            unpin_read_buffer(&mut req);
+                        }
                         app.clone().call(req)
                     }));
                     // HTTP/1.1 only, and no wrapper around the stream: `/ws` takes the TCP stream
@@ -195,6 +198,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Let writers send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     Ok(())
+}
+
+/// Gives the request's URI and header values their own copies. hyper parses them as slices of
+/// the connection's read buffer (8 KiB and up), and Socket.IO (engineioxide) keeps a WebSocket
+/// request's parts for the socket's whole life: every idle socket held its whole buffer.
+fn unpin_read_buffer(req: &mut hyper::Request<hyper::body::Incoming>) {
+    for v in req.headers_mut().values_mut() {
+        if let Ok(own) = hyper::header::HeaderValue::from_bytes(v.as_bytes()) {
+            *v = own;
+        }
+    }
+    if let Ok(own) = req.uri().to_string().parse() {
+        *req.uri_mut() = own;
+    }
 }
 
 /// A listener with a backlog of `backlog` (std's and tokio's `bind` ask for 128 or 1024).
