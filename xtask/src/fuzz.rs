@@ -167,3 +167,25 @@ pub fn fuzz(o: &Options) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// [`super::TARGETS`] lists exactly the binaries of `fuzz/Cargo.toml`, so `cargo xtask test`
+    /// runs every target there is.
+    #[test]
+    fn every_fuzz_target_is_run() {
+        let manifest = std::fs::read_to_string(crate::root().join("fuzz/Cargo.toml")).expect("fuzz/Cargo.toml");
+        let mut bins: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.strip_prefix("name = \"")?.strip_suffix('"'))
+            .filter(|n| *n != "unisono-fuzz")
+            .collect();
+        let mut targets = super::TARGETS.to_vec();
+        bins.sort_unstable();
+        targets.sort_unstable();
+        assert_eq!(bins, targets);
+        for t in targets {
+            assert!(crate::root().join(format!("fuzz/fuzz_targets/{t}.rs")).is_file(), "{t}");
+        }
+    }
+}

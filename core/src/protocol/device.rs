@@ -96,7 +96,7 @@ where
     use serde::de::Error;
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
     // 2^64 as f64: every integral f64 below it fits a u64.
-    let whole = |f: f64| (f >= 0.0 && f < 18_446_744_073_709_551_616.0 && libm::trunc(f) == f).then_some(f as u64);
+    let whole = |f: f64| ((0.0..18_446_744_073_709_551_616.0).contains(&f) && libm::trunc(f) == f).then_some(f as u64);
     n.as_u64()
         .or_else(|| n.as_f64().and_then(whole))
         .and_then(|u| T::try_from(u).ok())
