@@ -184,15 +184,23 @@ fn not_found(what: &str) -> ApiError {
     api_err(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}"))
 }
 
-/// A JSON body (an empty one is `{}`).
+/// A JSON object body (an empty one is `{}`). Never an array: serde reads a struct from one too.
 fn body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(bytes).map_err(|e| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e.to_string()))
+    let invalid = |e: String| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e);
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    if !v.is_object() {
+        return Err(invalid("the body must be a JSON object".into()));
+    }
+    serde_json::from_value(v).map_err(|e| invalid(e.to_string()))
 }
 
 /// Decodes the body of `POST /api/devices/{id}/commands`: a command for device `id` (the path's
 /// id wins over one in the body).
 pub fn parse_command(id: &str, bytes: &[u8]) -> Result<CommandRequest, ApiError> {
+    // An object only (`body`): serde also reads a struct from an array
+    // (`["kiosk-2","vlc:stop"]`), which would name another device than the path's (found by the
+    // rest_bodies fuzz target).
     let mut cmd: Value = body(bytes)?;
     if let Some(o) = cmd.as_object_mut() {
         o.insert("deviceId".into(), json!(id));
@@ -589,5 +597,18 @@ mod tests {
         assert_eq!(methods_at(&["devices", "kiosk-1", "commands"]), ["POST"]);
         assert_eq!(methods_at(&["rooms"]), ["GET"]);
         assert!(methods_at(&["rooms", "a", "b"]).is_empty());
+    }
+
+    /// A command is for the device of its path, whatever the body says (an array body named
+    /// another device: found by the rest_bodies fuzz target, `fuzz/regressions/rest_bodies/`).
+    #[test]
+    fn a_command_body_names_no_other_device() {
+        assert_eq!(
+            parse_command("kiosk-1", br#"["kiosk-2","vlc:stop"]"#).map_err(|e| e.status),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert!(parse_publish(br#"["tenant",null,"hello",{}]"#).is_err(), "a publish body is an object");
+        let cmd = parse_command("kiosk-1", br#"{"deviceId":"kiosk-2","command":"vlc:stop"}"#).map_err(|e| e.message);
+        assert_eq!(cmd.map(|c| c.device_id), Ok("kiosk-1".to_owned()));
     }
 }
