@@ -184,28 +184,34 @@ fn not_found(what: &str) -> ApiError {
     api_err(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}"))
 }
 
-/// A JSON object body (an empty one is `{}`). Never an array: serde reads a struct from one too.
-fn body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if body.is_empty() { b"{}" } else { body };
-    let invalid = |e: String| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e);
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-    if !v.is_object() {
-        return Err(invalid("the body must be a JSON object".into()));
+fn invalid_payload(e: impl ToString) -> ApiError {
+    api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e.to_string())
+}
+
+/// A body as a JSON object (an empty one is `{}`). Never an array: serde reads a struct from one
+/// too, so `["kiosk-2","vlc:stop"]` would name another device than the path's (found by the
+/// rest_bodies fuzz target).
+fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if body.is_empty() {
+        return Ok(serde_json::Map::new());
     }
-    serde_json::from_value(v).map_err(|e| invalid(e.to_string()))
+    match serde_json::from_slice(body).map_err(invalid_payload)? {
+        Value::Object(o) => Ok(o),
+        _ => Err(invalid_payload("the body must be a JSON object")),
+    }
+}
+
+/// A JSON object body read as `T` ([`object`]).
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(object(bytes)?)).map_err(invalid_payload)
 }
 
 /// Decodes the body of `POST /api/devices/{id}/commands`: a command for device `id` (the path's
 /// id wins over one in the body).
 pub fn parse_command(id: &str, bytes: &[u8]) -> Result<CommandRequest, ApiError> {
-    // An object only (`body`): serde also reads a struct from an array
-    // (`["kiosk-2","vlc:stop"]`), which would name another device than the path's (found by the
-    // rest_bodies fuzz target).
-    let mut cmd: Value = body(bytes)?;
-    if let Some(o) = cmd.as_object_mut() {
-        o.insert("deviceId".into(), json!(id));
-    }
-    serde_json::from_value(cmd).map_err(|e| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", e.to_string()))
+    let mut cmd = object(bytes)?;
+    cmd.insert("deviceId".into(), json!(id));
+    serde_json::from_value(Value::Object(cmd)).map_err(invalid_payload)
 }
 
 /// Decodes and checks the body of `POST /api/publish`: an event name a client could not take
@@ -426,9 +432,7 @@ async fn publish(engine: &Engine, keys: &ApiKeys, req: &ApiRequest) -> Result<Re
     let p = parse_publish(&req.body)?;
     let frame = crate::bus::Outgoing::serialize(p.event.clone(), &p.data)
         .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
-    let id = || {
-        p.id.as_deref().ok_or_else(|| api_err(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", "this target needs an id"))
-    };
+    let id = || p.id.as_deref().ok_or_else(|| invalid_payload("this target needs an id"));
     let text = || frame.as_text().to_string();
     // Peer links (seed 001) pass it on to the peers' sessions too.
     let to_peers = |to: PeerTarget<'_>| engine.publish_to_peers(tenant, to, &p.event, &p.data);

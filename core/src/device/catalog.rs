@@ -127,30 +127,15 @@ impl CommandCatalog {
     /// OpenAPI document.
     pub fn json_schema(&self) -> Value {
         let one = |(name, schema): (&String, &ParamsSchema)| {
-            let mut props = Map::new();
-            for (p, s) in &schema.properties {
-                let kind = serde_json::to_value(s.kind).unwrap_or(Value::Null);
-                let mut t = Map::new();
-                t.insert("type".into(), kind);
-                props.insert(p.clone(), Value::Object(t));
-            }
-            let mut params = Map::new();
-            params.insert("type".into(), "object".into());
-            params.insert("properties".into(), Value::Object(props));
-            params.insert("required".into(), schema.required.iter().map(|r| Value::from(r.as_str())).collect());
-            params.insert("additionalProperties".into(), schema.additional_properties.into());
-            let mut command = Map::new();
-            command.insert("const".into(), name.as_str().into());
-            let mut properties = Map::new();
-            properties.insert("command".into(), Value::Object(command));
-            properties.insert("params".into(), Value::Object(params));
-            let mut alt = Map::new();
-            alt.insert("properties".into(), Value::Object(properties));
-            Value::Object(alt)
+            let props: Map<String, Value> =
+                schema.properties.iter().map(|(p, s)| (p.clone(), serde_json::json!({ "type": s.kind }))).collect();
+            serde_json::json!({ "properties": {
+                "command": { "const": name },
+                "params": { "type": "object", "properties": props, "required": schema.required,
+                            "additionalProperties": schema.additional_properties },
+            } })
         };
-        let mut schema = Map::new();
-        schema.insert("oneOf".into(), self.commands.iter().map(one).collect());
-        Value::Object(schema)
+        serde_json::json!({ "oneOf": self.commands.iter().map(one).collect::<Vec<_>>() })
     }
 
     /// Checks `params` (absent or `null` counts as `{}`) against the command's schema.

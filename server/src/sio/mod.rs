@@ -161,10 +161,10 @@ pub(crate) struct Job {
 }
 
 /// The connection's request queue and its namespace's event size limit (a socket extension,
-/// removed at disconnect: then the request task ends and detaches the connection).
+/// removed at disconnect: then the request task ends and detaches the connection). Jobs are
+/// boxed: a tokio channel allocates its first block of 32 slots up front, so a slot's size is
+/// paid 32 times by every idle connection (the reply channel's too).
 #[derive(Clone)]
-// Boxed in the channel: a tokio channel allocates its first block of 32 slots up front, so a
-// slot's size is paid 32 times by every idle connection.
 pub(crate) struct Queue(pub mpsc::Sender<Box<Job>>, pub usize);
 
 /// An extractor that does its work while being extracted: socketioxide extracts synchronously,
