@@ -103,7 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api_keys = Arc::new(crate::api::ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?);
     let routes = crate::http::routes(engine.clone(), config.web_dir.clone(), api_keys, config.max_frame_bytes as u64);
     // Socket.IO (`/socket.io/`) in front of warp's routes, on the same port.
-    let (sio_layer, _io) = crate::sio::layer(
+    let (sio_layer, io) = crate::sio::layer(
         engine.clone(),
         SioConfig {
             ping_interval: config.ping_interval(),
@@ -194,6 +194,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     drop(listener);
+    // Socket.IO transports first, without a DISCONNECT packet: socket.io-client takes one for
+    // "io server disconnect" and never reconnects, so a restart would strand every such client
+    // (found by the reconnect storm, benches/storm). Closed transports make it reconnect.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), io.close()).await.is_err() {
+        tracing::warn!("Socket.IO transports still open at shutdown");
+    }
     engine.shutdown().await;
     // Let writers send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
