@@ -207,6 +207,22 @@ fn browser_test() -> Result<()> {
         .arg(&packed.tarball)
         .args(["--bin", "target/debug/unisono"]);
     run("the packed npm tarball in a temp project: Node (require, import) and webpack", c)?;
+    // The reconnect storm, small: every client back in its room after SIGTERM and kill -9.
+    let mut c = Command::new("node");
+    c.current_dir(root()).arg("benches/storm/storm.mjs").args([
+        "--ws",
+        "200",
+        "--sio",
+        "100",
+        "--rooms",
+        "20",
+        "--timeout-secs",
+        "30",
+        "--assert",
+        "--server-bin",
+        "target/debug/unisono",
+    ]);
+    run("reconnect storm (300 clients, SIGTERM and kill -9; benches/storm)", c)?;
     if !Path::new("/usr/bin/chromium").exists() || !Path::new("/usr/bin/chromedriver").exists() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             bail!("chromium or chromedriver is missing (apt-get install -y chromium chromium-driver)");
