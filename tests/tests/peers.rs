@@ -149,7 +149,10 @@ async fn a_seed_001_peer_links_syncs_sessions_and_reaches_exactly_the_right_clie
         ("room", Some(code.as_str()), "CHANNEL_MESSAGE"),
         ("tenant", None, "BROADCAST"),
     ] {
-        let body = json!({ "target": target, "id": id, "event": "news", "data": { "n": 1 } });
+        let mut body = json!({ "target": target, "event": "news", "data": { "n": 1 } });
+        if let Some(id) = id {
+            body["id"] = json!(id);
+        }
         let (status, reply) = s.post_as("/api/publish", key, &body).await?;
         assert_eq!(status, 200, "{target}: {reply}");
         let got = peer.expect(kind).await?;
