@@ -91,10 +91,13 @@ function startWorker() {
   w.back = 0;
   w.on('message', (m) => {
     if (m.type === 'progress') { w.back = m.back; return; }
-    if (m.type === 'error') console.error(`worker ${w.pid}: ${m.message}`);
-    const q = w.waiters.get(m.type) ?? w.waiters.get('error');
-    if (m.type === 'error') for (const f of w.waiters.values()) f.reject(new Error(m.message));
-    else if (q) q.resolve(m);
+    if (m.type === 'error') {
+      console.error(`worker ${w.pid}: ${m.message}`);
+      for (const f of w.waiters.values()) f.reject(new Error(m.message));
+      w.waiters.clear();
+      return;
+    }
+    w.waiters.get(m.type)?.resolve(m);
     w.waiters.delete(m.type);
   });
   w.next = (type) => new Promise((resolve, reject) => w.waiters.set(type, { resolve, reject }));
@@ -174,7 +177,9 @@ function summarize(signal, r) {
   const roomRev = new Map();
   for (const c of back) roomRev.set(c.code, Math.max(roomRev.get(c.code) ?? -1, c.rev));
   const staleRev = back.filter((c) => c.rev !== roomRev.get(c.code)).length;
-  const lostAck = r.results.filter((c) => c.ackedRev !== null && c.back && c.rev < c.ackedRev).length;
+  // Clients in their room again but behind the acknowledged seek (being back needs its rev, so
+  // count these among all clients, not the back ones).
+  const lostAck = r.results.filter((c) => c.ackedRev !== null && c.inRoom && c.rev < c.ackedRev).length;
   const errs = back.map((c) => Math.abs(c.positionErrMs ?? Infinity));
   const offPosition = errs.filter((e) => !(e <= o.positionToleranceMs)).length;
   const hosts = r.results.filter((c) => c.isHost);
