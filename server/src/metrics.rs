@@ -39,6 +39,9 @@ pub struct Metrics {
     pub peer_sessions: IntGauge,
     pub peer_lines: IntCounterVec,
     pub peer_dropped: IntCounter,
+    /// Read from the runtime when the page is rendered (a leak of connections or timers shows
+    /// as a count that keeps growing).
+    pub tasks: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -169,6 +172,7 @@ impl Metrics {
                 "Lines for peers dropped because their link's queue was full",
             )
             .expect("metric"),
+            tasks: IntGauge::new("unisono_tasks", "Tokio tasks alive in the server's runtime").expect("metric"),
         };
         let r = &m.registry;
         for c in [
@@ -202,6 +206,7 @@ impl Metrics {
             Box::new(m.peer_sessions.clone()),
             Box::new(m.peer_lines.clone()),
             Box::new(m.peer_dropped.clone()),
+            Box::new(m.tasks.clone()),
         ] {
             r.register(c).expect("unique metric names");
         }
@@ -212,6 +217,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         // `encode_utf8` writes into a String: nothing to convert, and an error is logged, not
         // turned into an empty page that looks like "no metrics".
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "rendering metrics failed");
@@ -222,3 +230,31 @@ impl Metrics {
 
 /// The process-wide metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+#[cfg(test)]
+mod tests {
+    use super::METRICS;
+
+    fn tasks_on_page() -> i64 {
+        let page = METRICS.render();
+        let line = page.lines().find(|l| l.starts_with("unisono_tasks ")).expect("unisono_tasks on the page");
+        line["unisono_tasks ".len()..].trim().parse().expect("a count")
+    }
+
+    #[tokio::test]
+    async fn the_page_counts_the_runtime_s_live_tasks() {
+        let before = tasks_on_page();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let parked: Vec<_> = (0..3).map(|_| tokio::spawn(async {})).collect();
+        let held = tokio::spawn(async move {
+            let _ = stopped.await;
+        });
+        for t in parked {
+            t.await.expect("task");
+        }
+        assert_eq!(tasks_on_page(), before + 1, "one task still alive");
+        let _ = stop.send(());
+        held.await.expect("task");
+        assert_eq!(tasks_on_page(), before);
+    }
+}
