@@ -9,6 +9,12 @@
 //
 //   node benches/storm/storm.mjs [--ws 10000] [--sio 5000] [--rooms 1000] [--signal both|term|kill]
 //        [--server-bin target/release/unisono] [--pkg target/npm/unisono] [--timeout-secs 60] [--assert]
+//        [--hosts ws|sio] [--server unisono|node]
+//
+// `--hosts sio` makes every room's host a Socket.IO client (`--ws 0` is then allowed).
+// `--server node` is the anchor: the same storm against a plain Node socket.io server keeping its
+// rooms in memory (benches/storm/node-server.mjs; Socket.IO clients only, hosts included). Every
+// run also reports when the clients were *connected* again at all, whatever they found.
 //
 // With --assert (the CI version, a few hundred clients) it exits 1 unless every client is back
 // within the timeout with nothing lost. Clients are held by worker processes (benches/storm/
@@ -36,26 +42,35 @@ const o = parseArgs(process.argv.slice(2), {
   positionToleranceMs: 50,
   dataRoot: existsSync('/dev/shm') ? '/dev/shm' : '/tmp',
   assert: false,
+  hosts: 'ws',
+  server: 'unisono',
 });
+if (o.server === 'node') o.hosts = 'sio';
 o.serverBin = resolve(o.serverBin);
 o.pkg = resolve(o.pkg);
-if (!existsSync(o.serverBin)) throw new Error(`${o.serverBin} not found: cargo build --release -p unisono-server`);
-if (!existsSync(join(o.pkg, 'package.json'))) throw new Error(`${o.pkg} not found: cargo xtask npm-pack`);
-if (o.ws % o.rooms || o.sio % o.rooms || o.ws < o.rooms) throw new Error('--ws and --sio must be multiples of --rooms (a /ws host in every room)');
+if (!['unisono', 'node'].includes(o.server) || !['ws', 'sio'].includes(o.hosts)) throw new Error('--server is unisono or node, --hosts ws or sio');
+if (o.server === 'node' && o.ws) throw new Error('--server node speaks Socket.IO only: pass --ws 0');
+if (o.server === 'unisono' && !existsSync(o.serverBin)) throw new Error(`${o.serverBin} not found: cargo build --release -p unisono-server`);
+if (o.ws && !existsSync(join(o.pkg, 'package.json'))) throw new Error(`${o.pkg} not found: cargo xtask npm-pack`);
+const hostCount = o.hosts === 'ws' ? o.ws : o.sio;
+if (o.ws % o.rooms || o.sio % o.rooms || hostCount < o.rooms) throw new Error(`--ws and --sio must be multiples of --rooms (a --hosts ${o.hosts} host in every room)`);
 const wsPerRoom = o.ws / o.rooms;
 const sioPerRoom = o.sio / o.rooms;
 const signals = o.signal === 'both' ? ['SIGTERM', 'SIGKILL'] : [o.signal === 'term' ? 'SIGTERM' : 'SIGKILL'];
 const secret = randomBytes(24).toString('hex');
 
-/** Starts `unisono serve` on `port` (0: any) over `dir`; resolves with {child, port}. */
+/** Starts `unisono serve` (or the Node anchor) on `port` (0: any) over `dir`; resolves with {child, port}. */
 function startServer(dir, port) {
-  const child = spawn(o.serverBin, [
-    'serve', '--listen', `127.0.0.1:${port}`,
-    '--database-url', `sqlite:${join(dir, 'unisono.db')}`,
-    '--data-dir', dir, '--web-dir', join(dir, 'no-web'), '--jwt-secret', secret,
-    // Every client here comes from 127.0.0.1: the per-address join limit is for real networks.
-    '--joins-per-min', '1000000',
-  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UNISONO_LOG: process.env.UNISONO_LOG ?? 'warn', NO_COLOR: '1' } });
+  const child = o.server === 'node'
+    ? spawn(process.execPath, [fileURLToPath(new URL('./node-server.mjs', import.meta.url)), '--listen', `127.0.0.1:${port}`],
+      { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(o.serverBin, [
+        'serve', '--listen', `127.0.0.1:${port}`,
+        '--database-url', `sqlite:${join(dir, 'unisono.db')}`,
+        '--data-dir', dir, '--web-dir', join(dir, 'no-web'), '--jwt-secret', secret,
+        // Every client here comes from 127.0.0.1: the per-address join limit is for real networks.
+        '--joins-per-min', '1000000',
+      ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UNISONO_LOG: process.env.UNISONO_LOG ?? 'warn', NO_COLOR: '1' } });
   const log = { lines: 0, first: [] };
   let errBuf = '';
   child.stderr.on('data', (chunk) => {
@@ -116,7 +131,7 @@ async function storm(signal) {
     for (let first = 0; first < o.rooms; first += roomsPerWorker) {
       const w = startWorker();
       const indices = Array.from({ length: Math.min(roomsPerWorker, o.rooms - first) }, (_, k) => first + k);
-      w.send({ type: 'setup', url, pkg: o.pkg, rooms: indices, ws: wsPerRoom, sio: sioPerRoom, concurrency: Math.ceil(o.concurrency / Math.ceil(o.rooms / roomsPerWorker)) });
+      w.send({ type: 'setup', url, pkg: o.ws ? o.pkg : null, hosts: o.hosts, rooms: indices, ws: wsPerRoom, sio: sioPerRoom, concurrency: Math.ceil(o.concurrency / Math.ceil(o.rooms / roomsPerWorker)) });
       workers.push(w);
     }
     const ready = await Promise.all(workers.map((w) => w.next('ready')));
@@ -173,6 +188,8 @@ const q = (xs, p) => (xs.length ? xs.slice().sort((a, b) => a - b)[Math.min(xs.l
 function summarize(signal, r) {
   const back = r.results.filter((c) => c.back);
   const times = back.map((c) => c.backAt);
+  const linked = r.results.filter((c) => c.reconnectedAt !== null);
+  const linkTimes = linked.map((c) => c.reconnectedAt);
   // Every back client of a room shows the room's current rev: the highest any of them has.
   const roomRev = new Map();
   for (const c of back) roomRev.set(c.code, Math.max(roomRev.get(c.code) ?? -1, c.rev));
@@ -187,6 +204,8 @@ function summarize(signal, r) {
   const s = {
     signal, clients: r.total, back: back.length, backShare: back.length / r.total,
     wsBack: byKind('ws'), sioBack: byKind('sio'),
+    reconnected: linked.length, lastReconnectSecs: linkTimes.length ? Math.max(...linkTimes) / 1000 : NaN,
+    p50ReconnectSecs: q(linkTimes, 0.5) / 1000, p99ReconnectSecs: q(linkTimes, 0.99) / 1000,
     lastBackSecs: times.length ? Math.max(...times) / 1000 : NaN, p50BackSecs: q(times, 0.5) / 1000, p99BackSecs: q(times, 0.99) / 1000,
     serverDownMs: Math.round(r.downMs), serverUpMs: Math.round(r.upMs),
     staleRev, lostAck, offPosition, positionErrP99Ms: q(errs.filter(Number.isFinite), 0.99),
@@ -198,6 +217,7 @@ function summarize(signal, r) {
   const ok = s.back === s.clients && !s.staleRev && !s.lostAck && !s.offPosition;
   console.log(`\n${signal === 'SIGKILL' ? 'kill -9' : 'SIGTERM'}: ${s.back}/${s.clients} back (${(100 * s.backShare).toFixed(1)} %; /ws ${s.wsBack}, Socket.IO ${s.sioBack})`);
   console.log(`  server exited after ${s.serverDownMs} ms, listening again after ${s.serverUpMs} ms`);
+  console.log(`  connected again (whatever they found): ${s.reconnected}/${s.clients}, p50 ${s.p50ReconnectSecs.toFixed(2)} s, p99 ${s.p99ReconnectSecs.toFixed(2)} s, last ${s.lastReconnectSecs.toFixed(2)} s`);
   console.log(`  back after: p50 ${s.p50BackSecs.toFixed(2)} s, p99 ${s.p99BackSecs.toFixed(2)} s, last ${s.lastBackSecs.toFixed(2)} s (from the stop)`);
   console.log(`  acknowledged seeks lost: ${s.lostAck}; clients not at the room's current rev: ${s.staleRev}; position off by > ${o.positionToleranceMs} ms: ${s.offPosition} (p99 |error| ${s.positionErrP99Ms.toFixed(1)} ms)`);
   console.log(`  hosts still host: ${s.hostsStillHost}`);
@@ -208,8 +228,8 @@ function summarize(signal, r) {
   return s;
 }
 
-console.error(`reconnect storm: ${o.ws} /ws + ${o.sio} Socket.IO clients in ${o.rooms} rooms; ${cpus().length} cores, load ${loadavg()[0].toFixed(1)}`);
+console.error(`reconnect storm against ${o.server === 'node' ? 'a Node socket.io server (the anchor)' : 'unisono'}: ${o.ws} /ws + ${o.sio} Socket.IO clients in ${o.rooms} rooms (${o.hosts} hosts); ${cpus().length} cores, load ${loadavg()[0].toFixed(1)}`);
 const all = [];
 for (const sig of signals) all.push(await storm(sig));
-console.log(JSON.stringify({ scenario: 'storm', ws: o.ws, sio: o.sio, rooms: o.rooms, runs: all.map(({ notBack, firstWarnings, ...s }) => s) }));
+console.log(JSON.stringify({ scenario: 'storm', server: o.server, hosts: o.hosts, ws: o.ws, sio: o.sio, rooms: o.rooms, runs: all.map(({ notBack, firstWarnings, ...s }) => s) }));
 process.exit(o.assert && !all.every((s) => s.ok) ? 1 : 0);
