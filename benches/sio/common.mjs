@@ -138,3 +138,36 @@ export function parseArgs(argv, defaults) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Calls `f` with every complete line a stream emits. */
+export function onLines(stream, f) {
+  let buf = '';
+  stream.on('data', (chunk) => {
+    buf += chunk;
+    const lines = buf.split('\n');
+    buf = lines.pop();
+    for (const l of lines) f(l);
+  });
+}
+
+/**
+ * Resolves with the port a starting server prints (`listening on http://127.0.0.1:PORT`, as
+ * `unisono serve` and the Node baselines do); rejects if it exits first or takes over 30 s.
+ */
+export function listeningPort(child, what, lastWords = () => '') {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not print its address within 30 s`)), 30000);
+    const early = (code, sig) => { clearTimeout(timer); reject(new Error(`${what} exited (${code ?? sig}) before listening: ${lastWords()}`)); };
+    child.once('exit', early);
+    let buf = '';
+    child.stdout.on('data', function seek(chunk) {
+      buf += chunk;
+      const m = buf.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      if (!m) return;
+      clearTimeout(timer);
+      child.removeListener('exit', early);
+      child.stdout.removeListener('data', seek);
+      resolve(Number(m[1]));
+    });
+  });
+}

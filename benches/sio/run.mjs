@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { DEFAULTS, printOne, runLoad } from './loadgen.mjs';
-import { parseArgs, sleep } from './common.mjs';
+import { onLines, parseArgs, sleep } from './common.mjs';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const o = parseArgs(process.argv.slice(2), {
@@ -50,18 +50,12 @@ function start(target) {
   }
   // The server's log: counted and summarised (first lines of each kind), not echoed.
   const logs = { lines: 0, kinds: new Map() };
-  let errBuf = '';
-  child.stderr.on('data', (chunk) => {
-    errBuf += chunk;
-    const lines = errBuf.split('\n');
-    errBuf = lines.pop();
-    for (const raw of lines) {
-      const l = raw.replace(/\x1b\[[0-9;]*m/g, '').replace(/^\S+Z\s+/, '');
-      if (!l.trim()) continue;
-      logs.lines++;
-      const kind = l.replace(/[0-9.]+/g, '#').slice(0, 110);
-      logs.kinds.set(kind, (logs.kinds.get(kind) ?? 0) + 1);
-    }
+  onLines(child.stderr, (raw) => {
+    const l = raw.replace(/\x1b\[[0-9;]*m/g, '').replace(/^\S+Z\s+/, '');
+    if (!l.trim()) return;
+    logs.lines++;
+    const kind = l.replace(/[0-9.]+/g, '#').slice(0, 110);
+    logs.kinds.set(kind, (logs.kinds.get(kind) ?? 0) + 1);
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${target} did not print its address within 30 s`)), 30000);

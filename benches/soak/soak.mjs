@@ -34,7 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
-import { cpuSeconds, memMiB, parseArgs, signJwt, sleep } from '../sio/common.mjs';
+import { cpuSeconds, listeningPort, memMiB, onLines, parseArgs, signJwt, sleep } from '../sio/common.mjs';
 
 globalThis.WebSocket ??= WebSocket;
 const require = createRequire(import.meta.url);
@@ -97,28 +97,14 @@ const server = spawn(o.serverBin, [
   '--web-dir', join(dir, 'no-web'), '--jwt-secret', secret, '--joins-per-min', '1000000',
   '--empty-room-ttl-secs', '5',
 ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UNISONO_LOG: 'warn', NO_COLOR: '1' } });
-let errBuf = '';
-server.stderr.on('data', (chunk) => {
-  errBuf += chunk;
-  const lines = errBuf.split('\n');
-  errBuf = lines.pop();
-  for (const l of lines) {
-    if (/\bERROR\b/.test(l)) serverLog.error++;
-    else if (/\bWARN\b/.test(l)) serverLog.warn++;
-    else continue;
-    if (serverLog.first.length < 8) serverLog.first.push(l.slice(0, 240));
-  }
+onLines(server.stderr, (l) => {
+  if (/\bERROR\b/.test(l)) serverLog.error++;
+  else if (/\bWARN\b/.test(l)) serverLog.warn++;
+  else return;
+  if (serverLog.first.length < 8) serverLog.first.push(l.slice(0, 240));
 });
-const port = await new Promise((res, rej) => {
-  let buf = '';
-  const timer = setTimeout(() => rej(new Error('the server did not print its address within 30 s')), 30000);
-  server.once('exit', (c, s) => rej(new Error(`the server exited (${c ?? s}): ${serverLog.first.join(' | ')}`)));
-  server.stdout.on('data', (chunk) => {
-    buf += chunk;
-    const m = buf.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
-    if (m) { clearTimeout(timer); server.removeAllListeners('exit'); res(Number(m[1])); }
-  });
-});
+const port = await listeningPort(server, 'the server', () => serverLog.first.join(' | '));
+server.stdout.resume();
 server.once('exit', (c, s) => { if (!stopping) { console.error(`the server died (${c ?? s})`); process.exit(2); } });
 let stopping = false;
 const url = `http://127.0.0.1:${port}`;

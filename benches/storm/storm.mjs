@@ -26,7 +26,7 @@ import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import { cpuSeconds, memMiB, parseArgs, sleep } from '../sio/common.mjs';
+import { cpuSeconds, listeningPort, memMiB, onLines, parseArgs, sleep } from '../sio/common.mjs';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const o = parseArgs(process.argv.slice(2), {
@@ -72,30 +72,14 @@ function startServer(dir, port) {
         '--joins-per-min', '1000000',
       ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UNISONO_LOG: process.env.UNISONO_LOG ?? 'warn', NO_COLOR: '1' } });
   const log = { lines: 0, first: [] };
-  let errBuf = '';
-  child.stderr.on('data', (chunk) => {
-    errBuf += chunk;
-    const lines = errBuf.split('\n');
-    errBuf = lines.pop();
-    for (const l of lines) {
-      if (!l.trim()) continue;
-      log.lines++;
-      if (log.first.length < 5) log.first.push(l.slice(0, 200));
-    }
+  onLines(child.stderr, (l) => {
+    if (!l.trim()) return;
+    log.lines++;
+    if (log.first.length < 5) log.first.push(l.slice(0, 200));
   });
-  return new Promise((res, rej) => {
-    let buf = '';
-    const timer = setTimeout(() => rej(new Error('the server did not print its address within 30 s')), 30000);
-    child.once('exit', (code, sig) => rej(new Error(`the server exited (${code ?? sig}) before listening: ${log.first.join(' | ')}`)));
-    child.stdout.on('data', (chunk) => {
-      buf += chunk;
-      const m = buf.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m) {
-        clearTimeout(timer);
-        child.removeAllListeners('exit');
-        res({ child, port: Number(m[1]), log });
-      }
-    });
+  return listeningPort(child, 'the server', () => log.first.join(' | ')).then((port) => {
+    child.stdout.resume();
+    return { child, port, log };
   });
 }
 
