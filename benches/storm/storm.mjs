@@ -185,9 +185,15 @@ function summarize(signal, r) {
   const offPosition = errs.filter((e) => !(e <= o.positionToleranceMs)).length;
   const hosts = r.results.filter((c) => c.isHost);
   const byKind = (k) => { const all = r.results.filter((c) => c.kind === k); return `${all.filter((c) => c.back).length}/${all.length}`; };
+  // Per kind: p50 of connected-again and of back, to tell the transport's part from the re-join's.
+  const gaps = (k) => {
+    const all = r.results.filter((c) => c.kind === k);
+    const p50 = (xs) => (xs.length ? (q(xs, 0.5) / 1000).toFixed(2) : '—');
+    return `${p50(all.filter((c) => c.reconnectedAt !== null).map((c) => c.reconnectedAt))} s → ${p50(all.filter((c) => c.back).map((c) => c.backAt))} s`;
+  };
   const s = {
     signal, clients: r.total, back: back.length, backShare: back.length / r.total,
-    wsBack: byKind('ws'), sioBack: byKind('sio'),
+    wsBack: byKind('ws'), sioBack: byKind('sio'), wsP50: gaps('ws'), sioP50: gaps('sio'),
     reconnected: linked.length, lastReconnectSecs: linkTimes.length ? Math.max(...linkTimes) / 1000 : NaN,
     p50ReconnectSecs: q(linkTimes, 0.5) / 1000, p99ReconnectSecs: q(linkTimes, 0.99) / 1000,
     lastBackSecs: times.length ? Math.max(...times) / 1000 : NaN, p50BackSecs: q(times, 0.5) / 1000, p99BackSecs: q(times, 0.99) / 1000,
@@ -202,6 +208,7 @@ function summarize(signal, r) {
   console.log(`\n${signal === 'SIGKILL' ? 'kill -9' : 'SIGTERM'}: ${s.back}/${s.clients} back (${(100 * s.backShare).toFixed(1)} %; /ws ${s.wsBack}, Socket.IO ${s.sioBack})`);
   console.log(`  server exited after ${s.serverDownMs} ms, listening again after ${s.serverUpMs} ms`);
   console.log(`  connected again (whatever they found): ${s.reconnected}/${s.clients}, p50 ${s.p50ReconnectSecs.toFixed(2)} s, p99 ${s.p99ReconnectSecs.toFixed(2)} s, last ${s.lastReconnectSecs.toFixed(2)} s`);
+  console.log(`  p50 connected again → back: /ws ${s.wsP50}, Socket.IO ${s.sioP50}`);
   console.log(`  back after: p50 ${s.p50BackSecs.toFixed(2)} s, p99 ${s.p99BackSecs.toFixed(2)} s, last ${s.lastBackSecs.toFixed(2)} s (from the stop)`);
   console.log(`  acknowledged seeks lost: ${s.lostAck}; clients not at the room's current rev: ${s.staleRev}; position off by > ${o.positionToleranceMs} ms: ${s.offPosition} (p99 |error| ${s.positionErrP99Ms.toFixed(1)} ms)`);
   console.log(`  hosts still host: ${s.hostsStillHost}`);
