@@ -215,11 +215,11 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        // `encode_utf8` writes into a String: nothing to convert, and an error is logged, not
-        // turned into an empty page that looks like "no metrics".
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             self.tasks.set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
         }
+        // `encode_utf8` writes into a String: nothing to convert, and an error is logged, not
+        // turned into an empty page that looks like "no metrics".
         let mut out = String::new();
         if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "rendering metrics failed");

@@ -181,9 +181,17 @@ fn service_up(addr: &str) -> bool {
     addr.parse().is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).is_ok())
 }
 
+/// `node SCRIPT ARGS…` from the repository root.
+fn node_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Command {
+    let mut c = Command::new("node");
+    c.current_dir(root()).arg(script).args(args);
+    c
+}
+
 /// The JavaScript-facing tests: the packed npm tarball installed into a temp project and used
 /// from plain Node (`require` and `import`: a full room session against the binary, every test
-/// vector) and through webpack (`tests/npm/run.mjs`), the wasm-pkg tests (test vectors) in
+/// vector) and through webpack (`tests/npm/run.mjs`), the small reconnect storm and the 2-minute
+/// soak (`benches/storm`, `benches/soak`), the wasm-pkg tests (test vectors) in
 /// headless Chromium, and the browser end-to-end test (`tests/browser/sync.mjs`: the built web
 /// app in two Chromium pages) against the debug binary. Chromium needs Debian's `chromium` and
 /// `chromium-driver` (`.ci/run` installs them); without them those steps are skipped loudly,
@@ -208,31 +216,27 @@ fn browser_test() -> Result<()> {
         .args(["--bin", "target/debug/unisono"]);
     run("the packed npm tarball in a temp project: Node (require, import) and webpack", c)?;
     // The reconnect storm, small: every client back in its room after SIGTERM and kill -9.
-    let mut c = Command::new("node");
-    c.current_dir(root()).arg("benches/storm/storm.mjs").args([
-        "--ws",
-        "200",
-        "--sio",
-        "100",
-        "--rooms",
-        "20",
-        "--timeout-secs",
-        "30",
-        "--assert",
-        "--server-bin",
-        "target/debug/unisono",
-    ]);
+    let c = node_script(
+        "benches/storm/storm.mjs",
+        &[
+            "--ws",
+            "200",
+            "--sio",
+            "100",
+            "--rooms",
+            "20",
+            "--timeout-secs",
+            "30",
+            "--assert",
+            "--server-bin",
+            "target/debug/unisono",
+        ],
+    );
     run("reconnect storm (300 clients, SIGTERM and kill -9; benches/storm)", c)?;
     // The soak, short: no errors, tasks, file descriptors and RSS not growing under steady
     // load with connections dropped every 2 s.
-    let mut c = Command::new("node");
-    c.current_dir(root()).arg("benches/soak/soak.mjs").args([
-        "--minutes",
-        "2",
-        "--assert",
-        "--server-bin",
-        "target/debug/unisono",
-    ]);
+    let c =
+        node_script("benches/soak/soak.mjs", &["--minutes", "2", "--assert", "--server-bin", "target/debug/unisono"]);
     run("soak, 2 minutes (rooms, devices, admins, drops; benches/soak)", c)?;
     if !Path::new("/usr/bin/chromium").exists() || !Path::new("/usr/bin/chromedriver").exists() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -271,9 +275,7 @@ fn wasm_test(args: &[&str], chromium: bool) -> Command {
 
 /// `node tests/browser/SCRIPT --bin target/debug/unisono` (the built app in `dist/`).
 fn browser_script(script: &str) -> Command {
-    let mut c = Command::new("node");
-    c.current_dir(root()).arg(format!("tests/browser/{script}")).args(["--bin", "target/debug/unisono"]);
-    c
+    node_script(&format!("tests/browser/{script}"), &["--bin", "target/debug/unisono"])
 }
 
 /// Runs `tests/browser/sync.mjs` with its precision targets enforced (`--strict`). A run that
@@ -357,9 +359,7 @@ fn bench_sio_devices(args: &[String]) -> Result<()> {
         c.current_dir(root()).args(["ci", "--no-audit", "--no-fund"]);
         run("npm ci (socket.io, socket.io-client)", c)?;
     }
-    let mut c = Command::new("node");
-    c.current_dir(root()).arg("benches/sio/run.mjs").args(args);
-    run("benches/sio/run.mjs", c)
+    run("benches/sio/run.mjs", node_script("benches/sio/run.mjs", args))
 }
 
 /// `cargo xtask cluster`: three nodes on 127.0.0.1:8081-8083 against the local Redis and
